@@ -1,0 +1,769 @@
+#include "index/embedding_index.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <typeinfo>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "faiss/Index.h"
+#include "faiss/IndexFlat.h"
+#include "faiss/IndexHNSW.h"
+#include "faiss/IndexIDMap.h"
+#include "faiss/IndexIVF.h"
+#include "faiss/IndexIVFFlat.h"
+#include "faiss/IndexScalarQuantizer.h"
+#include "faiss/clone_index.h"
+#include "faiss/impl/FaissException.h"
+#include "faiss/impl/HNSW.h"
+#include "faiss/impl/IDSelector.h"
+#include "faiss/index_factory.h"
+#include "faiss/index_io.h"
+
+namespace recall {
+namespace {
+
+using idx_t = faiss::Index::idx_t;
+
+// Runs f() and turns any exception into a status. FAISS errors get `faiss_code`.
+template <typename F>
+absl::Status Guard(absl::StatusCode faiss_code, absl::string_view what, F&& f) {
+  try {
+    f();
+    return absl::OkStatus();
+  } catch (const faiss::FaissException& e) {
+    return absl::Status(faiss_code, absl::StrCat(what, ": ", e.what()));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  } catch (...) {
+    return absl::UnknownError(absl::StrCat(what, ": unknown exception"));
+  }
+}
+
+// Runs fn(i) for i in [0, n) on min(n, threads) OpenMP threads (the calling thread alone when
+// that is 1). Inside, every thread limits its own nested regions to one thread, so FAISS's
+// internal `#pragma omp parallel` (e.g. IndexHNSW::search, which opens a full team even for
+// one query) neither oversubscribes the machine nor allocates per-thread scratch for threads
+// that get no work. fn must not throw.
+template <typename Fn>
+void ParallelFor(int n, int threads, Fn&& fn) {
+  if (n <= 0) return;
+  const int nt = std::max(1, std::min(n, threads));
+#pragma omp parallel num_threads(nt)
+  {
+    omp_set_num_threads(1);  // ICV of this implicit task only; gone when the region ends
+#pragma omp for schedule(dynamic, 1)
+    for (int i = 0; i < n; ++i) fn(i);
+  }
+}
+
+// Runs fn() on the calling thread with the OpenMP regions it opens (FAISS's) limited to
+// `threads` threads, without changing the calling thread's own OpenMP settings.
+template <typename Fn>
+void WithThreads(int threads, Fn&& fn) {
+#pragma omp parallel num_threads(1)
+  {
+    omp_set_num_threads(std::max(1, threads));
+    fn();
+  }
+}
+
+// A search is split over at most one thread per this many multiply-adds: below it, starting
+// an OpenMP team (and waking its threads) costs more than it saves, especially when cores
+// are shared with other work.
+constexpr double kMinWorkPerThread = 1 << 20;
+
+// Accepts a label iff it is live (label_to_id[label] != -1) and not in `excluded` (internal
+// labels). Called by FAISS from inside the search for every candidate.
+class LiveSelector final : public faiss::IDSelector {
+ public:
+  LiveSelector(const std::vector<int64_t>& label_to_id,
+               const absl::flat_hash_set<int64_t>* excluded)
+      : label_to_id_(label_to_id.data()),
+        n_(static_cast<idx_t>(label_to_id.size())),
+        excluded_(excluded) {}
+  bool is_member(idx_t id) const override {
+    if (id < 0 || id >= n_ || label_to_id_[id] == EmbeddingIndex::kReservedId) return false;
+    return excluded_ == nullptr || !excluded_->contains(id);
+  }
+
+ private:
+  const int64_t* label_to_id_;
+  idx_t n_;
+  const absl::flat_hash_set<int64_t>* excluded_;
+};
+
+bool IsFlat(const faiss::Index* index) {
+  return dynamic_cast<const faiss::IndexFlat*>(index) != nullptr;
+}
+
+absl::Status CheckFinite(const float* v, size_t count, absl::string_view what) {
+  for (size_t i = 0; i < count; ++i) {
+    if (!std::isfinite(v[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " contains a non-finite value at element ", i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Derives a factory string for the kinds whose structure determines it; "" otherwise.
+std::string DeriveFactory(const faiss::Index* index) {
+  if (IsFlat(index)) return "Flat";
+  if (typeid(*index) == typeid(faiss::IndexHNSWFlat)) {
+    const auto* h = static_cast<const faiss::IndexHNSWFlat*>(index);
+    return absl::StrCat("HNSW", h->hnsw.nb_neighbors(1));
+  }
+  if (typeid(*index) == typeid(faiss::IndexIVFFlat)) {
+    const auto* ivf = static_cast<const faiss::IndexIVFFlat*>(index);
+    if (IsFlat(ivf->quantizer)) return absl::StrCat("IVF", ivf->nlist, ",Flat");
+  }
+  return "";
+}
+
+// A new, empty index with the configuration and training state of `old` (HNSW graph
+// parameters, IVF coarse quantizer and codec training, direct map, search defaults).
+// Only reads `old`, so it is safe while other threads search it. Throws on failure.
+std::unique_ptr<faiss::Index> MakeEmptyLike(const faiss::Index& old) {
+  std::unique_ptr<faiss::Index> fresh;
+  if (IsFlat(&old)) {
+    fresh = std::make_unique<faiss::IndexFlat>(old.d, old.metric_type);
+  } else if (typeid(old) == typeid(faiss::IndexHNSWFlat)) {
+    const auto& h = static_cast<const faiss::IndexHNSWFlat&>(old);
+    auto n = std::make_unique<faiss::IndexHNSWFlat>(h.d, h.hnsw.nb_neighbors(1), h.metric_type);
+    n->hnsw.efConstruction = h.hnsw.efConstruction;
+    n->hnsw.efSearch = h.hnsw.efSearch;
+    n->hnsw.search_bounded_queue = h.hnsw.search_bounded_queue;
+    n->hnsw.check_relative_distance = h.hnsw.check_relative_distance;
+    fresh = std::move(n);
+  } else if (typeid(old) == typeid(faiss::IndexIVFFlat)) {
+    // Keep the trained coarse quantizer without copying the inverted lists.
+    const auto& ivf = static_cast<const faiss::IndexIVFFlat&>(old);
+    std::unique_ptr<faiss::Index> q(faiss::clone_index(ivf.quantizer));
+    auto n = std::make_unique<faiss::IndexIVFFlat>(q.get(), ivf.d, ivf.nlist, ivf.metric_type);
+    q.release();
+    n->own_fields = true;
+    n->is_trained = ivf.is_trained;
+    n->nprobe = ivf.nprobe;
+    n->parallel_mode = ivf.parallel_mode;
+    fresh = std::move(n);
+  } else {
+    // Generic: a deep copy, emptied. Keeps every trained part (codecs, transforms).
+    fresh.reset(faiss::clone_index(&old));
+    fresh->reset();
+  }
+  if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(fresh.get())) {
+    if (ivf->direct_map.type != faiss::DirectMap::Array) ivf->make_direct_map(true);
+  }
+  return fresh;
+}
+
+}  // namespace
+
+EmbeddingIndex::EmbeddingIndex(int dim, std::string factory, std::unique_ptr<faiss::Index> index,
+                               Kind kind)
+    : dim_(dim), factory_(std::move(factory)), kind_(kind), index_(std::move(index)) {}
+
+EmbeddingIndex::~EmbeddingIndex() = default;
+
+namespace {
+
+// Kinds whose FAISS 1.7.3 search honors SearchParameters::sel. Others (IndexPQ, IndexLSH,
+// IndexIDMap, ...) reject or ignore search params, so exclusions could not be applied inside
+// the search.
+absl::StatusOr<int> KindOf(const faiss::Index* index) {
+  if (IsFlat(index)) return 0;
+  if (dynamic_cast<const faiss::IndexHNSW*>(index) != nullptr) return 1;
+  if (dynamic_cast<const faiss::IndexIVF*>(index) != nullptr) return 2;
+  if (dynamic_cast<const faiss::IndexScalarQuantizer*>(index) != nullptr) return 3;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "FAISS index type ", typeid(*index).name(),
+      " does not support filtered search (SearchParameters::sel) in FAISS 1.7.3; supported: "
+      "Flat, HNSW<M>[,storage], IVF<n>[_quantizer],<codec>, SQ<bits>"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Create(int dim,
+                                                                       std::string_view factory) {
+  if (dim <= 0) return absl::InvalidArgumentError(absl::StrCat("dim must be > 0, got ", dim));
+  if (factory.empty()) return absl::InvalidArgumentError("factory string is empty");
+  const std::string fs(factory);
+  std::unique_ptr<faiss::Index> index;
+  absl::Status s = Guard(
+      absl::StatusCode::kInvalidArgument, absl::StrCat("invalid FAISS factory string \"", fs, "\""),
+      [&] { index.reset(faiss::index_factory(dim, fs.c_str(), faiss::METRIC_INNER_PRODUCT)); });
+  if (!s.ok()) return s;
+  if (index->metric_type != faiss::METRIC_INNER_PRODUCT) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("factory string \"", fs, "\" does not build an inner-product index"));
+  }
+  absl::StatusOr<int> kind = KindOf(index.get());
+  if (!kind.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("factory string \"", fs, "\": ", kind.status().message()));
+  }
+  int ef = kDefaultEfSearch, nprobe = kDefaultNprobe;
+  s = Guard(absl::StatusCode::kInternal, "configuring the new index", [&] {
+    if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index.get())) h->hnsw.efSearch = ef;
+    if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index.get())) {
+      nprobe = static_cast<int>(std::min<size_t>(nprobe, ivf->nlist));
+      ivf->nprobe = nprobe;
+      ivf->make_direct_map(true);  // Reconstruct and Compact need it
+    }
+  });
+  if (!s.ok()) return s;
+  std::unique_ptr<EmbeddingIndex> out(
+      new EmbeddingIndex(dim, fs, std::move(index), static_cast<Kind>(*kind)));
+  {
+    absl::MutexLock lock(&out->mu_);
+    out->ef_search_ = ef;
+    out->nprobe_ = nprobe;
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::string& path) {
+  return Load(path, std::string_view());
+}
+
+absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::string& path,
+                                                                     std::string_view factory) {
+  {
+    std::ifstream probe(path, std::ios::binary);
+    if (!probe.good()) {
+      return absl::NotFoundError(absl::StrCat("cannot open index file \"", path, "\""));
+    }
+  }
+  std::unique_ptr<faiss::Index> top;
+  absl::Status s =
+      Guard(absl::StatusCode::kDataLoss, absl::StrCat("cannot read FAISS index \"", path, "\""),
+            [&] { top.reset(faiss::read_index(path.c_str())); });
+  if (!s.ok()) return s;
+
+  std::unique_ptr<faiss::Index> inner;
+  std::vector<int64_t> ids;
+  if (auto* map = dynamic_cast<faiss::IndexIDMap*>(top.get())) {  // also IndexIDMap2
+    if (map->index == nullptr) {
+      return absl::DataLossError(absl::StrCat("\"", path, "\": IndexIDMap without sub-index"));
+    }
+    ids = std::move(map->id_map);
+    inner.reset(map->index);  // take ownership: the wrapper must not delete it
+    map->index = nullptr;
+    map->own_fields = false;
+    top.reset();
+  } else {
+    inner = std::move(top);
+    ids.resize(inner->ntotal);
+    for (int64_t i = 0; i < inner->ntotal; ++i) ids[i] = i;
+  }
+  if (static_cast<int64_t>(ids.size()) != inner->ntotal) {
+    return absl::DataLossError(absl::StrCat("\"", path, "\": id map has ", ids.size(),
+                                            " entries but the index holds ", inner->ntotal));
+  }
+  if (inner->d <= 0) return absl::DataLossError(absl::StrCat("\"", path, "\": bad dimension"));
+  if (inner->metric_type != faiss::METRIC_INNER_PRODUCT) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", path, "\": index metric is ", static_cast<int>(inner->metric_type),
+                     ", EmbeddingIndex needs inner product (", faiss::METRIC_INNER_PRODUCT, ")"));
+  }
+  absl::StatusOr<int> kind = KindOf(inner.get());
+  if (!kind.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", path, "\": ", kind.status().message()));
+  }
+  int ef = kDefaultEfSearch, nprobe = kDefaultNprobe;
+  s = Guard(absl::StatusCode::kInvalidArgument,
+            absl::StrCat("\"", path, "\": IVF lists must hold the sequential labels 0..ntotal-1"),
+            [&] {
+              if (auto* h = dynamic_cast<faiss::IndexHNSW*>(inner.get())) ef = h->hnsw.efSearch;
+              if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(inner.get())) {
+                nprobe = static_cast<int>(std::max<size_t>(1, ivf->nprobe));
+                if (ivf->direct_map.type != faiss::DirectMap::Array) ivf->make_direct_map(true);
+              }
+            });
+  if (!s.ok()) return s;
+
+  std::string fs = factory.empty() ? DeriveFactory(inner.get()) : std::string(factory);
+  const int dim = inner->d;
+  std::unique_ptr<EmbeddingIndex> out(
+      new EmbeddingIndex(dim, std::move(fs), std::move(inner), static_cast<Kind>(*kind)));
+  {
+    absl::MutexLock lock(&out->mu_);
+    out->ef_search_ = ef;
+    out->nprobe_ = nprobe;
+    out->id_to_label_.reserve(ids.size());
+    for (int64_t label = 0; label < static_cast<int64_t>(ids.size()); ++label) {
+      const int64_t id = ids[label];
+      if (id == kReservedId) {
+        ++out->num_hidden_;
+        continue;
+      }
+      auto [it, inserted] = out->id_to_label_.try_emplace(id, label);
+      if (!inserted) {  // duplicate external id (plain FAISS file): the later entry wins
+        ids[it->second] = kReservedId;
+        ++out->num_hidden_;
+        it->second = label;
+      }
+    }
+    out->label_to_id_ = std::move(ids);
+  }
+  return out;
+}
+
+absl::Status EmbeddingIndex::Save(const std::string& path) const {
+  absl::ReaderMutexLock lock(&mu_);
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) {
+    const int err = errno;
+    return absl::ErrnoToStatus(err, absl::StrCat("cannot open \"", path, "\" for writing"));
+  }
+  faiss::IndexIDMap2 wrapper;  // borrows index_: own_fields stays false
+  wrapper.index = index_.get();
+  wrapper.d = index_->d;
+  wrapper.ntotal = index_->ntotal;
+  wrapper.is_trained = index_->is_trained;
+  wrapper.metric_type = index_->metric_type;
+  wrapper.metric_arg = index_->metric_arg;
+  wrapper.id_map = label_to_id_;
+  absl::Status s =
+      Guard(absl::StatusCode::kInternal, absl::StrCat("cannot write FAISS index \"", path, "\""),
+            [&] { faiss::write_index(&wrapper, f); });
+  wrapper.index = nullptr;
+  if (std::fclose(f) != 0 && s.ok()) {
+    const int err = errno;
+    s = absl::ErrnoToStatus(err, absl::StrCat("cannot write \"", path, "\""));
+  }
+  return s;
+}
+
+absl::Status EmbeddingIndex::ValidateVectors(absl::Span<const int64_t> ids, const float* vectors,
+                                             const char* what) const {
+  if (ids.empty()) return absl::OkStatus();
+  if (vectors == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": vectors is null"));
+  }
+  if (ids.size() > static_cast<size_t>(INT32_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": too many ids in one call"));
+  }
+  absl::flat_hash_set<int64_t> seen;
+  seen.reserve(ids.size());
+  for (int64_t id : ids) {
+    if (id == kReservedId) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": id -1 is reserved"));
+    }
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": duplicate id ", id));
+    }
+  }
+  return CheckFinite(vectors, ids.size() * static_cast<size_t>(dim_),
+                     absl::StrCat(what, ": vectors"));
+}
+
+absl::Status EmbeddingIndex::AddLocked(absl::Span<const int64_t> ids, const float* vectors) {
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (n == 0) return absl::OkStatus();
+  const int64_t base = index_->ntotal;
+  if (kind_ == Kind::kHnsw && base + n > INT32_MAX) {
+    return absl::ResourceExhaustedError(
+        "HNSW holds at most 2^31-1 entries including hidden ones; Compact() first");
+  }
+  faiss::Index* index = index_.get();
+  absl::Status s = Guard(absl::StatusCode::kInternal, "adding vectors to FAISS",
+                         [&] { index->add(n, vectors); });
+  // Keep the label table in step with the FAISS structure, even after a partial failure
+  // (entries FAISS kept without our ids stay hidden).
+  const int64_t now = index_->ntotal;
+  if (!s.ok() || now != base + n) {
+    label_to_id_.resize(now, kReservedId);
+    num_hidden_ += now - base;
+    return s.ok() ? absl::InternalError("FAISS added an unexpected number of vectors") : s;
+  }
+  label_to_id_.resize(now, kReservedId);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t label = base + i;
+    auto [it, inserted] = id_to_label_.try_emplace(ids[i], label);
+    if (!inserted) {  // replace: the old entry is hidden from now on
+      label_to_id_[it->second] = kReservedId;
+      ++num_hidden_;
+      it->second = label;
+    }
+    label_to_id_[label] = ids[i];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* vectors) {
+  if (absl::Status s = ValidateVectors(ids, vectors, "Build"); !s.ok()) return s;
+  absl::MutexLock write_lock(&write_mu_);
+  std::unique_ptr<faiss::Index> fresh;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (!id_to_label_.empty() || index_->ntotal != 0) {
+      return absl::FailedPreconditionError(absl::StrCat("Build needs an empty index; it holds ",
+                                                        index_->ntotal,
+                                                        " entries (use Upsert to add to it)"));
+    }
+    const faiss::Index& current = *index_;
+    absl::Status s = Guard(absl::StatusCode::kInternal, "creating the index",
+                           [&] { fresh = MakeEmptyLike(current); });
+    if (!s.ok()) return s;
+  }
+  // Train and fill the new structure while searches keep using the (empty) current one.
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (!fresh->is_trained) {
+    if (n == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("index \"", factory_, "\" needs training vectors; Build got none"));
+    }
+    absl::Status s =
+        Guard(absl::StatusCode::kInvalidArgument,
+              absl::StrCat("training \"", factory_, "\" on ", n, " vectors failed"), [&] {
+                fresh->train(n, vectors);
+                if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(fresh.get())) {
+                  ivf->make_direct_map(true);
+                }
+              });
+    if (!s.ok()) return s;
+  }
+  if (n > 0) {
+    absl::Status s = Guard(absl::StatusCode::kInternal, "adding vectors to FAISS",
+                           [&] { fresh->add(n, vectors); });
+    if (!s.ok()) return s;
+  }
+  absl::flat_hash_map<int64_t, int64_t> id_to_label;
+  id_to_label.reserve(ids.size());
+  for (int64_t i = 0; i < n; ++i) id_to_label.emplace(ids[i], i);
+  {
+    absl::WriterMutexLock lock(&mu_);
+    std::swap(index_, fresh);
+    label_to_id_.assign(ids.begin(), ids.end());
+    id_to_label_.swap(id_to_label);
+    num_hidden_ = 0;
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return absl::OkStatus();  // the old (empty) index is freed outside the lock
+}
+
+absl::Status EmbeddingIndex::Upsert(absl::Span<const int64_t> ids, const float* vectors) {
+  if (absl::Status s = ValidateVectors(ids, vectors, "Upsert"); !s.ok()) return s;
+  absl::MutexLock write_lock(&write_mu_);
+  absl::WriterMutexLock lock(&mu_);
+  if (!index_->is_trained) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("index \"", factory_, "\" is not trained; call Build first"));
+  }
+  if (absl::Status s = AddLocked(ids, vectors); !s.ok()) return s;
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> EmbeddingIndex::Remove(absl::Span<const int64_t> ids) {
+  absl::MutexLock write_lock(&write_mu_);
+  absl::WriterMutexLock lock(&mu_);
+  int64_t removed = 0;
+  for (int64_t id : ids) {
+    auto it = id_to_label_.find(id);
+    if (it == id_to_label_.end()) continue;
+    label_to_id_[it->second] = kReservedId;
+    id_to_label_.erase(it);
+    ++num_hidden_;
+    ++removed;
+  }
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  return removed;
+}
+
+absl::Status EmbeddingIndex::Compact() {
+  absl::MutexLock write_lock(&write_mu_);
+  // Writers are serialized by write_mu_, so the state read under the shared lock stays valid
+  // until the swap below.
+  std::unique_ptr<faiss::Index> fresh;
+  std::vector<int64_t> live_ids;
+  std::vector<float> vectors;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (num_hidden_ == 0) {
+      fresh = nullptr;  // nothing to drop
+    } else {
+      live_ids.reserve(id_to_label_.size());
+      vectors.resize(id_to_label_.size() * static_cast<size_t>(dim_));
+      const faiss::Index& current = *index_;
+      const int64_t* label_to_id = label_to_id_.data();
+      const int64_t num_labels = static_cast<int64_t>(label_to_id_.size());
+      absl::Status s = Guard(absl::StatusCode::kInternal, "reconstructing live vectors", [&] {
+        const auto* flat = dynamic_cast<const faiss::IndexFlat*>(&current);
+        for (int64_t label = 0; label < num_labels; ++label) {
+          if (label_to_id[label] == kReservedId) continue;
+          float* dst = vectors.data() + live_ids.size() * dim_;
+          if (flat != nullptr) {
+            std::memcpy(dst, flat->get_xb() + label * dim_, sizeof(float) * dim_);
+          } else {
+            current.reconstruct(label, dst);
+          }
+          live_ids.push_back(label_to_id[label]);
+        }
+        fresh = MakeEmptyLike(current);
+      });
+      if (!s.ok()) return s;
+    }
+  }
+  if (fresh == nullptr) {
+    absl::WriterMutexLock lock(&mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    return absl::OkStatus();
+  }
+  // The expensive rebuild runs while searches continue on the current structure.
+  const int64_t n = static_cast<int64_t>(live_ids.size());
+  if (n > 0) {
+    absl::Status s = Guard(absl::StatusCode::kInternal, "re-adding live vectors",
+                           [&] { fresh->add(n, vectors.data()); });
+    if (!s.ok()) return s;
+  }
+  absl::flat_hash_map<int64_t, int64_t> id_to_label;
+  id_to_label.reserve(live_ids.size());
+  for (int64_t i = 0; i < n; ++i) id_to_label.emplace(live_ids[i], i);
+  {
+    absl::WriterMutexLock lock(&mu_);
+    std::swap(index_, fresh);
+    label_to_id_.swap(live_ids);
+    id_to_label_.swap(id_to_label);
+    num_hidden_ = 0;
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  return absl::OkStatus();  // the old structure and maps are freed outside the lock
+}
+
+bool EmbeddingIndex::Contains(int64_t id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return id_to_label_.contains(id);
+}
+
+absl::StatusOr<std::vector<float>> EmbeddingIndex::Reconstruct(int64_t id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = id_to_label_.find(id);
+  if (it == id_to_label_.end()) {
+    return absl::NotFoundError(absl::StrCat("id ", id, " is not in the index"));
+  }
+  std::vector<float> v(dim_);
+  const faiss::Index& current = *index_;
+  absl::Status s = Guard(absl::StatusCode::kInternal, absl::StrCat("reconstructing id ", id),
+                         [&] { current.reconstruct(it->second, v.data()); });
+  if (!s.ok()) return s;
+  return v;
+}
+
+absl::Status EmbeddingIndex::SetSearchParameter(std::string_view name_in, double value) {
+  const absl::string_view name(name_in.data(), name_in.size());
+  const bool known =
+      (name == "efSearch" && kind_ == Kind::kHnsw) || (name == "nprobe" && kind_ == Kind::kIvf);
+  if (!known) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown search parameter \"", name,
+                                                   "\" for index \"", factory_, "\"",
+                                                   kind_ == Kind::kHnsw  ? " (has: efSearch)"
+                                                   : kind_ == Kind::kIvf ? " (has: nprobe)"
+                                                                         : ""));
+  }
+  if (!std::isfinite(value) || value < 1 || value > INT32_MAX || value != std::floor(value)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("search parameter ", name, " must be an integer >= 1, got ", value));
+  }
+  const int v = static_cast<int>(value);
+  absl::MutexLock write_lock(&write_mu_);
+  absl::WriterMutexLock lock(&mu_);
+  if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index_.get())) {
+    ef_search_ = v;
+    h->hnsw.efSearch = v;
+  } else if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index_.get())) {
+    nprobe_ = static_cast<int>(std::min<size_t>(v, ivf->nlist));
+    ivf->nprobe = nprobe_;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> EmbeddingIndex::GetSearchParameter(std::string_view name_in) const {
+  const absl::string_view name(name_in.data(), name_in.size());
+  absl::ReaderMutexLock lock(&mu_);
+  if (name == "efSearch" && kind_ == Kind::kHnsw) return ef_search_;
+  if (name == "nprobe" && kind_ == Kind::kIvf) return nprobe_;
+  return absl::NotFoundError(
+      absl::StrCat("index \"", factory_, "\" has no search parameter \"", name, "\""));
+}
+
+int64_t EmbeddingIndex::size() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return static_cast<int64_t>(id_to_label_.size());
+}
+
+int64_t EmbeddingIndex::num_hidden() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return num_hidden_;
+}
+
+namespace {
+
+// Per-call FAISS search parameters for one kind (FAISS 1.7.3 applies them to a whole call).
+struct CallParams {
+  faiss::SearchParameters plain;
+  faiss::SearchParametersHNSW hnsw;
+  faiss::SearchParametersIVF ivf;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
+    const float* queries, int n, int k, absl::Span<const std::vector<int64_t>> excludes) const {
+  return Search(queries, n, k, excludes, nullptr);
+}
+
+absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
+    const float* queries, int n, int k, absl::Span<const std::vector<int64_t>> excludes,
+    uint64_t* generation) const {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("n must be >= 0, got ", n));
+  if (k < 1) return absl::InvalidArgumentError(absl::StrCat("k must be >= 1, got ", k));
+  if (n > 0 && queries == nullptr) return absl::InvalidArgumentError("queries is null");
+  if (!excludes.empty() && excludes.size() != static_cast<size_t>(n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("excludes must be empty or hold one list per query: got ", excludes.size(),
+                     " for ", n, " queries"));
+  }
+  if (absl::Status s =
+          CheckFinite(queries, static_cast<size_t>(n) * static_cast<size_t>(dim_), "queries");
+      !s.ok()) {
+    return s;
+  }
+  std::vector<SearchHits> out(n);
+
+  absl::ReaderMutexLock lock(&mu_);
+  if (generation != nullptr) *generation = generation_.load(std::memory_order_acquire);
+  const int64_t live = static_cast<int64_t>(id_to_label_.size());
+  if (n == 0 || live == 0) return out;
+  const int kk = static_cast<int>(std::min<int64_t>(k, live));
+
+  // One FAISS call over queries [q0, q0 + m) with the selector `sel` (nullable). Never throws
+  // (it runs inside OpenMP regions).
+  auto search_range = [&](int q0, int m, faiss::IDSelector* sel) -> absl::Status {
+    mu_.AssertReaderHeld();
+    CallParams p;
+    const faiss::SearchParameters* params = nullptr;
+    switch (kind_) {
+      case Kind::kHnsw:
+        p.hnsw.efSearch = ef_search_;
+        p.hnsw.sel = sel;
+        params = &p.hnsw;
+        break;
+      case Kind::kIvf:
+        p.ivf.nprobe = static_cast<size_t>(nprobe_);
+        p.ivf.sel = sel;
+        params = &p.ivf;
+        break;
+      default:
+        p.plain.sel = sel;
+        params = sel != nullptr ? &p.plain : nullptr;
+        break;
+    }
+    return Guard(absl::StatusCode::kInternal, "FAISS search", [&] {
+      mu_.AssertReaderHeld();
+      std::vector<float> dist(static_cast<size_t>(m) * kk);
+      std::vector<idx_t> labels(static_cast<size_t>(m) * kk);
+      index_->search(m, queries + static_cast<size_t>(q0) * dim_, kk, dist.data(), labels.data(),
+                     params);
+      const idx_t nlabels = static_cast<idx_t>(label_to_id_.size());
+      for (int i = 0; i < m; ++i) {
+        SearchHits& hits = out[q0 + i];
+        hits.ids.reserve(kk);
+        hits.scores.reserve(kk);
+        for (int j = 0; j < kk; ++j) {
+          const idx_t label = labels[static_cast<size_t>(i) * kk + j];
+          if (label < 0 || label >= nlabels) continue;  // -1: fewer results than k
+          const int64_t id = label_to_id_[label];
+          if (id == kReservedId) continue;  // cannot happen: the selector rejects hidden labels
+          hits.ids.push_back(id);
+          hits.scores.push_back(dist[static_cast<size_t>(i) * kk + j]);
+        }
+      }
+    });
+  };
+
+  // Estimated multiply-adds per query, to decide how many threads the batch deserves.
+  double per_query = static_cast<double>(index_->ntotal) * dim_;  // Flat, SQ: a full scan
+  if (kind_ == Kind::kHnsw) {
+    // About efSearch expansions of up to 2M level-0 neighbors each.
+    const auto* h = static_cast<const faiss::IndexHNSW*>(index_.get());
+    per_query = std::max(ef_search_, kk) * 2.0 * h->hnsw.nb_neighbors(1) * dim_;
+  } else if (kind_ == Kind::kIvf) {
+    const auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
+    const double nlist = std::max<double>(1, ivf->nlist);
+    per_query = (nlist + index_->ntotal * std::min<double>(nprobe_, nlist) / nlist) * dim_;
+  }
+  const int threads = static_cast<int>(std::clamp<double>(
+      n * per_query / kMinWorkPerThread, 1, std::min(n, omp_get_max_threads())));
+
+  bool any_exclusions = false;
+  for (const auto& e : excludes) any_exclusions |= !e.empty();
+
+  if (!any_exclusions) {
+    // Every query shares one selector (hidden entries only; none at all if nothing is
+    // hidden), so batched FAISS calls are allowed.
+    LiveSelector live_sel(label_to_id_, nullptr);
+    faiss::IDSelector* sel = num_hidden_ > 0 ? &live_sel : nullptr;
+    if (kind_ != Kind::kHnsw) {
+      // IndexFlat (BLAS for >= 20 queries), IndexIVF and IndexScalarQuantizer parallelize
+      // over queries themselves; one call with FAISS's team limited to `threads`.
+      absl::Status s;
+      WithThreads(threads, [&] { s = search_range(0, n, sel); });
+      if (!s.ok()) return s;
+      return out;
+    }
+    // IndexHNSW::search opens a full OpenMP team even for one query: split the batch into one
+    // contiguous slice per thread ourselves, with FAISS's nested region limited to 1 thread.
+    const int slices = threads;
+    std::vector<absl::Status> status(slices);
+    ParallelFor(slices, slices, [&](int t) {
+      const int q0 = static_cast<int>(static_cast<int64_t>(n) * t / slices);
+      const int q1 = static_cast<int>(static_cast<int64_t>(n) * (t + 1) / slices);
+      status[t] = search_range(q0, q1 - q0, sel);
+    });
+    for (const auto& s : status) {
+      if (!s.ok()) return s;
+    }
+    return out;
+  }
+
+  // Per-query exclusion sets: one FAISS call per query (SearchParameters apply to a whole
+  // call in 1.7.3), the queries spread over OpenMP threads.
+  std::vector<absl::Status> status(n);
+  ParallelFor(n, threads, [&](int i) {
+    mu_.AssertReaderHeld();
+    absl::flat_hash_set<int64_t> excluded;
+    status[i] = Guard(absl::StatusCode::kInternal, "search exclusions", [&] {
+      mu_.AssertReaderHeld();
+      excluded.reserve(excludes[i].size());
+      for (int64_t id : excludes[i]) {
+        auto it = id_to_label_.find(id);
+        if (it != id_to_label_.end()) excluded.insert(it->second);
+      }
+    });
+    if (!status[i].ok()) return;
+    LiveSelector sel(label_to_id_, excluded.empty() ? nullptr : &excluded);
+    const bool need_sel = num_hidden_ > 0 || !excluded.empty();
+    status[i] = search_range(i, 1, need_sel ? &sel : nullptr);
+  });
+  for (const auto& s : status) {
+    if (!s.ok()) return s;
+  }
+  return out;
+}
+
+}  // namespace recall

@@ -1,0 +1,236 @@
+#include "model/encoder.h"
+
+#include <cmath>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "model/hashing.h"
+
+namespace recall {
+namespace {
+
+using recall::v1::CategoricalFeatureSpec;
+using recall::v1::NumericFeatureSpec;
+
+// Per-feature seed so that equal values of different features land in unrelated buckets.
+uint64_t FeatureSeed(absl::string_view name) { return StableHash(name, 0x7265'6361'6c6cULL); }
+
+absl::Status CheckNames(absl::flat_hash_set<std::string>& seen, const std::string& name,
+                        absl::string_view where) {
+  if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": empty feature name"));
+  if (!seen.insert(name).second) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": duplicate feature name \"", name, "\""));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Cats, typename Nums>
+absl::Status ValidateSide(const Cats& cats, const Nums& nums, absl::string_view side) {
+  absl::flat_hash_set<std::string> seen;
+  for (const CategoricalFeatureSpec& c : cats) {
+    if (auto s = CheckNames(seen, c.name(), side); !s.ok()) return s;
+    if (c.num_buckets() < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(side, " categorical \"", c.name(), "\": num_buckets must be >= 1"));
+    }
+  }
+  for (const NumericFeatureSpec& n : nums) {
+    if (auto s = CheckNames(seen, n.name(), side); !s.ok()) return s;
+    if (!(n.std() > 0) || !std::isfinite(n.std()) || !std::isfinite(n.mean())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(side, " numeric \"", n.name(), "\": needs finite mean and std > 0"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+template <typename Cats>
+void BuildOffsets(const Cats& cats, std::vector<int64_t>& offsets, int64_t& total,
+                  absl::flat_hash_map<std::string, int>& index) {
+  total = 0;
+  for (int f = 0; f < cats.size(); ++f) {
+    offsets.push_back(total);
+    total += cats.Get(f).num_buckets() + 1;
+    index[cats.Get(f).name()] = f;
+  }
+}
+
+template <typename Nums>
+void BuildIndex(const Nums& nums, absl::flat_hash_map<std::string, int>& index) {
+  for (int f = 0; f < nums.size(); ++f) index[nums.Get(f).name()] = f;
+}
+
+int64_t CategoricalRow(const CategoricalFeatureSpec& spec, int64_t offset,
+                       absl::string_view value) {
+  if (value.empty()) return offset;
+  return offset + HashBucket(StableHash(value, FeatureSeed(spec.name())), spec.num_buckets());
+}
+
+absl::Status ValidateMaps(const google::protobuf::Map<std::string, std::string>& cat,
+                          const google::protobuf::Map<std::string, float>& num,
+                          const absl::flat_hash_map<std::string, int>& cat_index,
+                          const absl::flat_hash_map<std::string, int>& num_index,
+                          absl::string_view prefix) {
+  for (const auto& [name, value] : cat) {
+    if (!cat_index.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix, ".categorical[\"", name, "\"]: not a categorical feature of the model"));
+    }
+  }
+  for (const auto& [name, value] : num) {
+    if (!num_index.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix, ".numeric[\"", name, "\"]: not a numeric feature of the model"));
+    }
+    if (!std::isfinite(value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, ".numeric[\"", name, "\"]: must be finite, got ", value));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateFeatureSpec(const recall::v1::FeatureSpec& spec) {
+  if (spec.user_id().num_buckets() < 1 || spec.item_id().num_buckets() < 1) {
+    return absl::InvalidArgumentError("feature spec: user_id and item_id need num_buckets >= 1");
+  }
+  if (spec.history_length() < 0 || spec.history_length() > 10000) {
+    return absl::InvalidArgumentError("feature spec: history_length must be in [0, 10000]");
+  }
+  if (auto s = ValidateSide(spec.user_categorical(), spec.user_numeric(), "user"); !s.ok()) {
+    return s;
+  }
+  return ValidateSide(spec.item_categorical(), spec.item_numeric(), "item");
+}
+
+absl::StatusOr<std::shared_ptr<const FeatureEncoder>> FeatureEncoder::Create(
+    const recall::v1::FeatureSpec& spec, Vocabulary user_vocab, Vocabulary item_vocab) {
+  if (auto s = ValidateFeatureSpec(spec); !s.ok()) return s;
+  if (user_vocab.size() > spec.user_id().num_buckets() ||
+      item_vocab.size() > spec.item_id().num_buckets()) {
+    return absl::InvalidArgumentError("feature spec: a vocabulary is larger than its num_buckets");
+  }
+  std::shared_ptr<FeatureEncoder> e(new FeatureEncoder());
+  e->spec_ = spec;
+  e->user_vocab_ = std::move(user_vocab);
+  e->item_vocab_ = std::move(item_vocab);
+  BuildOffsets(spec.user_categorical(), e->user_cat_offset_, e->user_cat_total_,
+               e->user_cat_index_);
+  BuildOffsets(spec.item_categorical(), e->item_cat_offset_, e->item_cat_total_,
+               e->item_cat_index_);
+  BuildIndex(spec.user_numeric(), e->user_num_index_);
+  BuildIndex(spec.item_numeric(), e->item_num_index_);
+  return std::shared_ptr<const FeatureEncoder>(std::move(e));
+}
+
+int64_t FeatureEncoder::IdRow(const Vocabulary& vocab, const recall::v1::IdFeatureSpec& spec,
+                              int64_t id) {
+  if (vocab.size() > 0) return vocab.Row(id);
+  return HashBucket(Mix64(static_cast<uint64_t>(id)), spec.num_buckets());
+}
+
+int64_t FeatureEncoder::UserRow(int64_t id) const { return IdRow(user_vocab_, spec_.user_id(), id); }
+int64_t FeatureEncoder::ItemRow(int64_t id) const { return IdRow(item_vocab_, spec_.item_id(), id); }
+int64_t FeatureEncoder::num_user_rows() const { return spec_.user_id().num_buckets() + 1; }
+int64_t FeatureEncoder::num_item_rows() const { return spec_.item_id().num_buckets() + 1; }
+
+int64_t FeatureEncoder::UserCategoricalRow(int f, absl::string_view value) const {
+  return CategoricalRow(spec_.user_categorical(f), user_cat_offset_[f], value);
+}
+int64_t FeatureEncoder::ItemCategoricalRow(int f, absl::string_view value) const {
+  return CategoricalRow(spec_.item_categorical(f), item_cat_offset_[f], value);
+}
+float FeatureEncoder::NormalizeUserNumeric(int f, float x) const {
+  const auto& n = spec_.user_numeric(f);
+  return (x - n.mean()) / n.std();
+}
+float FeatureEncoder::NormalizeItemNumeric(int f, float x) const {
+  const auto& n = spec_.item_numeric(f);
+  return (x - n.mean()) / n.std();
+}
+
+absl::Status FeatureEncoder::ValidateUser(const recall::v1::UserFeatures& user, int max_history,
+                                          absl::string_view prefix) const {
+  if (user.history_item_ids_size() > max_history) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, ".history_item_ids: ", user.history_item_ids_size(),
+                     " entries exceed the maximum of ", max_history));
+  }
+  return ValidateMaps(user.categorical(), user.numeric(), user_cat_index_, user_num_index_,
+                      prefix);
+}
+
+absl::Status FeatureEncoder::ValidateItem(const recall::v1::ItemFeatures& item,
+                                          absl::string_view prefix) const {
+  return ValidateMaps(item.categorical(), item.numeric(), item_cat_index_, item_num_index_,
+                      prefix);
+}
+
+UserBatch FeatureEncoder::EncodeUsers(
+    absl::Span<const recall::v1::UserFeatures* const> users) const {
+  const int64_t b = static_cast<int64_t>(users.size());
+  const int64_t len = spec_.history_length();
+  const int64_t nc = spec_.user_categorical_size(), nn = spec_.user_numeric_size();
+  UserBatch out = UserBatch::Allocate(b, len, nc, nn);
+  auto uid = out.user_id.accessor<int64_t, 1>();
+  auto hist = out.history.accessor<int64_t, 2>();
+  auto mask = out.history_mask.accessor<float, 2>();
+  auto cat = out.categorical.accessor<int64_t, 2>();
+  auto num = out.numeric.accessor<float, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& u = *users[i];
+    uid[i] = UserRow(u.user_id());
+    // Most recent last: keep the last `len` known items, in order.
+    int64_t slot = 0;
+    const int n = u.history_item_ids_size();
+    int start = n;
+    int64_t known = 0;
+    while (start > 0 && known < len) {
+      --start;
+      if (ItemRow(u.history_item_ids(start)) != 0) ++known;
+    }
+    for (int j = start; j < n && slot < len; ++j) {
+      const int64_t row = ItemRow(u.history_item_ids(j));
+      if (row == 0) continue;
+      hist[i][slot] = row;
+      mask[i][slot] = 1.0f;
+      ++slot;
+    }
+    for (int64_t f = 0; f < nc; ++f) {
+      auto it = u.categorical().find(spec_.user_categorical(f).name());
+      cat[i][f] = UserCategoricalRow(f, it == u.categorical().end() ? "" : it->second);
+    }
+    for (int64_t f = 0; f < nn; ++f) {
+      auto it = u.numeric().find(spec_.user_numeric(f).name());
+      if (it != u.numeric().end()) num[i][f] = NormalizeUserNumeric(f, it->second);
+    }
+  }
+  return out;
+}
+
+ItemBatch FeatureEncoder::EncodeItems(
+    absl::Span<const recall::v1::ItemFeatures* const> items) const {
+  const int64_t b = static_cast<int64_t>(items.size());
+  const int64_t nc = spec_.item_categorical_size(), nn = spec_.item_numeric_size();
+  ItemBatch out = ItemBatch::Allocate(b, nc, nn);
+  auto iid = out.item_id.accessor<int64_t, 1>();
+  auto cat = out.categorical.accessor<int64_t, 2>();
+  auto num = out.numeric.accessor<float, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& it = *items[i];
+    iid[i] = ItemRow(it.item_id());
+    for (int64_t f = 0; f < nc; ++f) {
+      auto c = it.categorical().find(spec_.item_categorical(f).name());
+      cat[i][f] = ItemCategoricalRow(f, c == it.categorical().end() ? "" : c->second);
+    }
+    for (int64_t f = 0; f < nn; ++f) {
+      auto x = it.numeric().find(spec_.item_numeric(f).name());
+      if (x != it.numeric().end()) num[i][f] = NormalizeItemNumeric(f, x->second);
+    }
+  }
+  return out;
+}
+
+}  // namespace recall

@@ -1,0 +1,126 @@
+// recall-server: serves Recall over gRPC from the newest valid model version in --model_base.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <omp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "model/openmp_env.h"
+#include "absl/time/time.h"
+#include "server/grpc_services.h"
+#include "server/metrics.h"
+#include "server/recall_engine.h"
+#include "server/version_manager.h"
+
+DEFINE_string(model_base, "", "directory of model versions <model_base>/<version>/ (required)");
+DEFINE_string(host, "127.0.0.1", "gRPC listen address");
+DEFINE_int32(port, 50051, "gRPC port (0 = pick a free one; see --port_file)");
+DEFINE_string(metrics_host, "127.0.0.1", "metrics HTTP listen address");
+DEFINE_int32(metrics_port, 9464, "Prometheus /metrics port (0 = pick a free one; -1 = off)");
+DEFINE_string(port_file, "", "write 'grpc_port metrics_port' here once listening");
+DEFINE_int32(poll_interval_s, 10, "seconds between checks of --model_base for a newer version (0 = off)");
+DEFINE_int32(torch_threads, 1, "LibTorch intra-op threads per forward (requests run in parallel)");
+DEFINE_int32(faiss_threads, 1, "OpenMP threads for FAISS batch searches");
+DEFINE_int32(grpc_threads, 0, "max gRPC server threads (0 = gRPC default)");
+DEFINE_int32(max_k, 1000, "largest k a Recall may ask for");
+DEFINE_int32(max_history, 1000, "longest history a Recall may carry");
+DEFINE_int32(ef_search, 0, "HNSW efSearch (0 = the index's default)");
+DEFINE_int32(shutdown_grace_s, 10, "seconds in-flight calls get to finish on SIGTERM");
+
+int main(int argc, char** argv) {
+  recall::EnsurePassiveOpenMpWait(argv);
+  gflags::SetUsageMessage("recall-server --model_base=DIR [flags]");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  if (FLAGS_model_base.empty()) {
+    std::cerr << "error: --model_base is required\n";
+    return 64;
+  }
+  // Block SIGTERM/SIGINT before any thread starts so only the waiter below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  torch::set_num_threads(std::max(1, FLAGS_torch_threads));
+  omp_set_num_threads(std::max(1, FLAGS_faiss_threads));
+
+  recall::server::Metrics metrics;
+  int metrics_port = -1;
+  if (FLAGS_metrics_port >= 0) {
+    auto p = metrics.Serve(FLAGS_metrics_host, FLAGS_metrics_port);
+    if (!p.ok()) {
+      LOG(ERROR) << p.status().message();
+      return 1;
+    }
+    metrics_port = *p;
+  }
+
+  recall::server::VersionManager versions({FLAGS_model_base, FLAGS_ef_search});
+  std::unique_ptr<grpc::Server> server;
+  versions.set_on_swap([&](const recall::server::Servable& s) {
+    metrics.SetServingVersion(s.version(), s.index->size());
+    if (server) server->GetHealthCheckService()->SetServingStatus(true);
+  });
+  if (auto s = versions.LoadNewest(); !s.ok()) {
+    LOG(WARNING) << s.message() << "; starting NOT_SERVING until a valid version appears";
+  }
+
+  recall::server::EngineLimits limits;
+  limits.max_k = FLAGS_max_k;
+  limits.max_history = FLAGS_max_history;
+  recall::server::RecallEngine engine(&versions, limits);
+  recall::server::RecallServiceImpl recall_service(&engine, &metrics);
+  recall::server::TrainingServiceImpl training_service(&metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(absl::StrCat(FLAGS_host, ":", FLAGS_port),
+                           grpc::InsecureServerCredentials(), &grpc_port);
+  builder.RegisterService(&recall_service);
+  builder.RegisterService(&training_service);
+  if (FLAGS_grpc_threads > 0) {
+    grpc::ResourceQuota quota("recall-server");
+    quota.SetMaxThreads(FLAGS_grpc_threads);
+    builder.SetResourceQuota(quota);
+  }
+  server = builder.BuildAndStart();
+  if (!server || grpc_port == 0) {
+    LOG(ERROR) << "cannot listen on " << FLAGS_host << ":" << FLAGS_port;
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(versions.Current() != nullptr);
+  if (FLAGS_poll_interval_s > 0) versions.StartPolling(absl::Seconds(FLAGS_poll_interval_s));
+
+  LOG(INFO) << "recall-server listening on " << FLAGS_host << ":" << grpc_port
+            << ", metrics on http://" << FLAGS_metrics_host << ":" << metrics_port << "/metrics";
+  if (!FLAGS_port_file.empty()) {
+    const std::string tmp = FLAGS_port_file + ".tmp";
+    std::ofstream(tmp) << grpc_port << " " << metrics_port << "\n";
+    std::rename(tmp.c_str(), FLAGS_port_file.c_str());
+  }
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LOG(INFO) << "signal " << sig << ": draining in-flight calls (up to " << FLAGS_shutdown_grace_s
+            << "s)";
+  server->GetHealthCheckService()->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::seconds(FLAGS_shutdown_grace_s));
+  versions.Stop();
+  server->Wait();
+  LOG(INFO) << "recall-server stopped";
+  return 0;
+}

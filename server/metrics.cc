@@ -1,0 +1,171 @@
+#include "server/metrics.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <prometheus/text_serializer.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace recall::server {
+namespace {
+
+// 50 µs .. ~6.5 s: recall latencies are sub-millisecond to tens of milliseconds.
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  prometheus::Histogram::BucketBoundaries b;
+  for (double x = 50e-6; x < 7.0; x *= 2) b.push_back(x);
+  return b;
+}
+
+}  // namespace
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("recall_requests_total")
+                   .Help("RPCs handled, by method and gRPC status code")
+                   .Register(*registry_);
+  latency_ = &prometheus::BuildHistogram()
+                  .Name("recall_request_duration_seconds")
+                  .Help("RPC latency inside the server, by method")
+                  .Register(*registry_);
+  stage_ = &prometheus::BuildHistogram()
+                .Name("recall_stage_duration_seconds")
+                .Help("Recall latency per stage (encode, tower, search)")
+                .Register(*registry_);
+  stage_encode_ = &stage_->Add({{"stage", "encode"}}, LatencyBuckets());
+  stage_tower_ = &stage_->Add({{"stage", "tower"}}, LatencyBuckets());
+  stage_search_ = &stage_->Add({{"stage", "search"}}, LatencyBuckets());
+  in_flight_ = &prometheus::BuildGauge()
+                    .Name("recall_in_flight_requests")
+                    .Help("RPCs being handled right now")
+                    .Register(*registry_)
+                    .Add({});
+  index_items_ = &prometheus::BuildGauge()
+                      .Name("recall_index_items")
+                      .Help("Live items in the serving index")
+                      .Register(*registry_)
+                      .Add({});
+  model_version_ = &prometheus::BuildGauge()
+                        .Name("recall_serving_model_version")
+                        .Help("Model version being served (0 = none)")
+                        .Register(*registry_)
+                        .Add({});
+  upserts_ = &prometheus::BuildCounter()
+                  .Name("recall_upserted_items_total")
+                  .Help("Items upserted online")
+                  .Register(*registry_)
+                  .Add({});
+  deletes_ = &prometheus::BuildCounter()
+                  .Name("recall_deleted_items_total")
+                  .Help("Items deleted online")
+                  .Register(*registry_)
+                  .Add({});
+}
+
+absl::StatusOr<int> Metrics::Serve(const std::string& host, int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::UnavailableError("metrics: socket() failed");
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("metrics host must be an IPv4 address: ", host));
+  }
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 64) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", host, ":", port, ": ",
+                                               std::strerror(errno)));
+  }
+  listen_fd_ = fd;
+  http_thread_ = std::thread([this] { ServeLoop(); });
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+Metrics::~Metrics() {
+  stop_ = true;
+  if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);
+  if (http_thread_.joinable()) http_thread_.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+void Metrics::ServeLoop() {
+  while (!stop_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) continue;
+    timeval tv{2, 0};  // a slow or silent client cannot hold the scrape thread for long
+    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    std::string request;
+    char buf[2048];
+    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
+      ssize_t n = ::recv(c, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      request.append(buf, static_cast<size_t>(n));
+    }
+    std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+    if (request.rfind("GET /metrics", 0) == 0 || request.rfind("GET / ", 0) == 0) {
+      body = prometheus::TextSerializer().Serialize(registry_->Collect());
+    } else if (request.rfind("GET ", 0) == 0) {
+      status = "404 Not Found";
+      body = "try /metrics\n";
+    } else {
+      status = "405 Method Not Allowed";
+      body = "GET only\n";
+    }
+    const std::string head = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
+                                          "\r\nContent-Length: ", body.size(),
+                                          "\r\nConnection: close\r\n\r\n");
+    const std::string out = head + body;
+    size_t off = 0;
+    while (off < out.size()) {
+      ssize_t n = ::send(c, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    ::close(c);
+  }
+}
+
+void Metrics::ObserveRequest(const std::string& method, const std::string& code,
+                             double seconds) {
+  prometheus::Counter* c;
+  prometheus::Histogram* h;
+  {
+    absl::MutexLock lock(&mu_);
+    auto& cref = request_counters_[absl::StrCat(method, "/", code)];
+    if (!cref) cref = &requests_->Add({{"method", method}, {"code", code}});
+    auto& href = latency_hists_[method];
+    if (!href) href = &latency_->Add({{"method", method}}, LatencyBuckets());
+    c = cref;
+    h = href;
+  }
+  c->Increment();
+  h->Observe(seconds);
+}
+
+void Metrics::ObserveStages(double encode_sec, double tower_sec, double search_sec) {
+  stage_encode_->Observe(encode_sec);
+  stage_tower_->Observe(tower_sec);
+  stage_search_->Observe(search_sec);
+}
+
+void Metrics::SetServingVersion(int64_t version, int64_t items) {
+  model_version_->Set(static_cast<double>(version));
+  index_items_->Set(static_cast<double>(items));
+}
+
+void Metrics::SetIndexItems(int64_t items) { index_items_->Set(static_cast<double>(items)); }
+
+}  // namespace recall::server

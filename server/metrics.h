@@ -1,0 +1,65 @@
+// Prometheus metrics of recall-server (prefix recall_, base units, _total counters), served in
+// the text format on their own HTTP port by prometheus-cpp's Exposer.
+//
+// Thread-safety: all methods are thread-safe (prometheus-cpp metrics are atomic; label lookups
+// are cached per method/code pair behind a mutex only on first use).
+#ifndef RECALL_SERVER_METRICS_H_
+#define RECALL_SERVER_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+
+namespace recall::server {
+
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+
+  // Serves GET /metrics (Prometheus text format 0.0.4) on host:port from a thread of its own
+  // (port 0 = any free port). Returns the bound port. prometheus-cpp's civetweb Exposer is not
+  // used: with LibTorch loaded in the same process its mg_start fails after binding.
+  absl::StatusOr<int> Serve(const std::string& host, int port);
+
+  void ObserveRequest(const std::string& method, const std::string& code, double seconds);
+  void ObserveStages(double encode_sec, double tower_sec, double search_sec);
+  void SetServingVersion(int64_t version, int64_t items);
+  void SetIndexItems(int64_t items);
+  void AddUpserts(int64_t n) { upserts_->Increment(static_cast<double>(n)); }
+  void AddDeletes(int64_t n) { deletes_->Increment(static_cast<double>(n)); }
+  prometheus::Gauge& in_flight() { return *in_flight_; }
+  std::shared_ptr<prometheus::Registry> registry() { return registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  void ServeLoop();
+  int listen_fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread http_thread_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Histogram>* latency_;
+  prometheus::Family<prometheus::Histogram>* stage_;
+  prometheus::Histogram *stage_encode_, *stage_tower_, *stage_search_;
+  prometheus::Gauge *in_flight_, *index_items_, *model_version_;
+  prometheus::Counter *upserts_, *deletes_;
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, prometheus::Counter*> request_counters_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, prometheus::Histogram*> latency_hists_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace recall::server
+
+#endif  // RECALL_SERVER_METRICS_H_

@@ -1,0 +1,198 @@
+#include "server/recall_engine.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+
+namespace recall::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<Servable>> RecallEngine::Pin() const {
+  std::shared_ptr<Servable> s = versions_->Current();
+  if (!s) return absl::UnavailableError("no model version is loaded yet");
+  return s;
+}
+
+absl::Status RecallEngine::Recall(const recall::v1::RecallRequest& req,
+                                  recall::v1::RecallResponse* resp,
+                                  RecallTimings* timings) const {
+  if (req.k() < 1 || req.k() > limits_.max_k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("k: must be in [1, ", limits_.max_k, "], got ", req.k()));
+  }
+  if (req.exclude_item_ids_size() > limits_.max_excludes) {
+    return absl::InvalidArgumentError(absl::StrCat("exclude_item_ids: ",
+                                                   req.exclude_item_ids_size(),
+                                                   " entries exceed the maximum of ",
+                                                   limits_.max_excludes));
+  }
+  auto pinned = Pin();
+  if (!pinned.ok()) return pinned.status();
+  const Servable& s = **pinned;
+  const FeatureEncoder& enc = s.model->encoder();
+  if (auto st = enc.ValidateUser(req.user(), limits_.max_history); !st.ok()) return st;
+
+  auto t = Clock::now();
+  const recall::v1::UserFeatures* user = &req.user();
+  UserBatch batch = enc.EncodeUsers({&user, 1});
+  std::vector<std::vector<int64_t>> excludes(1);
+  excludes[0].assign(req.exclude_item_ids().begin(), req.exclude_item_ids().end());
+  if (req.exclude_history()) {
+    excludes[0].insert(excludes[0].end(), req.user().history_item_ids().begin(),
+                       req.user().history_item_ids().end());
+  }
+  if (timings) timings->encode_sec = Since(t);
+
+  t = Clock::now();
+  auto emb = s.model->EmbedUsers(batch);
+  if (!emb.ok()) return emb.status();
+  if (timings) timings->tower_sec = Since(t);
+
+  t = Clock::now();
+  uint64_t generation = 0;
+  auto hits = s.index->Search(emb->data_ptr<float>(), 1, req.k(),
+                              excludes[0].empty() ? absl::Span<const std::vector<int64_t>>()
+                                                  : absl::MakeConstSpan(excludes),
+                              &generation);
+  if (!hits.ok()) return hits.status();
+  if (timings) timings->search_sec = Since(t);
+
+  const SearchHits& h = (*hits)[0];
+  resp->mutable_items()->Reserve(static_cast<int>(h.ids.size()));
+  for (size_t i = 0; i < h.ids.size(); ++i) {
+    auto* item = resp->add_items();
+    item->set_item_id(h.ids[i]);
+    item->set_score(h.scores[i]);
+  }
+  resp->set_model_version(s.version());
+  resp->set_index_generation(generation);
+  resp->set_request_id(req.request_id());
+  if (req.return_user_embedding()) {
+    const float* p = emb->data_ptr<float>();
+    resp->mutable_user_embedding()->Add(p, p + emb->size(1));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RecallEngine::UpsertItems(const recall::v1::UpsertItemsRequest& req,
+                                       recall::v1::UpsertItemsResponse* resp) const {
+  if (req.items_size() == 0) return absl::InvalidArgumentError("items: empty");
+  if (req.items_size() > limits_.max_upsert_batch) {
+    return absl::InvalidArgumentError(absl::StrCat("items: ", req.items_size(),
+                                                   " entries exceed the maximum of ",
+                                                   limits_.max_upsert_batch));
+  }
+  auto pinned = Pin();
+  if (!pinned.ok()) return pinned.status();
+  const Servable& s = **pinned;
+  const FeatureEncoder& enc = s.model->encoder();
+  const int dim = s.model->dim();
+
+  // Validate everything before changing anything: a request is applied whole or not at all.
+  absl::flat_hash_set<int64_t> seen;
+  std::vector<const recall::v1::ItemFeatures*> feature_items;
+  std::vector<int64_t> feature_ids, vector_ids;
+  std::vector<float> vectors;
+  for (int i = 0; i < req.items_size(); ++i) {
+    const auto& u = req.items(i);
+    const std::string field = absl::StrCat("items[", i, "]");
+    int64_t id;
+    if (u.has_features()) {
+      id = u.features().item_id();
+      if (auto st = enc.ValidateItem(u.features(), field + ".features"); !st.ok()) return st;
+      feature_items.push_back(&u.features());
+      feature_ids.push_back(id);
+    } else if (u.has_vector()) {
+      const auto& v = u.vector();
+      id = v.item_id();
+      if (v.values_size() != dim) {
+        return absl::InvalidArgumentError(absl::StrCat(field, ".vector.values: has ",
+                                                       v.values_size(),
+                                                       " values, the model's dim is ", dim));
+      }
+      if (v.model_version() != s.version()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".vector.model_version: ", v.model_version(),
+                         " is not the serving version ", s.version()));
+      }
+      for (int j = 0; j < dim; ++j) {
+        if (!std::isfinite(v.values(j))) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".vector.values[", j, "]: must be finite"));
+        }
+      }
+      vector_ids.push_back(id);
+      vectors.insert(vectors.end(), v.values().begin(), v.values().end());
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": needs features or vector"));
+    }
+    if (id == EmbeddingIndex::kReservedId) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".item_id: -1 is reserved"));
+    }
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".item_id: ", id, " appears twice in one request"));
+    }
+  }
+  if (!feature_items.empty()) {
+    auto emb = s.model->EmbedItems(enc.EncodeItems(feature_items));
+    if (!emb.ok()) return emb.status();
+    if (auto st = s.index->Upsert(feature_ids, emb->data_ptr<float>()); !st.ok()) return st;
+  }
+  if (!vector_ids.empty()) {
+    if (auto st = s.index->Upsert(vector_ids, vectors.data()); !st.ok()) return st;
+  }
+  resp->set_upserted(req.items_size());
+  resp->set_index_generation(s.index->generation());
+  resp->set_model_version(s.version());
+  return absl::OkStatus();
+}
+
+absl::Status RecallEngine::DeleteItems(const recall::v1::DeleteItemsRequest& req,
+                                       recall::v1::DeleteItemsResponse* resp) const {
+  if (req.item_ids_size() == 0) return absl::InvalidArgumentError("item_ids: empty");
+  if (req.item_ids_size() > limits_.max_upsert_batch) {
+    return absl::InvalidArgumentError(absl::StrCat("item_ids: ", req.item_ids_size(),
+                                                   " entries exceed the maximum of ",
+                                                   limits_.max_upsert_batch));
+  }
+  auto pinned = Pin();
+  if (!pinned.ok()) return pinned.status();
+  std::vector<int64_t> ids(req.item_ids().begin(), req.item_ids().end());
+  auto removed = (*pinned)->index->Remove(ids);
+  if (!removed.ok()) return removed.status();
+  resp->set_deleted(static_cast<int32_t>(*removed));
+  resp->set_index_generation((*pinned)->index->generation());
+  return absl::OkStatus();
+}
+
+int64_t RecallEngine::LiveItems() const {
+  std::shared_ptr<Servable> s = versions_->Current();
+  return s ? s->index->size() : 0;
+}
+
+absl::Status RecallEngine::GetIndexInfo(recall::v1::GetIndexInfoResponse* resp) const {
+  auto pinned = Pin();
+  if (!pinned.ok()) return pinned.status();
+  const Servable& s = **pinned;
+  resp->set_model_version(s.version());
+  resp->set_num_items(s.index->size());
+  resp->set_num_hidden(s.index->num_hidden());
+  resp->set_dim(s.index->dim());
+  resp->set_index_factory(s.model->manifest().index_factory());
+  resp->set_index_generation(s.index->generation());
+  *resp->mutable_feature_spec() = s.model->manifest().feature_spec();
+  *resp->mutable_eval() = s.model->manifest().eval();
+  return absl::OkStatus();
+}
+
+}  // namespace recall::server

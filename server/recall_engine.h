@@ -1,0 +1,57 @@
+// RecallEngine: the request logic of RecallService, free of gRPC so it can be tested and
+// benchmarked in-process. Validation errors are InvalidArgument with a message that names the
+// field; a missing model is Unavailable.
+//
+// Thread-safety: all methods are thread-safe; each request pins the serving version for its
+// whole duration.
+#ifndef RECALL_SERVER_RECALL_ENGINE_H_
+#define RECALL_SERVER_RECALL_ENGINE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "recall/v1/recall.pb.h"
+#include "server/version_manager.h"
+
+namespace recall::server {
+
+struct EngineLimits {
+  int max_k = 1000;
+  int max_history = 1000;        // longer histories are rejected (the spec's length is used)
+  int max_excludes = 10000;
+  int max_upsert_batch = 10000;  // items per UpsertItems / DeleteItems call
+};
+
+// Per-stage latencies of one Recall, for metrics.
+struct RecallTimings {
+  double encode_sec = 0, tower_sec = 0, search_sec = 0;
+};
+
+class RecallEngine {
+ public:
+  RecallEngine(VersionManager* versions, EngineLimits limits)
+      : versions_(versions), limits_(limits) {}
+
+  absl::Status Recall(const recall::v1::RecallRequest& req, recall::v1::RecallResponse* resp,
+                      RecallTimings* timings = nullptr) const;
+  absl::Status UpsertItems(const recall::v1::UpsertItemsRequest& req,
+                           recall::v1::UpsertItemsResponse* resp) const;
+  absl::Status DeleteItems(const recall::v1::DeleteItemsRequest& req,
+                           recall::v1::DeleteItemsResponse* resp) const;
+  absl::Status GetIndexInfo(recall::v1::GetIndexInfoResponse* resp) const;
+
+  // Live items in the serving index (0 before the first load).
+  int64_t LiveItems() const;
+
+  const EngineLimits& limits() const { return limits_; }
+
+ private:
+  absl::StatusOr<std::shared_ptr<Servable>> Pin() const;
+
+  VersionManager* const versions_;
+  const EngineLimits limits_;
+};
+
+}  // namespace recall::server
+
+#endif  // RECALL_SERVER_RECALL_ENGINE_H_

@@ -1,0 +1,112 @@
+#include "model/version_dir.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace recall {
+namespace {
+namespace fs = std::filesystem;
+
+class VersionDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = (fs::temp_directory_path() /
+             ("recall_vdir_" + std::to_string(::getpid()) + "_" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+                .string();
+    fs::remove_all(base_);
+  }
+  void TearDown() override { fs::remove_all(base_); }
+
+  std::string Publish(int64_t version) {
+    auto staging = CreateStagingDir(base_, version);
+    EXPECT_TRUE(staging.ok());
+    for (const char* name : {kUserTowerFile, kItemTowerFile, kIndexFile}) {
+      std::ofstream(fs::path(*staging) / name) << "payload of " << name << std::string(100, 'x');
+    }
+    recall::v1::ModelManifest m;
+    m.set_version(version);
+    m.set_embedding_dim(8);
+    auto path = PublishVersion(base_, *staging, m);
+    EXPECT_TRUE(path.ok()) << path.status();
+    return *path;
+  }
+
+  std::string base_;
+};
+
+TEST_F(VersionDirTest, PublishesAtomicallyAndVerifies) {
+  const std::string dir = Publish(1);
+  EXPECT_EQ(dir, VersionPath(base_, 1));
+  auto m = VerifyVersionDir(dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->version(), 1);
+  EXPECT_EQ(m->files_size(), 3);
+  for (const auto& f : m->files()) EXPECT_EQ(f.sha256().size(), 64u);
+  EXPECT_EQ(ListVersionNumbers(base_), std::vector<int64_t>{1});
+  EXPECT_EQ(NextVersionNumber(base_), 2);
+  for (const auto& e : fs::directory_iterator(base_)) {
+    EXPECT_NE(e.path().filename().string().rfind(".tmp-", 0), 0u) << "staging dir left behind";
+  }
+}
+
+TEST_F(VersionDirTest, CorruptedByteIsRefusedNamingTheFile) {
+  const std::string dir = Publish(3);
+  {
+    std::fstream f(fs::path(dir) / kIndexFile, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);
+    f.put('!');
+  }
+  auto m = VerifyVersionDir(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(m.status().message().find(kIndexFile), std::string::npos) << m.status();
+}
+
+TEST_F(VersionDirTest, MissingFileIsRefusedNamingTheFile) {
+  const std::string dir = Publish(2);
+  fs::remove(fs::path(dir) / kUserTowerFile);
+  auto m = VerifyVersionDir(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find(kUserTowerFile), std::string::npos) << m.status();
+}
+
+TEST_F(VersionDirTest, TruncatedFileAndMissingManifestAreRefused) {
+  const std::string dir = Publish(4);
+  fs::resize_file(fs::path(dir) / kItemTowerFile, 10);
+  auto m = VerifyVersionDir(dir);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find(kItemTowerFile), std::string::npos) << m.status();
+
+  const std::string dir5 = Publish(5);
+  fs::remove(fs::path(dir5) / kManifestFile);
+  m = VerifyVersionDir(dir5);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find(kManifestFile), std::string::npos) << m.status();
+}
+
+TEST_F(VersionDirTest, RefusesToOverwriteAndIgnoresStagingDirs) {
+  Publish(1);
+  auto staging = CreateStagingDir(base_, 1);
+  ASSERT_TRUE(staging.ok());
+  recall::v1::ModelManifest m;
+  m.set_version(1);
+  m.set_embedding_dim(8);
+  EXPECT_EQ(PublishVersion(base_, *staging, m).status().code(), absl::StatusCode::kAlreadyExists);
+  // A half-written staging dir is never listed as a version.
+  EXPECT_EQ(ListVersionNumbers(base_), std::vector<int64_t>{1});
+}
+
+TEST_F(VersionDirTest, ManifestVersionMustMatchDirectory) {
+  const std::string dir = Publish(6);
+  fs::rename(dir, VersionPath(base_, 7));
+  auto m = VerifyVersionDir(VersionPath(base_, 7));
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("does not match"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace recall

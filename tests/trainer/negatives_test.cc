@@ -1,0 +1,122 @@
+#include "trainer/negatives.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace recall::trainer {
+namespace {
+
+torch::Tensor Ids(std::vector<int64_t> v) { return torch::tensor(v, torch::kInt64); }
+std::vector<int64_t> Vec(const torch::Tensor& t) {
+  torch::Tensor c = t.contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+TEST(KeyQueue, KeepsFifoOrderAndOverwritesTheOldest) {
+  KeyQueue q(5, 2);
+  EXPECT_EQ(q.size(), 0);
+  q.Enqueue(torch::ones({3, 2}), Ids({1, 2, 3}));
+  EXPECT_EQ(q.size(), 3);
+  EXPECT_EQ(Vec(q.IdsOldestFirst()), (std::vector<int64_t>{1, 2, 3}));
+  q.Enqueue(torch::ones({3, 2}) * 2, Ids({4, 5, 6}));  // wraps: 1 falls out
+  EXPECT_EQ(q.size(), 5);
+  EXPECT_EQ(Vec(q.IdsOldestFirst()), (std::vector<int64_t>{2, 3, 4, 5, 6}));
+  q.Enqueue(torch::ones({7, 2}) * 3, Ids({7, 8, 9, 10, 11, 12, 13}));  // more than capacity
+  EXPECT_EQ(Vec(q.IdsOldestFirst()), (std::vector<int64_t>{9, 10, 11, 12, 13}));
+  EXPECT_TRUE(torch::allclose(q.keys(), torch::ones({5, 2}) * 3));
+}
+
+TEST(KeyQueue, KeysMatchTheirIdsAndAreCopies) {
+  KeyQueue q(4, 3);
+  torch::Tensor k = torch::arange(6, torch::kFloat32).reshape({2, 3});
+  q.Enqueue(k, Ids({10, 11}));
+  k.fill_(-1);  // the queue owns a copy
+  EXPECT_EQ(q.keys()[1][2].item<float>(), 5.f);
+  EXPECT_EQ(q.ids()[1].item<int64_t>(), 11);
+}
+
+TEST(KeyQueue, RestoreRoundTrips) {
+  KeyQueue q(4, 2);
+  q.Enqueue(torch::randn({6, 2}), Ids({1, 2, 3, 4, 5, 6}));
+  KeyQueue r;
+  r.Restore(q.state_keys(), q.state_ids(), q.state_cursor());
+  EXPECT_EQ(Vec(r.IdsOldestFirst()), Vec(q.IdsOldestFirst()));
+  r.Enqueue(torch::zeros({1, 2}), Ids({7}));
+  q.Enqueue(torch::zeros({1, 2}), Ids({7}));
+  EXPECT_EQ(Vec(r.IdsOldestFirst()), Vec(q.IdsOldestFirst()));
+  EXPECT_TRUE(torch::equal(r.keys(), q.keys()));
+}
+
+TEST(MomentumUpdate, FollowsTheEmaRule) {
+  torch::jit::Module online("M"), key("M");
+  online.register_parameter("w", torch::full({2, 2}, 1.0), false);
+  key.register_parameter("w", torch::full({2, 2}, 3.0), false);
+  MomentumUpdate(online, key, 0.9);
+  // k = 0.9 * 3 + 0.1 * 1 = 2.8
+  EXPECT_TRUE(torch::allclose(key.attr("w").toTensor(), torch::full({2, 2}, 2.8)));
+  EXPECT_TRUE(torch::allclose(online.attr("w").toTensor(), torch::full({2, 2}, 1.0)));
+  MomentumUpdate(online, key, 0.5);  // 0.5 * 2.8 + 0.5 * 1 = 1.9
+  EXPECT_TRUE(torch::allclose(key.attr("w").toTensor(), torch::full({2, 2}, 1.9)));
+}
+
+TEST(ContrastiveLogits, LogQSubtractsExactlyLogQ) {
+  torch::manual_seed(1);
+  torch::Tensor u = torch::randn({4, 3}), v = torch::randn({4, 3});
+  torch::Tensor ids = Ids({0, 1, 2, 3});
+  torch::Tensor q = torch::tensor({0.4, 0.3, 0.2, 0.1}, torch::kFloat32);
+  ContrastiveOptions plain;
+  plain.temperature = 0.5;
+  ContrastiveOptions corrected = plain;
+  corrected.log_q = q.log();
+  torch::Tensor a = ContrastiveLogits(u, v, ids, {}, {}, plain);
+  torch::Tensor b = ContrastiveLogits(u, v, ids, {}, {}, corrected);
+  EXPECT_TRUE(torch::allclose(a, torch::matmul(u, v.t()) / 0.5));
+  EXPECT_TRUE(torch::allclose(b - a, -q.log().unsqueeze(0).expand({4, 4}), 1e-6, 1e-6));
+}
+
+TEST(ContrastiveLogits, MixtureCorrectionWithGlobalNegatives) {
+  // B = 2, no queue, M = 2 global over N = 4 items: correction log(q + M / (N * B)).
+  torch::Tensor u = torch::eye(2), v = torch::eye(2);
+  torch::Tensor q = torch::tensor({0.4, 0.3, 0.2, 0.1}, torch::kFloat32);
+  NegativeSet global{torch::zeros({2, 2}), Ids({2, 3})};
+  ContrastiveOptions o;
+  o.temperature = 1.0;
+  o.log_q = q.log();
+  torch::Tensor l = ContrastiveLogits(u, v, Ids({0, 1}), {}, global, o);
+  ASSERT_EQ(l.size(1), 4);
+  EXPECT_NEAR(l[0][0].item<float>(), 1.0 - std::log(0.4 + 0.25), 1e-5);
+  EXPECT_NEAR(l[0][3].item<float>(), 0.0 - std::log(0.1 + 0.25), 1e-5);
+}
+
+TEST(ContrastiveLogits, MasksAccidentalHitsEverywhereButTheTarget) {
+  torch::Tensor u = torch::randn({3, 2}), v = torch::randn({3, 2});
+  // Item 7 twice in the batch; the queue holds keys of 7 and 9 and an empty slot; global draws 9.
+  torch::Tensor ids = Ids({7, 7, 9});
+  NegativeSet queue{torch::randn({3, 2}), Ids({7, 9, -1})};
+  NegativeSet global{torch::randn({1, 2}), Ids({9})};
+  ContrastiveOptions o;
+  torch::Tensor l = ContrastiveLogits(u, v, ids, queue, global, o);
+  ASSERT_EQ(l.sizes(), (torch::IntArrayRef{3, 7}));
+  auto masked = [&](int r, int c) { return l[r][c].item<float>() == kMaskedLogit; };
+  for (int r = 0; r < 3; ++r) EXPECT_FALSE(masked(r, r)) << "target of row " << r;
+  EXPECT_TRUE(masked(0, 1));   // the other 7 in the batch
+  EXPECT_TRUE(masked(1, 0));
+  EXPECT_FALSE(masked(0, 2));  // 9 is a real negative for a 7
+  EXPECT_TRUE(masked(0, 3));   // queue key of 7
+  EXPECT_FALSE(masked(0, 4));
+  EXPECT_TRUE(masked(2, 4));   // queue key of 9 for the 9 row
+  for (int r = 0; r < 3; ++r) EXPECT_TRUE(masked(r, 5)) << "empty slot, row " << r;
+  EXPECT_TRUE(masked(2, 6));   // global draw of 9
+  EXPECT_FALSE(masked(0, 6));
+  EXPECT_TRUE(std::isfinite(InfoNceLoss(l).item<float>()));
+}
+
+TEST(InfoNceLoss, IsCrossEntropyOnTheDiagonal) {
+  torch::Tensor l = torch::tensor({{2.0, 0.0}, {0.0, 2.0}});
+  const double expected = -std::log(std::exp(2.0) / (std::exp(2.0) + 1.0));
+  EXPECT_NEAR(InfoNceLoss(l).item<double>(), expected, 1e-6);
+}
+
+}  // namespace
+}  // namespace recall::trainer

@@ -1,0 +1,620 @@
+#include "trainer/dataset.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <tuple>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+
+namespace recall::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Ids must stay below this bound: it keeps a corrupt file from asking for terabytes of memory.
+constexpr int64_t kMaxId = int64_t{1} << 31;
+
+void SortUnique(std::vector<int64_t>* v) {
+  std::sort(v->begin(), v->end());
+  v->erase(std::unique(v->begin(), v->end()), v->end());
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open for reading"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return std::move(ss).str();
+}
+
+absl::Status WriteWholeFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
+  out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+// Calls fn(line, 1-based line number) for every line; strips a trailing '\r'.
+template <typename Fn>
+absl::Status ForEachLine(absl::string_view text, Fn&& fn) {
+  int64_t line_no = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == absl::string_view::npos) end = text.size();
+    absl::string_view line = text.substr(pos, end - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    ++line_no;
+    absl::Status s = fn(line, line_no);
+    if (!s.ok()) return s;
+    pos = end + 1;
+  }
+  return absl::OkStatus();
+}
+
+bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r'; }
+
+// Parses a non-negative id below kMaxId; false on anything else.
+bool ParseId(absl::string_view tok, int64_t* out) {
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+  if (ec != std::errc() || p != tok.data() + tok.size() || v < 0 || v >= kMaxId) return false;
+  *out = v;
+  return true;
+}
+
+// Reads one LightGCN file into lists[user], growing lists as needed; tracks the max item id.
+absl::Status ReadLightGcnFile(const std::string& path, std::vector<std::vector<int64_t>>* lists,
+                              int64_t* max_item) {
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) return text.status();
+  return ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
+    size_t i = 0;
+    int64_t user = -1;
+    std::vector<int64_t>* items = nullptr;
+    while (true) {
+      while (i < line.size() && IsSpace(line[i])) ++i;
+      if (i >= line.size()) break;
+      size_t start = i;
+      while (i < line.size() && !IsSpace(line[i])) ++i;
+      absl::string_view tok = line.substr(start, i - start);
+      int64_t id;
+      if (!ParseId(tok, &id)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", line_no, ": invalid ", user < 0 ? "user" : "item", " id '",
+                         tok.substr(0, 40), "' (want an integer in [0, 2^31))"));
+      }
+      if (user < 0) {
+        user = id;
+        if (static_cast<int64_t>(lists->size()) <= user) lists->resize(user + 1);
+        items = &(*lists)[user];
+      } else {
+        items->push_back(id);
+        *max_item = std::max(*max_item, id);
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
+// Splits a TSV line on tabs, keeping empty fields.
+std::vector<absl::string_view> SplitTabs(absl::string_view line) {
+  return absl::StrSplit(line, '\t');
+}
+
+// Reads dir/<file> (header "<id_col>\t<name>...") into names/values; grows *num_entities.
+absl::Status ReadFeatureTsv(const std::string& path, const std::string& id_col,
+                            std::vector<std::string>* names,
+                            std::vector<std::vector<std::string>>* values,
+                            int64_t* num_entities) {
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) return text.status();
+  bool have_header = false;
+  std::vector<std::pair<int64_t, std::vector<std::string>>> rows;
+  absl::flat_hash_set<int64_t> seen;
+  int64_t max_id = -1;
+  absl::Status s = ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
+    if (!have_header) {
+      std::vector<absl::string_view> f = SplitTabs(line);
+      if (f.empty() || f[0] != id_col) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ":", line_no, ": header must start with '", id_col, "'"));
+      }
+      names->clear();
+      for (size_t j = 1; j < f.size(); ++j) names->emplace_back(f[j]);
+      have_header = true;
+      return absl::OkStatus();
+    }
+    if (line.empty()) return absl::OkStatus();
+    std::vector<absl::string_view> f = SplitTabs(line);
+    if (f.size() != names->size() + 1) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": expected ",
+                                                     names->size() + 1, " tab-separated fields, got ",
+                                                     f.size()));
+    }
+    int64_t id;
+    if (!ParseId(f[0], &id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": invalid id '", f[0].substr(0, 40), "'"));
+    }
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": duplicate id ", id));
+    }
+    max_id = std::max(max_id, id);
+    std::vector<std::string> vals;
+    vals.reserve(f.size() - 1);
+    for (size_t j = 1; j < f.size(); ++j) vals.emplace_back(f[j]);
+    rows.emplace_back(id, std::move(vals));
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  if (!have_header) return absl::InvalidArgumentError(absl::StrCat(path, ": empty file, no header"));
+  *num_entities = std::max(*num_entities, max_id + 1);
+  values->assign(names->size(), std::vector<std::string>(*num_entities));
+  for (auto& [id, vals] : rows) {
+    for (size_t f = 0; f < vals.size(); ++f) (*values)[f][id] = std::move(vals[f]);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AppendFeatureTsv(const std::string& id_col, const std::vector<std::string>& names,
+                              const std::vector<std::vector<std::string>>& values, int64_t n,
+                              const char* what, std::string* out) {
+  if (values.size() != names.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " feature names (", names.size(),
+                                                   ") and value columns (", values.size(),
+                                                   ") differ"));
+  }
+  for (size_t f = 0; f < names.size(); ++f) {
+    if (names[f].find_first_of("\t\n\r") != std::string::npos || names[f] == id_col) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " feature name '", names[f], "' is not usable as a TSV column"));
+    }
+  }
+  absl::StrAppend(out, id_col);
+  for (const std::string& name : names) absl::StrAppend(out, "\t", name);
+  out->push_back('\n');
+  for (int64_t e = 0; e < n; ++e) {
+    absl::StrAppend(out, e);
+    for (size_t f = 0; f < names.size(); ++f) {
+      absl::string_view v = e < static_cast<int64_t>(values[f].size()) ? values[f][e] : "";
+      if (v.find_first_of("\t\n\r") != absl::string_view::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(what, " ", e, " feature '", names[f],
+                                                       "' contains a tab or newline"));
+      }
+      absl::StrAppend(out, "\t", v);
+    }
+    out->push_back('\n');
+  }
+  return absl::OkStatus();
+}
+
+void AppendLightGcn(const std::vector<std::vector<int64_t>>& lists, int64_t num_users,
+                    std::string* out) {
+  for (int64_t u = 0; u < num_users; ++u) {
+    absl::StrAppend(out, u);
+    if (u < static_cast<int64_t>(lists.size())) {
+      for (int64_t i : lists[u]) absl::StrAppend(out, " ", i);
+    }
+    out->push_back('\n');
+  }
+}
+
+// ---- Generic delimited files (LoadInteractions) ----
+
+enum class Sep { kTab, kComma, kSpace };
+
+Sep DetectSep(absl::string_view line) {
+  if (line.find('\t') != absl::string_view::npos) return Sep::kTab;
+  if (line.find(',') != absl::string_view::npos) return Sep::kComma;
+  return Sep::kSpace;
+}
+
+std::vector<absl::string_view> SplitFields(absl::string_view line, Sep sep) {
+  std::vector<absl::string_view> f;
+  if (sep == Sep::kSpace) {
+    f = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  } else {
+    f = absl::StrSplit(line, sep == Sep::kTab ? '\t' : ',');
+    for (auto& x : f) x = absl::StripAsciiWhitespace(x);
+  }
+  return f;
+}
+
+bool ParseExternalId(absl::string_view tok, int64_t* out) {
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+  if (tok.empty() || ec != std::errc() || p != tok.data() + tok.size()) return false;
+  *out = v;
+  return true;
+}
+
+// Header "<id column><sep><name>..." then "<external id><sep><value>..." rows.
+absl::Status ReadExternalFeatures(const std::string& path, std::vector<std::string>* names,
+                                  absl::flat_hash_map<int64_t, std::vector<std::string>>* rows) {
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) return text.status();
+  bool have_header = false;
+  Sep sep = Sep::kTab;
+  absl::Status s = ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
+    if (absl::StripAsciiWhitespace(line).empty()) return absl::OkStatus();
+    if (!have_header) {
+      sep = DetectSep(line);
+      std::vector<absl::string_view> f = SplitFields(line, sep);
+      names->clear();
+      for (size_t j = 1; j < f.size(); ++j) names->emplace_back(f[j]);
+      have_header = true;
+      return absl::OkStatus();
+    }
+    std::vector<absl::string_view> f = SplitFields(line, sep);
+    if (f.size() != names->size() + 1) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": expected ",
+                                                     names->size() + 1, " fields, got ", f.size()));
+    }
+    int64_t id;
+    if (!ParseExternalId(f[0], &id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": invalid id '", f[0].substr(0, 40), "'"));
+    }
+    std::vector<std::string> vals;
+    for (size_t j = 1; j < f.size(); ++j) vals.emplace_back(f[j]);
+    if (!rows->emplace(id, std::move(vals)).second) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": duplicate id ", id));
+    }
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  if (!have_header) return absl::InvalidArgumentError(absl::StrCat(path, ": empty file, no header"));
+  return absl::OkStatus();
+}
+
+int64_t DenseOf(const std::vector<int64_t>& sorted_ext, int64_t ext) {
+  return std::lower_bound(sorted_ext.begin(), sorted_ext.end(), ext) - sorted_ext.begin();
+}
+
+// Moves an "external_id" first column (written by WriteDatasetFiles) into ids.
+absl::Status TakeExternalIdColumn(const std::string& what, std::vector<std::string>* names,
+                                  std::vector<std::vector<std::string>>* values,
+                                  std::vector<int64_t>* ids) {
+  if (names->empty() || (*names)[0] != "external_id") return absl::OkStatus();
+  ids->assign((*values)[0].size(), 0);
+  for (size_t e = 0; e < ids->size(); ++e) {
+    if (!ParseExternalId((*values)[0][e], &(*ids)[e])) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": external_id of entity ", e, " is '",
+                                                     (*values)[0][e], "', want an int64"));
+    }
+  }
+  names->erase(names->begin());
+  values->erase(values->begin());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int64_t Dataset::num_train_interactions() const {
+  int64_t n = 0;
+  for (const auto& l : train) n += static_cast<int64_t>(l.size());
+  return n;
+}
+
+int64_t Dataset::num_test_interactions() const {
+  int64_t n = 0;
+  for (const auto& l : test) n += static_cast<int64_t>(l.size());
+  return n;
+}
+
+int64_t Dataset::num_test_users() const {
+  int64_t n = 0;
+  for (const auto& l : test) n += l.empty() ? 0 : 1;
+  return n;
+}
+
+std::vector<int64_t> Dataset::ItemPopularity() const {
+  std::vector<int64_t> pop(std::max<int64_t>(num_items, 0), 0);
+  for (const auto& l : train) {
+    for (int64_t i : l) {
+      if (i >= 0 && i < num_items) ++pop[i];
+    }
+  }
+  return pop;
+}
+
+void Dataset::Normalize() {
+  train.resize(num_users);
+  test.resize(num_users);
+  for (auto& l : train) SortUnique(&l);
+  for (auto& l : test) SortUnique(&l);
+}
+
+absl::Status Dataset::Validate() const {
+  if (num_users < 0 || num_items < 0) return absl::InvalidArgumentError("negative entity count");
+  if (static_cast<int64_t>(train.size()) != num_users ||
+      static_cast<int64_t>(test.size()) != num_users) {
+    return absl::InvalidArgumentError(absl::StrCat("train/test have ", train.size(), "/",
+                                                   test.size(), " users, want ", num_users));
+  }
+  for (int split = 0; split < 2; ++split) {
+    const auto& lists = split == 0 ? train : test;
+    for (int64_t u = 0; u < num_users; ++u) {
+      const auto& l = lists[u];
+      for (size_t j = 0; j < l.size(); ++j) {
+        if (l[j] < 0 || l[j] >= num_items || (j > 0 && l[j] <= l[j - 1])) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(split == 0 ? "train" : "test", " list of user ", u,
+                           " is not sorted unique ids in [0, num_items)"));
+        }
+      }
+    }
+  }
+  if ((!user_ids.empty() && static_cast<int64_t>(user_ids.size()) != num_users) ||
+      (!item_ids.empty() && static_cast<int64_t>(item_ids.size()) != num_items)) {
+    return absl::InvalidArgumentError("external id maps must be empty or have one id per entity");
+  }
+  if (item_cat_values.size() != item_cat_names.size() ||
+      user_cat_values.size() != user_cat_names.size()) {
+    return absl::InvalidArgumentError("feature names and value columns differ in count");
+  }
+  for (const auto& col : item_cat_values) {
+    if (static_cast<int64_t>(col.size()) != num_items) {
+      return absl::InvalidArgumentError("item feature column size != num_items");
+    }
+  }
+  for (const auto& col : user_cat_values) {
+    if (static_cast<int64_t>(col.size()) != num_users) {
+      return absl::InvalidArgumentError("user feature column size != num_users");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Dataset> LoadLightGcn(const std::string& dir) {
+  Dataset d;
+  fs::path p(dir);
+  d.name = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
+  int64_t max_item = -1;
+  absl::Status s = ReadLightGcnFile((p / "train.txt").string(), &d.train, &max_item);
+  if (!s.ok()) return s;
+  s = ReadLightGcnFile((p / "test.txt").string(), &d.test, &max_item);
+  if (!s.ok()) return s;
+  d.num_users = static_cast<int64_t>(std::max(d.train.size(), d.test.size()));
+  d.num_items = max_item + 1;
+  d.Normalize();
+  return d;
+}
+
+absl::Status LoadFeatureFiles(const std::string& dir, Dataset* d) {
+  fs::path p(dir);
+  std::error_code ec;
+  int64_t num_items = d->num_items, num_users = d->num_users;
+  const std::string items_path = (p / "items.tsv").string();
+  if (fs::exists(items_path, ec)) {
+    absl::Status s = ReadFeatureTsv(items_path, "item_id", &d->item_cat_names,
+                                    &d->item_cat_values, &num_items);
+    if (!s.ok()) return s;
+  }
+  const std::string users_path = (p / "users.tsv").string();
+  if (fs::exists(users_path, ec)) {
+    absl::Status s = ReadFeatureTsv(users_path, "user_id", &d->user_cat_names,
+                                    &d->user_cat_values, &num_users);
+    if (!s.ok()) return s;
+  }
+  // Grow every column to the final entity counts.
+  d->num_items = num_items;
+  d->num_users = num_users;
+  for (auto& col : d->item_cat_values) col.resize(num_items);
+  for (auto& col : d->user_cat_values) col.resize(num_users);
+  absl::Status s =
+      TakeExternalIdColumn(items_path, &d->item_cat_names, &d->item_cat_values, &d->item_ids);
+  if (!s.ok()) return s;
+  s = TakeExternalIdColumn(users_path, &d->user_cat_names, &d->user_cat_values, &d->user_ids);
+  if (!s.ok()) return s;
+  d->train.resize(num_users);
+  d->test.resize(num_users);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Dataset> LoadDatasetDir(const std::string& dir) {
+  absl::StatusOr<Dataset> d = LoadLightGcn(dir);
+  if (!d.ok()) return d.status();
+  absl::Status s = LoadFeatureFiles(dir, &*d);
+  if (!s.ok()) return s;
+  return d;
+}
+
+absl::StatusOr<Dataset> LoadInteractions(const std::string& path, const InteractionsOptions& o) {
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) return text.status();
+  struct Row {
+    int64_t user, item;
+    double ts;
+  };
+  std::vector<Row> rows;
+  bool first = true;
+  Sep sep = Sep::kSpace;
+  size_t num_fields = 0;
+  absl::Status s = ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty()) return absl::OkStatus();
+    if (first) sep = DetectSep(line);
+    std::vector<absl::string_view> f = SplitFields(line, sep);
+    int64_t user = 0, item = 0;
+    const bool user_ok = !f.empty() && ParseExternalId(f[0], &user);
+    if (first) {
+      first = false;
+      if (!user_ok) return absl::OkStatus();  // header
+    }
+    if (num_fields == 0) {
+      if (f.size() != 2 && f.size() != 3) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", line_no, ": expected user, item[, timestamp]; got ", f.size(), " fields"));
+      }
+      num_fields = f.size();
+    } else if (f.size() != num_fields) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": expected ", num_fields,
+                                                     " fields like the first row, got ", f.size()));
+    }
+    if (!user_ok) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": invalid user id '",
+                                                     f[0].substr(0, 40), "'"));
+    }
+    if (!ParseExternalId(f[1], &item)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": invalid item id '",
+                                                     f[1].substr(0, 40), "'"));
+    }
+    double ts = 0.0;
+    if (num_fields == 3 && (!absl::SimpleAtod(f[2], &ts) || !std::isfinite(ts))) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": invalid timestamp '",
+                                                     f[2].substr(0, 40), "'"));
+    }
+    rows.push_back({user, item, ts});
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+
+  std::vector<std::string> user_names, item_names;
+  absl::flat_hash_map<int64_t, std::vector<std::string>> user_feats, item_feats;
+  if (!o.user_features.empty()) {
+    s = ReadExternalFeatures(o.user_features, &user_names, &user_feats);
+    if (!s.ok()) return s;
+  }
+  if (!o.item_features.empty()) {
+    s = ReadExternalFeatures(o.item_features, &item_names, &item_feats);
+    if (!s.ok()) return s;
+  }
+
+  Dataset d;
+  d.name = !o.name.empty() ? o.name : fs::path(path).stem().string();
+  for (const Row& r : rows) {
+    d.user_ids.push_back(r.user);
+    d.item_ids.push_back(r.item);
+  }
+  for (const auto& [id, v] : user_feats) d.user_ids.push_back(id);
+  for (const auto& [id, v] : item_feats) d.item_ids.push_back(id);
+  SortUnique(&d.user_ids);
+  SortUnique(&d.item_ids);
+  if (static_cast<int64_t>(d.user_ids.size()) >= kMaxId ||
+      static_cast<int64_t>(d.item_ids.size()) >= kMaxId) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": more than 2^31 users or items"));
+  }
+  d.num_users = static_cast<int64_t>(d.user_ids.size());
+  d.num_items = static_cast<int64_t>(d.item_ids.size());
+
+  // Rows in dense ids, grouped by user; repeated pairs keep the latest timestamp.
+  for (Row& r : rows) {
+    r.user = DenseOf(d.user_ids, r.user);
+    r.item = DenseOf(d.item_ids, r.item);
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return std::tie(a.user, a.item, b.ts) < std::tie(b.user, b.item, a.ts);  // latest first
+  });
+  rows.erase(std::unique(rows.begin(), rows.end(),
+                         [](const Row& a, const Row& b) { return a.user == b.user && a.item == b.item; }),
+             rows.end());
+
+  d.train.assign(d.num_users, {});
+  d.test.assign(d.num_users, {});
+  std::mt19937_64 rng(o.seed);
+  const bool temporal = num_fields == 3;
+  std::vector<Row> mine;
+  for (size_t begin = 0; begin < rows.size();) {
+    size_t end = begin;
+    while (end < rows.size() && rows[end].user == rows[begin].user) ++end;
+    mine.assign(rows.begin() + begin, rows.begin() + end);
+    const int64_t u = rows[begin].user;
+    const int64_t n = static_cast<int64_t>(mine.size());
+    int64_t num_test = 0;
+    if (n >= 2 && o.test_fraction > 0) {
+      num_test = std::clamp<int64_t>(std::llround(o.test_fraction * static_cast<double>(n)), 1,
+                                     n - 1);
+    }
+    if (temporal) {
+      // Oldest first; dense item order equals external id order, so ties go by external id.
+      std::stable_sort(mine.begin(), mine.end(),
+                       [](const Row& a, const Row& b) { return a.ts < b.ts; });
+    } else {
+      for (int64_t i = n - 1; i > 0; --i) {
+        const int64_t j = static_cast<int64_t>(
+            (static_cast<unsigned __int128>(rng()) * static_cast<uint64_t>(i + 1)) >> 64);
+        std::swap(mine[i], mine[j]);
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) (j < n - num_test ? d.train[u] : d.test[u]).push_back(mine[j].item);
+    std::sort(d.train[u].begin(), d.train[u].end());
+    std::sort(d.test[u].begin(), d.test[u].end());
+    begin = end;
+  }
+
+  auto place = [](const std::vector<std::string>& names,
+                  const absl::flat_hash_map<int64_t, std::vector<std::string>>& feats,
+                  const std::vector<int64_t>& ext, std::vector<std::vector<std::string>>* values) {
+    values->assign(names.size(), std::vector<std::string>(ext.size()));
+    for (const auto& [id, vals] : feats) {
+      const int64_t e = DenseOf(ext, id);
+      for (size_t f = 0; f < vals.size(); ++f) (*values)[f][e] = vals[f];
+    }
+  };
+  d.user_cat_names = user_names;
+  d.item_cat_names = item_names;
+  place(user_names, user_feats, d.user_ids, &d.user_cat_values);
+  place(item_names, item_feats, d.item_ids, &d.item_cat_values);
+  return d;
+}
+
+absl::Status WriteDatasetFiles(const Dataset& d, const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(dir, ": cannot create: ", ec.message()));
+  fs::path p(dir);
+  // Non-identity external ids travel as an "external_id" first feature column.
+  auto with_ids = [](const std::vector<int64_t>& ids, std::vector<std::string> names,
+                     std::vector<std::vector<std::string>> values) {
+    if (!ids.empty()) {
+      std::vector<std::string> col(ids.size());
+      for (size_t e = 0; e < ids.size(); ++e) col[e] = absl::StrCat(ids[e]);
+      names.insert(names.begin(), "external_id");
+      values.insert(values.begin(), std::move(col));
+    }
+    return std::make_pair(std::move(names), std::move(values));
+  };
+  std::string buf;
+  const auto [item_names, item_values] = with_ids(d.item_ids, d.item_cat_names, d.item_cat_values);
+  absl::Status s =
+      AppendFeatureTsv("item_id", item_names, item_values, d.num_items, "item", &buf);
+  if (!s.ok()) return s;
+  s = WriteWholeFile((p / "items.tsv").string(), buf);
+  if (!s.ok()) return s;
+  buf.clear();
+  const auto [user_names, user_values] = with_ids(d.user_ids, d.user_cat_names, d.user_cat_values);
+  s = AppendFeatureTsv("user_id", user_names, user_values, d.num_users, "user", &buf);
+  if (!s.ok()) return s;
+  s = WriteWholeFile((p / "users.tsv").string(), buf);
+  if (!s.ok()) return s;
+  buf.clear();
+  AppendLightGcn(d.train, d.num_users, &buf);
+  s = WriteWholeFile((p / "train.txt").string(), buf);
+  if (!s.ok()) return s;
+  buf.clear();
+  AppendLightGcn(d.test, d.num_users, &buf);
+  return WriteWholeFile((p / "test.txt").string(), buf);
+}
+
+}  // namespace recall::trainer

@@ -1,0 +1,383 @@
+// recall-train: trains the two towers on a dataset, evaluates them with full ranking and
+// publishes a model version into --model_base.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+#include <omp.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "model/openmp_env.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "trainer/dataset.h"
+#include "trainer/synthetic.h"
+#include "trainer/trainer.h"
+
+DEFINE_string(dataset, "synthetic",
+              "'synthetic' (the embedded default), 'lightgcn:<dir>' (train.txt/test.txt), "
+              "'dir:<dir>' (what --export_dataset writes: LightGCN files + items.tsv/users.tsv "
+              "categorical features) or 'interactions:<file>' (user,item[,timestamp] rows; "
+              "trainer/DATASETS.md)");
+DEFINE_double(test_fraction, 0.2, "interactions: share of each user's items held out for test "
+              "(the latest ones when rows carry timestamps)");
+DEFINE_string(user_features, "", "interactions: optional user feature file (header + rows)");
+DEFINE_string(item_features, "", "interactions: optional item feature file (header + rows)");
+DEFINE_string(model_base, "", "publish the trained version under this directory (empty: don't)");
+DEFINE_int64(publish_version, 0, "version number to publish (0: newest existing + 1)");
+DEFINE_int32(epochs, 10, "training epochs");
+DEFINE_int32(batch_size, 1024, "examples per step; every other positive in the batch is a negative");
+DEFINE_double(lr, 1e-3, "Adam learning rate");
+DEFINE_double(temperature, 0.1, "InfoNCE temperature tau");
+DEFINE_bool(logq, false,
+            "logQ correction: subtract log of each negative's sampling probability (item "
+            "frequency for in-batch and queue negatives, mixed with 1/N for global ones)");
+DEFINE_int64(queue_size, 0, "MoCo queue of momentum-encoder item keys used as negatives (0: off)");
+DEFINE_double(momentum, 0.99, "MoCo key encoder momentum m: k = m*k + (1-m)*q after each step");
+DEFINE_bool(queue_reencode, false,
+            "queue variant: re-encode the queued item ids with the online item tower each step "
+            "(gradient reaches them) instead of using the momentum encoder's keys");
+DEFINE_int64(global_negatives, 0,
+             "uniformly drawn items per step added as negatives (mixed negative sampling; 0: off)");
+DEFINE_double(weight_decay, 0, "Adam L2 penalty on every parameter");
+DEFINE_double(user_id_dropout, 0,
+              "training: probability of replacing a user's id by the OOV row (regularizes the id "
+              "table; the tower learns to serve from history alone)");
+DEFINE_double(item_ssl_weight, 0, "weight of the item-side self-supervised loss (0: off)");
+DEFINE_double(user_ssl_weight, 0, "weight of the user-side self-supervised loss (0: off)");
+DEFINE_double(ssl_mask_prob, 0.3, "SSL views: probability of masking an id / feature / history item");
+DEFINE_bool(share_item_embeddings, false,
+            "the user tower pools history from the item tower's id table (SimpleX-style)");
+DEFINE_bool(l2_normalize, true, "L2-normalize tower outputs (off only for the ablation)");
+DEFINE_int64(validation_users, 0,
+             "hold one train item of this many users out for validation; the best epoch by "
+             "validation Recall@20 is kept (0: no validation, keep the last epoch)");
+DEFINE_int32(patience, 0, "stop after N epochs without a better validation Recall@20 (0: never)");
+DEFINE_string(checkpoint, "", "write a checkpoint here after every epoch (and see --checkpoint_every_steps)");
+DEFINE_int32(checkpoint_every_steps, 0, "also checkpoint every N steps within an epoch (0: epochs only)");
+DEFINE_bool(resume, false, "continue from --checkpoint if it exists (same dataset and flags)");
+DEFINE_int32(history_length, 50, "history items pooled by the user tower");
+DEFINE_int32(dim, 64, "output embedding dimension");
+DEFINE_int32(id_dim, 64, "id embedding dimension");
+DEFINE_int32(cat_dim, 16, "categorical feature embedding dimension");
+DEFINE_string(user_hidden, "", "comma-separated hidden widths of the user tower MLP");
+DEFINE_string(item_hidden, "", "comma-separated hidden widths of the item tower MLP");
+DEFINE_uint64(seed, 42, "seed of every random choice (init, shuffling, history sampling)");
+DEFINE_int32(threads, 0, "torch intra-op and OpenMP threads (0: all cores)");
+DEFINE_string(index_factory, "HNSW32", "FAISS factory string of the published item index");
+DEFINE_int32(log_every_steps, 50, "progress event every N steps");
+DEFINE_int32(eval_every, 0, "evaluate every N epochs (0: only at the end)");
+DEFINE_string(progress, "auto", "auto | bar | json | none (auto: bar on a terminal, else json)");
+DEFINE_string(metrics_out, "", "also write the final metrics as JSON to this file");
+DEFINE_int32(benchmark_steps, 0,
+             "throughput benchmark: train this many steps after 5 warm-up steps, print "
+             "{\"examples_per_sec\": ...} and exit (no evaluation, no export)");
+DEFINE_string(report_dir, "",
+              "write metrics.json, history.jsonl (one line per epoch) and training.png (loss and "
+              "Recall@20 per epoch, drawn by gnuplot when installed) into this directory");
+DEFINE_int64(synthetic_users, 2000, "synthetic dataset: users");
+DEFINE_int64(synthetic_items, 1000, "synthetic dataset: items");
+DEFINE_int32(synthetic_categories, 10, "synthetic dataset: item categories");
+DEFINE_string(export_dataset, "", "write the dataset (items.tsv, users.tsv, train/test) here");
+
+namespace {
+using recall::trainer::ProgressEvent;
+
+std::vector<int> ParseWidths(const std::string& s) {
+  std::vector<int> out;
+  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    int w;
+    if (!absl::SimpleAtoi(p, &w) || w <= 0) {
+      std::cerr << "error: bad layer width '" << p << "'\n";
+      std::exit(64);
+    }
+    out.push_back(w);
+  }
+  return out;
+}
+
+std::string MetricsJson(const std::map<std::string, double>& m) {
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : m) parts.push_back(absl::StrFormat("\"%s\": %.6f", k, v));
+  return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
+}
+
+std::string Duration(double sec) {
+  const int s = static_cast<int>(sec);
+  return absl::StrFormat("%d:%02d", s / 60, s % 60);
+}
+
+void Render(const ProgressEvent& e, bool bar) {
+  if (!bar) {
+    std::printf(
+        "{\"event\": \"%s\", \"epoch\": %d, \"epochs\": %d, \"step\": %lld, \"steps\": %lld, "
+        "\"loss\": %.5f, \"examples_per_sec\": %.1f, \"eta_sec\": %.1f, \"elapsed_sec\": %.2f, "
+        "\"metrics\": %s}\n",
+        e.kind.c_str(), e.epoch, e.total_epochs, static_cast<long long>(e.step),
+        static_cast<long long>(e.total_steps), e.loss, e.examples_per_sec, e.eta_sec,
+        e.elapsed_sec, MetricsJson(e.metrics).c_str());
+    std::fflush(stdout);
+    return;
+  }
+  if (e.kind == "step") {
+    const int width = 30;
+    const int filled = e.total_steps ? static_cast<int>(width * e.step / e.total_steps) : width;
+    std::fprintf(stderr, "\repoch %d/%d [%s%s] %lld/%lld loss %.4f  %.0f ex/s  ETA %s   ",
+                 e.epoch, e.total_epochs, std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), static_cast<long long>(e.step),
+                 static_cast<long long>(e.total_steps), e.loss, e.examples_per_sec,
+                 Duration(e.eta_sec).c_str());
+  } else {
+    std::fprintf(stderr, "\repoch %d/%d done: loss %.4f, %.0f ex/s, %.1fs %s%s\n", e.epoch,
+                 e.total_epochs, e.loss, e.examples_per_sec, e.elapsed_sec,
+                 e.metrics.empty() ? "" : "metrics ", e.metrics.empty() ? "" : MetricsJson(e.metrics).c_str());
+  }
+}
+
+// Runs argv (never a shell) and waits; false if it could not run or failed.
+bool RunQuietly(const std::vector<std::string>& args) {
+  const pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+void WriteReport(const std::string& dir, const std::vector<ProgressEvent>& epochs,
+                 const std::map<std::string, double>& final_metrics) {
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/metrics.json") << MetricsJson(final_metrics) << "\n";
+  std::ofstream hist(dir + "/history.jsonl");
+  std::ofstream dat(dir + "/history.dat");
+  dat << "# epoch loss val_recall@20 test_recall@20\n";
+  bool have_test = false;  // test metrics per epoch only with --eval_every
+  for (const auto& e : epochs) {
+    hist << absl::StrFormat("{\"epoch\": %d, \"loss\": %.6f, \"elapsed_sec\": %.2f, \"metrics\": %s}\n",
+                            e.epoch, e.loss, e.elapsed_sec, MetricsJson(e.metrics));
+    auto get = [&](const char* k) {
+      auto it = e.metrics.find(k);
+      return it == e.metrics.end() ? std::string("NaN") : absl::StrFormat("%.6f", it->second);
+    };
+    have_test |= e.metrics.count("recall@20") > 0;
+    dat << e.epoch << " " << e.loss << " " << get("val_recall@20") << " " << get("recall@20") << "\n";
+  }
+  dat.close();
+  const std::string gnuplot = "/usr/bin/gnuplot";
+  if (!std::filesystem::exists(gnuplot)) {
+    std::fprintf(stderr, "report: %s/ (no gnuplot: training.png not drawn)\n", dir.c_str());
+    return;
+  }
+  std::ofstream(dir + "/training.gp")
+      << "set terminal pngcairo size 900,500 noenhanced\n"
+      << "set output '" << dir << "/training.png'\n"
+      << "set xlabel 'epoch'\nset ylabel 'loss'\nset y2label 'Recall@20'\n"
+      << "set ytics nomirror\nset y2tics\nset key outside bottom center horizontal\n"
+      << "set datafile missing 'NaN'\nset grid\n"
+      << "plot '" << dir << "/history.dat' using 1:2 with linespoints title 'train loss' axes x1y1, "
+      << "'' using 1:3 with linespoints title 'validation Recall@20' axes x1y2"
+      << (have_test ? ", '' using 1:4 with linespoints title 'test Recall@20' axes x1y2" : "")
+      << "\n";
+  const bool ok = RunQuietly({gnuplot, dir + "/training.gp"});
+  std::fprintf(stderr, "report: %s/ %s\n", dir.c_str(), ok ? "(training.png)" : "(gnuplot failed)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  recall::EnsurePassiveOpenMpWait(argv);
+  gflags::SetUsageMessage(
+      "recall-train [flags]\n"
+      "Trains user and item towers with InfoNCE over in-batch, MoCo-queue and global negatives,\n"
+      "evaluates Recall@K/NDCG@K with full ranking on the test split, and publishes a model\n"
+      "version into --model_base. Flags can come from a file: --flagfile=trainer/presets/gowalla.flags\n"
+      "Example: recall-train --dataset=lightgcn:../shared/data/gowalla --model_base=/tmp/models");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+
+  const int threads = FLAGS_threads > 0 ? FLAGS_threads : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  torch::set_num_threads(threads);  // Debian's LibTorch starts with 1 intra-op thread
+  omp_set_num_threads(threads);
+  const bool bar = FLAGS_progress == "bar" || (FLAGS_progress == "auto" && isatty(STDERR_FILENO));
+  const bool quiet = FLAGS_progress == "none";
+
+  const auto t0 = std::chrono::steady_clock::now();
+  recall::trainer::Dataset dataset;
+  if (FLAGS_dataset == "synthetic") {
+    recall::trainer::SyntheticConfig sc;
+    sc.num_users = FLAGS_synthetic_users;
+    sc.num_items = FLAGS_synthetic_items;
+    sc.num_categories = FLAGS_synthetic_categories;
+    sc.seed = FLAGS_seed;
+    dataset = recall::trainer::GenerateSynthetic(sc);
+  } else {
+    absl::StatusOr<recall::trainer::Dataset> d;
+    if (absl::StartsWith(FLAGS_dataset, "lightgcn:")) {
+      d = recall::trainer::LoadLightGcn(FLAGS_dataset.substr(9));
+    } else if (absl::StartsWith(FLAGS_dataset, "dir:")) {
+      d = recall::trainer::LoadDatasetDir(FLAGS_dataset.substr(4));
+    } else if (absl::StartsWith(FLAGS_dataset, "interactions:")) {
+      recall::trainer::InteractionsOptions o;
+      o.test_fraction = FLAGS_test_fraction;
+      o.seed = FLAGS_seed;
+      o.user_features = FLAGS_user_features;
+      o.item_features = FLAGS_item_features;
+      d = recall::trainer::LoadInteractions(FLAGS_dataset.substr(13), o);
+    } else {
+      std::cerr << "error: --dataset must be 'synthetic', 'lightgcn:<dir>', 'dir:<dir>' or "
+                   "'interactions:<file>', got '"
+                << FLAGS_dataset << "'\n";
+      return 64;
+    }
+    if (!d.ok()) {
+      std::cerr << "error: " << d.status().message() << "\n";
+      return 2;
+    }
+    dataset = *std::move(d);
+  }
+  LOG(INFO) << "dataset " << dataset.name << ": " << dataset.num_users << " users, "
+            << dataset.num_items << " items, " << dataset.num_train_interactions() << " train / "
+            << dataset.num_test_interactions() << " test interactions; threads=" << threads;
+  if (!FLAGS_export_dataset.empty()) {
+    if (auto s = recall::trainer::WriteDatasetFiles(dataset, FLAGS_export_dataset); !s.ok()) {
+      std::cerr << "error: " << s.message() << "\n";
+      return 1;
+    }
+  }
+
+  recall::trainer::TrainConfig cfg;
+  cfg.epochs = FLAGS_epochs;
+  cfg.batch_size = FLAGS_batch_size;
+  cfg.learning_rate = FLAGS_lr;
+  cfg.temperature = FLAGS_temperature;
+  cfg.logq_correction = FLAGS_logq;
+  cfg.queue_size = FLAGS_queue_size;
+  cfg.momentum = FLAGS_momentum;
+  cfg.queue_reencode = FLAGS_queue_reencode;
+  cfg.global_negatives = FLAGS_global_negatives;
+  cfg.weight_decay = FLAGS_weight_decay;
+  cfg.validation_users = FLAGS_validation_users;
+  cfg.patience = FLAGS_patience;
+  cfg.tower.l2_normalize = FLAGS_l2_normalize;
+  cfg.tower.share_item_embeddings = FLAGS_share_item_embeddings;
+  cfg.user_id_dropout = FLAGS_user_id_dropout;
+  cfg.item_ssl_weight = FLAGS_item_ssl_weight;
+  cfg.user_ssl_weight = FLAGS_user_ssl_weight;
+  cfg.ssl_mask_prob = FLAGS_ssl_mask_prob;
+  cfg.history_length = FLAGS_history_length;
+  cfg.seed = FLAGS_seed;
+  cfg.eval_every_epochs = FLAGS_eval_every;
+  cfg.log_every_steps = std::max(1, FLAGS_log_every_steps);
+  cfg.tower.dim = FLAGS_dim;
+  cfg.tower.id_dim = FLAGS_id_dim;
+  cfg.tower.cat_dim = FLAGS_cat_dim;
+  cfg.tower.user_hidden = ParseWidths(FLAGS_user_hidden);
+  cfg.tower.item_hidden = ParseWidths(FLAGS_item_hidden);
+  constexpr int kWarmupSteps = 5;
+  if (FLAGS_benchmark_steps > 0) {
+    cfg.max_steps = kWarmupSteps + FLAGS_benchmark_steps;
+    cfg.log_every_steps = 1;
+    cfg.validation_users = 0;
+  }
+  auto trainer = recall::trainer::Trainer::Create(dataset, cfg);
+  if (!trainer.ok()) {
+    std::cerr << "error: " << trainer.status().message() << "\n";
+    return 2;
+  }
+  if (!FLAGS_checkpoint.empty()) {
+    (*trainer)->set_checkpoint(FLAGS_checkpoint, FLAGS_checkpoint_every_steps);
+    if (FLAGS_resume && std::filesystem::exists(FLAGS_checkpoint)) {
+      if (auto s = (*trainer)->LoadCheckpoint(FLAGS_checkpoint); !s.ok()) {
+        std::cerr << "error: " << s.message() << "\n";
+        return 2;
+      }
+      LOG(INFO) << "resumed from " << FLAGS_checkpoint;
+    }
+  } else if (FLAGS_resume) {
+    std::cerr << "error: --resume needs --checkpoint\n";
+    return 64;
+  }
+  std::vector<ProgressEvent> epochs;
+  auto progress = [&](const ProgressEvent& e) {
+    if (e.kind == "epoch") epochs.push_back(e);
+    if (!quiet) Render(e, bar);
+  };
+  if (FLAGS_benchmark_steps > 0) {
+    int64_t seen = 0;
+    std::chrono::steady_clock::time_point begin, end;
+    double last_loss = 0;
+    auto timing = [&](const ProgressEvent& e) {
+      if (e.kind != "step") return;
+      ++seen;
+      if (seen == kWarmupSteps) begin = std::chrono::steady_clock::now();
+      end = std::chrono::steady_clock::now();
+      last_loss = e.loss;
+    };
+    if (auto s = (*trainer)->Train(timing); !s.ok()) {
+      std::cerr << "error: " << s.message() << "\n";
+      return 1;
+    }
+    const double sec = std::chrono::duration<double>(end - begin).count();
+    std::printf("{\"examples_per_sec\": %.1f, \"steps\": %lld, \"seconds\": %.3f, \"loss\": %.5f}\n",
+                (seen - kWarmupSteps) * static_cast<double>(cfg.batch_size) / std::max(sec, 1e-9),
+                static_cast<long long>(seen - kWarmupSteps), sec, last_loss);
+    return 0;
+  }
+  if (auto s = (*trainer)->Train(progress); !s.ok()) {
+    std::cerr << "error: " << s.message() << "\n";
+    return 1;
+  }
+  const double train_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  recall::trainer::RankingMetrics metrics = (*trainer)->EvaluateReport(FLAGS_index_factory);
+  if (cfg.validation_users > 0) {
+    // The validation figures go into the manifest too: the quality gate compares them.
+    for (const auto& [k, v] : (*trainer)->EvaluateValidation().values) metrics.values["val_" + k] = v;
+    metrics.values["best_epoch"] = (*trainer)->best_epoch();
+  }
+  ProgressEvent ev;
+  ev.kind = "eval";
+  ev.epoch = ev.total_epochs = cfg.epochs;
+  ev.metrics = metrics.values;
+  ev.elapsed_sec = train_sec;
+  if (!bar && !quiet) Render(ev, false);
+  std::fprintf(stderr, "eval (%lld users, exact full ranking): %s\n",
+               static_cast<long long>(metrics.num_users), MetricsJson(metrics.values).c_str());
+  if (!FLAGS_metrics_out.empty()) {
+    std::ofstream(FLAGS_metrics_out) << MetricsJson(metrics.values) << "\n";
+  }
+  if (!FLAGS_report_dir.empty()) WriteReport(FLAGS_report_dir, epochs, metrics.values);
+  if (!FLAGS_model_base.empty()) {
+    std::map<std::string, std::string> echo;
+    std::vector<gflags::CommandLineFlagInfo> flags;
+    gflags::GetAllFlags(&flags);
+    for (const auto& f : flags) {
+      if (absl::StrContains(f.filename, "trainer/main.cc")) echo[f.name] = f.current_value;
+    }
+    auto path = (*trainer)->Export(FLAGS_model_base, FLAGS_index_factory, metrics, echo, FLAGS_publish_version);
+    if (!path.ok()) {
+      std::cerr << "error: publishing the version: " << path.status().message() << "\n";
+      return 1;
+    }
+    std::fprintf(stderr, "published %s\n", path->c_str());
+    if (!bar && !quiet) std::printf("{\"event\": \"published\", \"path\": \"%s\"}\n", path->c_str());
+  }
+  std::fprintf(stderr, "total wall time %.1fs\n",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}

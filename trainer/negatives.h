@@ -1,0 +1,88 @@
+// Negatives for the contrastive loss: the MoCo key queue, the momentum update of the key
+// encoder, and the logits of one batch against every negative source with logQ correction and
+// accidental-hit masking.
+//
+// The loss of a batch of B (user, positive item) pairs is softmax cross-entropy over
+//   [ B in-batch positives | Q queue keys | M uniform global negatives ]
+// with the row's own positive (column r of the in-batch block) as the target. Every column j
+// holding item i gets, when logQ is on, the correction  - log(q(i) + M / (N * (B + Q)))
+// where q(i) is item i's share of train interactions: in-batch and queue columns are drawn in
+// proportion to q, uniform ones with probability 1/N, so this is minus the log of each item's
+// expected count among the negatives up to a constant (which softmax ignores). Without
+// queue and global negatives it is exactly -log q(i), the correction of Yi et al. (2019).
+// Columns holding the row's own positive item (the same item twice in a batch, a queue key of
+// it, a global draw of it) are accidental hits and masked out; so is an empty queue slot.
+#ifndef RECALL_TRAINER_NEGATIVES_H_
+#define RECALL_TRAINER_NEGATIVES_H_
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace recall::trainer {
+
+// FIFO ring of the last `capacity` keys (L2-normalized item embeddings from the momentum
+// encoder) with the item id each key encodes. Not thread-safe.
+class KeyQueue {
+ public:
+  KeyQueue() : KeyQueue(0, 0) {}  // capacity 0: Enqueue is a no-op, size() stays 0
+  KeyQueue(int64_t capacity, int64_t dim);
+
+  // Appends keys [n, dim] (detached, copied) with ids [n]; the oldest entries are overwritten
+  // once the queue is full. n > capacity keeps the last `capacity` rows.
+  void Enqueue(const torch::Tensor& keys, const torch::Tensor& ids);
+
+  int64_t capacity() const { return capacity_; }
+  int64_t size() const { return size_; }
+  // The filled slots in storage order ([size, dim] and [size]); views, valid until the next
+  // Enqueue. Slot order does not matter to the loss.
+  torch::Tensor keys() const { return keys_.narrow(0, 0, size_); }
+  torch::Tensor ids() const { return ids_.narrow(0, 0, size_); }
+  // Ids oldest first (for tests and inspection).
+  torch::Tensor IdsOldestFirst() const;
+
+  // Checkpointing: the whole state as tensors, and back.
+  torch::Tensor state_keys() const { return keys_; }
+  torch::Tensor state_ids() const { return ids_; }
+  torch::Tensor state_cursor() const;  // int64 [2] = {head, size}
+  void Restore(const torch::Tensor& keys, const torch::Tensor& ids, const torch::Tensor& cursor);
+
+ private:
+  int64_t capacity_ = 0;
+  int64_t head_ = 0;  // next slot to write
+  int64_t size_ = 0;
+  torch::Tensor keys_;  // [capacity, dim] float32
+  torch::Tensor ids_;   // [capacity] int64, -1 = empty
+};
+
+// key_param = m * key_param + (1 - m) * online_param for every parameter, matched by name.
+// Both modules must have the same parameters (the key encoder is a deep copy of the online one).
+void MomentumUpdate(const torch::jit::Module& online, torch::jit::Module& key_encoder, double m);
+
+struct NegativeSet {
+  torch::Tensor embeddings;  // [n, dim]; undefined or n = 0 means none
+  torch::Tensor ids;         // [n] int64 item ids (dense dataset ids)
+};
+
+struct ContrastiveOptions {
+  double temperature = 0.1;
+  // log q(i) for every dense item id ([num_items]); undefined = no logQ correction.
+  torch::Tensor log_q;
+};
+
+// The [B, B + Q + M] logits described above. user, pos: [B, dim]; pos_ids: [B] int64.
+torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& pos,
+                                const torch::Tensor& pos_ids, const NegativeSet& queue,
+                                const NegativeSet& global, const ContrastiveOptions& options);
+
+// Mean InfoNCE over rows whose target is column r (the in-batch diagonal).
+torch::Tensor InfoNceLoss(const torch::Tensor& logits);
+
+// Value used for masked logits: finite so a fully masked row cannot produce NaN, far below any
+// real logit.
+inline constexpr float kMaskedLogit = -1e9f;
+
+}  // namespace recall::trainer
+
+#endif  // RECALL_TRAINER_NEGATIVES_H_

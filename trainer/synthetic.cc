@@ -1,0 +1,187 @@
+#include "trainer/synthetic.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+
+namespace recall::trainer {
+namespace {
+
+// Deterministic random source: mt19937_64's output sequence is fixed by the standard; the
+// mappings below are ours, so results do not depend on the standard library.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : g_(seed) {}
+  // Uniform in [0, 1) with 53 random bits.
+  double Uniform() { return static_cast<double>(g_() >> 11) * 0x1.0p-53; }
+  // Uniform in [0, n) for n >= 1 (multiply-shift; bias < n / 2^64, irrelevant here).
+  int64_t Below(int64_t n) {
+    return static_cast<int64_t>((static_cast<unsigned __int128>(g_()) * static_cast<uint64_t>(n)) >>
+                                64);
+  }
+  template <typename T>
+  void Shuffle(std::vector<T>* v) {
+    for (int64_t i = static_cast<int64_t>(v->size()) - 1; i > 0; --i) {
+      std::swap((*v)[i], (*v)[Below(i + 1)]);
+    }
+  }
+
+ private:
+  std::mt19937_64 g_;
+};
+
+double Clamp01(double x) { return std::isfinite(x) ? std::clamp(x, 0.0, 1.0) : 0.0; }
+
+SyntheticConfig Sanitize(SyntheticConfig c) {
+  c.num_users = std::max<int64_t>(c.num_users, 1);
+  c.num_items = std::max<int64_t>(c.num_items, 2);
+  c.num_categories = static_cast<int>(std::clamp<int64_t>(c.num_categories, 1, c.num_items));
+  c.min_interactions = static_cast<int>(std::clamp<int64_t>(c.min_interactions, 2, c.num_items));
+  c.max_interactions =
+      static_cast<int>(std::clamp<int64_t>(c.max_interactions, c.min_interactions, c.num_items));
+  c.test_fraction = Clamp01(c.test_fraction);
+  c.zipf = std::isfinite(c.zipf) ? std::max(c.zipf, 0.0) : 0.0;
+  c.off_category_rate = Clamp01(c.off_category_rate);
+  c.region_signal = Clamp01(c.region_signal);
+  return c;
+}
+
+}  // namespace
+
+absl::Status ValidateSyntheticConfig(const SyntheticConfig& c) {
+  auto bad = [](const char* field, const auto& v, const char* want) {
+    return absl::InvalidArgumentError(absl::StrCat("synthetic ", field, " = ", v, ": ", want));
+  };
+  if (c.num_users < 1) return bad("num_users", c.num_users, "must be >= 1");
+  if (c.num_items < 2) return bad("num_items", c.num_items, "must be >= 2");
+  if (c.num_categories < 1 || c.num_categories > c.num_items) {
+    return bad("num_categories", c.num_categories, "must be in [1, num_items]");
+  }
+  if (c.min_interactions < 2 || c.min_interactions > c.num_items) {
+    return bad("min_interactions", c.min_interactions,
+               "must be in [2, num_items] (each user needs a train and a test item)");
+  }
+  if (c.max_interactions < c.min_interactions || c.max_interactions > c.num_items) {
+    return bad("max_interactions", c.max_interactions, "must be in [min_interactions, num_items]");
+  }
+  if (!(c.test_fraction >= 0.0 && c.test_fraction <= 1.0)) {
+    return bad("test_fraction", c.test_fraction, "must be in [0, 1]");
+  }
+  if (!(c.zipf >= 0.0) || !std::isfinite(c.zipf)) return bad("zipf", c.zipf, "must be >= 0");
+  if (!(c.off_category_rate >= 0.0 && c.off_category_rate <= 1.0)) {
+    return bad("off_category_rate", c.off_category_rate, "must be in [0, 1]");
+  }
+  if (!(c.region_signal >= 0.0 && c.region_signal <= 1.0)) {
+    return bad("region_signal", c.region_signal, "must be in [0, 1]");
+  }
+  return absl::OkStatus();
+}
+
+SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
+  const SyntheticConfig c = Sanitize(config);
+  const int num_cat = c.num_categories;
+  Rng rng(c.seed);
+
+  SyntheticData out;
+  Dataset& d = out.dataset;
+  d.name = "synthetic";
+  d.num_users = c.num_users;
+  d.num_items = c.num_items;
+
+  // Items: a random permutation dealt round-robin into categories; position in the deal is the
+  // item's popularity rank inside its category.
+  std::vector<int64_t> perm(c.num_items);
+  for (int64_t i = 0; i < c.num_items; ++i) perm[i] = i;
+  rng.Shuffle(&perm);
+  out.item_category.assign(c.num_items, 0);
+  std::vector<std::vector<int64_t>> cat_items(num_cat);  // in popularity rank order
+  for (int64_t j = 0; j < c.num_items; ++j) {
+    const int k = static_cast<int>(j % num_cat);
+    out.item_category[perm[j]] = k;
+    cat_items[k].push_back(perm[j]);
+  }
+  // Zipf CDF per category over ranks: weight(r) = 1 / (r + 1)^zipf.
+  std::vector<std::vector<double>> cat_cdf(num_cat);
+  for (int k = 0; k < num_cat; ++k) {
+    double total = 0.0;
+    cat_cdf[k].reserve(cat_items[k].size());
+    for (size_t r = 0; r < cat_items[k].size(); ++r) {
+      total += std::pow(static_cast<double>(r + 1), -c.zipf);
+      cat_cdf[k].push_back(total);
+    }
+  }
+  auto draw_in_category = [&](int k) {
+    const std::vector<double>& cdf = cat_cdf[k];
+    const double x = rng.Uniform() * cdf.back();
+    size_t r = std::upper_bound(cdf.begin(), cdf.end(), x) - cdf.begin();
+    if (r >= cdf.size()) r = cdf.size() - 1;
+    return cat_items[k][r];
+  };
+
+  d.item_cat_names = {"category"};
+  d.item_cat_values.assign(1, std::vector<std::string>(c.num_items));
+  for (int64_t i = 0; i < c.num_items; ++i) {
+    d.item_cat_values[0][i] = absl::StrCat("c", out.item_category[i]);
+  }
+
+  // Users.
+  out.user_category.assign(c.num_users, 0);
+  d.user_cat_names = {"region"};
+  d.user_cat_values.assign(1, std::vector<std::string>(c.num_users));
+  d.train.assign(c.num_users, {});
+  d.test.assign(c.num_users, {});
+  std::vector<int64_t> items;
+  absl::flat_hash_set<int64_t> taken;
+  for (int64_t u = 0; u < c.num_users; ++u) {
+    const int pref = static_cast<int>(rng.Below(num_cat));
+    out.user_category[u] = pref;
+    const int region = rng.Uniform() < c.region_signal ? pref : static_cast<int>(rng.Below(num_cat));
+    d.user_cat_values[0][u] = absl::StrCat("r", region);
+
+    const int64_t n =
+        c.min_interactions + rng.Below(int64_t{c.max_interactions} - c.min_interactions + 1);
+    items.clear();
+    taken.clear();
+    while (static_cast<int64_t>(items.size()) < n) {
+      // The category is fixed per interaction, so off_category_rate is the off-category share
+      // of the result (retrying the category on a collision would bias toward big catalogs).
+      int k = pref;
+      if (num_cat > 1 && rng.Uniform() < c.off_category_rate) {
+        k = static_cast<int>(rng.Below(num_cat - 1));
+        if (k >= pref) ++k;
+      }
+      int64_t item = draw_in_category(k);
+      for (int tries = 1; taken.contains(item) && tries < 64; ++tries) item = draw_in_category(k);
+      if (taken.contains(item)) {
+        // The skewed draw keeps hitting taken items: take the next free item of the category
+        // after a random rank, else the next free item of the catalog (n <= num_items).
+        const std::vector<int64_t>& members = cat_items[k];
+        const int64_t start = rng.Below(static_cast<int64_t>(members.size()));
+        for (size_t j = 0; j < members.size() && taken.contains(item); ++j) {
+          item = members[(start + j) % members.size()];
+        }
+        while (taken.contains(item)) item = (item + 1) % c.num_items;
+      }
+      taken.insert(item);
+      items.push_back(item);
+    }
+    rng.Shuffle(&items);
+    const int64_t num_test =
+        std::clamp<int64_t>(std::llround(c.test_fraction * static_cast<double>(n)), 1, n - 1);
+    d.test[u].assign(items.begin(), items.begin() + num_test);
+    d.train[u].assign(items.begin() + num_test, items.end());
+    std::sort(d.test[u].begin(), d.test[u].end());
+    std::sort(d.train[u].begin(), d.train[u].end());
+  }
+  return out;
+}
+
+Dataset GenerateSynthetic(const SyntheticConfig& c) {
+  return std::move(GenerateSyntheticWithTruth(c).dataset);
+}
+
+}  // namespace recall::trainer

@@ -1,0 +1,56 @@
+// The embedded default dataset: a generator with a known latent structure and side features.
+//
+// Every item belongs to one of num_categories categories (item feature "category" = "c<k>").
+// Every user has a preferred category; the user feature "region" = "r<k>" equals the preferred
+// category with probability region_signal, else a uniformly random one, so user features carry
+// signal a tower can learn. A user draws between min_interactions and max_interactions distinct
+// items: each draw comes from the preferred category with probability 1 - off_category_rate,
+// else from a uniformly chosen other category; inside a category the item is drawn with a Zipf
+// law of exponent `zipf` over a random rank order (popularity skew). Each user's items are split
+// at random into train and test (round(test_fraction * n) test items, at least 1 of each).
+//
+// The output depends only on the config: the generator uses std::mt19937_64 (fully specified
+// by the standard) with hand-written mappings to ints and doubles, never the implementation-
+// defined std::*_distribution classes, so a seed gives the same dataset on every platform.
+#ifndef RECALL_TRAINER_SYNTHETIC_H_
+#define RECALL_TRAINER_SYNTHETIC_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "trainer/dataset.h"
+
+namespace recall::trainer {
+
+struct SyntheticConfig {
+  int64_t num_users = 2000;
+  int64_t num_items = 1000;
+  int num_categories = 10;
+  int min_interactions = 10;
+  int max_interactions = 40;
+  double test_fraction = 0.2;
+  double zipf = 0.8;               // item popularity skew within a category (0 = uniform)
+  double off_category_rate = 0.1;  // fraction of interactions drawn from another category
+  double region_signal = 0.7;      // P(region == preferred category)
+  uint64_t seed = 42;
+};
+
+// OK, or InvalidArgument naming the first bad field. GenerateSynthetic* accept any config and
+// clamp bad values into range (documented in trainer/DATASETS.md); call this on user input to
+// report mistakes instead.
+absl::Status ValidateSyntheticConfig(const SyntheticConfig& c);
+
+// The dataset plus the latent truth it was drawn from.
+struct SyntheticData {
+  Dataset dataset;
+  std::vector<int> user_category;  // [user] -> preferred category in [0, num_categories)
+  std::vector<int> item_category;  // [item] -> category in [0, num_categories)
+};
+
+SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& c);
+Dataset GenerateSynthetic(const SyntheticConfig& c);
+
+}  // namespace recall::trainer
+
+#endif  // RECALL_TRAINER_SYNTHETIC_H_

@@ -1,0 +1,130 @@
+#include "trainer/towers.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace recall::trainer {
+namespace {
+
+// Forward source for an MLP over `x` with layers w0/b0.. and a final normalization.
+std::string MlpSource(size_t num_hidden, bool l2_normalize) {
+  std::string src;
+  for (size_t l = 0; l < num_hidden; ++l) {
+    absl::StrAppend(&src, "        x = torch.relu(torch.addmm(self.b", l, ", x, self.w", l, "))\n");
+  }
+  absl::StrAppend(&src, "        x = torch.addmm(self.b", num_hidden, ", x, self.w", num_hidden, ")\n");
+  if (l2_normalize) {
+    // torch.nn.functional is not reachable from define(): normalize with torch ops.
+    src += "        x = x * torch.rsqrt(torch.clamp((x * x).sum(1, keepdim=True), min=1e-12))\n";
+  }
+  src += "        return x\n";
+  return src;
+}
+
+torch::Tensor EmbeddingTable(int64_t rows, int dim, float std, bool zero_row0) {
+  torch::Tensor t = torch::randn({std::max<int64_t>(rows, 1), dim}) * std;
+  if (zero_row0) t[0].zero_();
+  return t;
+}
+
+void AddMlp(torch::jit::Module& m, int64_t in, const std::vector<int>& hidden, int out) {
+  std::vector<int64_t> widths = {in};
+  for (int h : hidden) widths.push_back(h);
+  widths.push_back(out);
+  for (size_t l = 0; l + 1 < widths.size(); ++l) {
+    // Kaiming-uniform like torch.nn.Linear; weights stored [in, out] for addmm(b, x, w).
+    const double bound = 1.0 / std::sqrt(static_cast<double>(widths[l]));
+    torch::Tensor w = torch::empty({widths[l], widths[l + 1]}).uniform_(-bound, bound);
+    torch::Tensor b = torch::zeros({widths[l + 1]});
+    m.register_parameter(absl::StrCat("w", l), w.requires_grad_(), false);
+    m.register_parameter(absl::StrCat("b", l), b.requires_grad_(), false);
+  }
+}
+
+int64_t UserInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
+  return 2 * c.id_dim + e.spec().user_categorical_size() * c.cat_dim +
+         e.spec().user_numeric_size();
+}
+int64_t ItemInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
+  return c.id_dim + e.spec().item_categorical_size() * c.cat_dim + e.spec().item_numeric_size();
+}
+
+}  // namespace
+
+std::string UserTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
+  const int nc = e.spec().user_categorical_size(), nn = e.spec().user_numeric_size();
+  std::string src =
+      "    def forward(self, user_id: Tensor, history: Tensor, history_mask: Tensor,\n"
+      "                categorical: Tensor, numeric: Tensor) -> Tensor:\n"
+      "        u = torch.embedding(self.user_emb, user_id)\n"
+      "        h = torch.embedding(self.hist_emb, history)\n"
+      "        n = torch.clamp(history_mask.sum(1, keepdim=True), min=1.0)\n"
+      "        pooled = (h * history_mask.unsqueeze(2)).sum(1) / n\n"
+      "        parts = [u, pooled]\n";
+  if (nc > 0) {
+    absl::StrAppend(&src, "        parts.append(torch.embedding(self.cat_emb, categorical)",
+                    ".reshape(user_id.size(0), ", nc * c.cat_dim, "))\n");
+  }
+  if (nn > 0) src += "        parts.append(numeric)\n";
+  src += "        x = torch.cat(parts, 1)\n";
+  return src + MlpSource(c.user_hidden.size(), c.l2_normalize);
+}
+
+std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
+  const int nc = e.spec().item_categorical_size(), nn = e.spec().item_numeric_size();
+  std::string src =
+      "    def forward(self, item_id: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:\n"
+      "        parts = [torch.embedding(self.item_emb, item_id)]\n";
+  if (nc > 0) {
+    absl::StrAppend(&src, "        parts.append(torch.embedding(self.cat_emb, categorical)",
+                    ".reshape(item_id.size(0), ", nc * c.cat_dim, "))\n");
+  }
+  if (nn > 0) src += "        parts.append(numeric)\n";
+  src += "        x = torch.cat(parts, 1)\n";
+  return src + MlpSource(c.item_hidden.size(), c.l2_normalize);
+}
+
+Towers BuildTowers(const FeatureEncoder& e, const TowerConfig& c) {
+  Towers t{torch::jit::Module("UserTower"), torch::jit::Module("ItemTower")};
+  torch::Tensor item_table =
+      EmbeddingTable(e.num_item_rows(), c.id_dim, c.init_std, true).requires_grad_();
+  t.user.register_parameter("user_emb",
+                            EmbeddingTable(e.num_user_rows(), c.id_dim, c.init_std, true)
+                                .requires_grad_(),
+                            false);
+  t.user.register_parameter(
+      "hist_emb",
+      c.share_item_embeddings
+          ? item_table
+          : EmbeddingTable(e.num_item_rows(), c.id_dim, c.init_std, true).requires_grad_(),
+      false);
+  t.user.register_parameter(
+      "cat_emb",
+      EmbeddingTable(e.num_user_categorical_rows(), c.cat_dim, c.init_std, false).requires_grad_(),
+      false);
+  AddMlp(t.user, UserInputWidth(e, c), c.user_hidden, c.dim);
+  t.user.define(UserTowerSource(e, c));
+
+  t.item.register_parameter("item_emb", item_table, false);
+  t.item.register_parameter(
+      "cat_emb",
+      EmbeddingTable(e.num_item_categorical_rows(), c.cat_dim, c.init_std, false).requires_grad_(),
+      false);
+  AddMlp(t.item, ItemInputWidth(e, c), c.item_hidden, c.dim);
+  t.item.define(ItemTowerSource(e, c));
+  return t;
+}
+
+std::vector<torch::Tensor> Towers::parameters() const {
+  std::vector<torch::Tensor> out;
+  auto add = [&](const torch::Tensor& p) {
+    for (const auto& q : out) {
+      if (q.unsafeGetTensorImpl() == p.unsafeGetTensorImpl()) return;
+    }
+    out.push_back(p);
+  };
+  for (const auto& p : user.parameters()) add(p);
+  for (const auto& p : item.parameters()) add(p);
+  return out;
+}
+
+}  // namespace recall::trainer

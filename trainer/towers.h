@@ -1,0 +1,54 @@
+// The user and item towers, each defined once as a TorchScript module that is trained from C++
+// and saved as is: the module the trainer optimizes is the module the server loads.
+//
+// user: [E_user[id] | mean_{mask} E_hist[history] | E_ucat[categorical] (flattened) | numeric]
+//       -> MLP -> L2 normalize
+// item: [E_item[id] | E_icat[categorical] (flattened) | numeric] -> MLP -> L2 normalize
+// The MLP is `hidden` Linear+ReLU layers followed by a Linear to `dim` (no hidden layer = one
+// linear projection). Row 0 of every id table (OOV / padding) starts at zero.
+#ifndef RECALL_TRAINER_TOWERS_H_
+#define RECALL_TRAINER_TOWERS_H_
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/encoder.h"
+
+namespace recall::trainer {
+
+struct TowerConfig {
+  int dim = 64;                 // output embedding dim
+  int id_dim = 64;              // id embedding dim (user, item, history)
+  int cat_dim = 16;             // per categorical feature
+  std::vector<int> user_hidden; // hidden layer widths of the user MLP
+  std::vector<int> item_hidden;
+  bool l2_normalize = true;     // off only for ablations: the serving contract wants it on
+  // The user tower pools history items from the item tower's own id table (one tensor in both
+  // modules while training; each saved file carries its copy), as in SimpleX, instead of a
+  // separate history table.
+  bool share_item_embeddings = false;
+  float init_std = 0.1f;
+};
+
+struct Towers {
+  torch::jit::Module user;
+  torch::jit::Module item;
+  // Every trainable tensor once (a shared table is listed once).
+  std::vector<torch::Tensor> parameters() const;
+};
+
+// Builds fresh towers for the encoder's spec; initialization draws from torch's global RNG
+// (seed it with torch::manual_seed for repeatable runs).
+Towers BuildTowers(const FeatureEncoder& encoder, const TowerConfig& config);
+
+// The TorchScript source of a tower's forward, for documentation and tests.
+std::string UserTowerSource(const FeatureEncoder& encoder, const TowerConfig& config);
+std::string ItemTowerSource(const FeatureEncoder& encoder, const TowerConfig& config);
+
+}  // namespace recall::trainer
+
+#endif  // RECALL_TRAINER_TOWERS_H_

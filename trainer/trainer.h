@@ -1,0 +1,205 @@
+// Trainer: learns the two towers on a Dataset with temperature-scaled InfoNCE over in-batch
+// negatives, a MoCo queue of momentum-encoder keys and uniformly drawn global negatives (each
+// optional, with logQ correction; trainer/negatives.h), selects the epoch on a validation
+// split held out of train, evaluates with full ranking, and exports a model version.
+//
+// Not thread-safe: one Trainer is driven by one thread (LibTorch parallelizes inside ops).
+#ifndef RECALL_TRAINER_TRAINER_H_
+#define RECALL_TRAINER_TRAINER_H_
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "model/encoder.h"
+#include "recall/v1/model.pb.h"
+#include "trainer/dataset.h"
+#include "trainer/evaluator.h"
+#include "trainer/negatives.h"
+#include "trainer/towers.h"
+
+namespace recall::trainer {
+
+struct TrainConfig {
+  int epochs = 10;
+  int batch_size = 1024;
+  double learning_rate = 1e-3;
+  double temperature = 0.1;  // tau in softmax(s / tau)
+  // logQ correction (Yi et al. 2019): subtract log q_j, the in-batch sampling probability of
+  // item j (its share of train interactions), from every logit, so the softmax estimates
+  // p(item | user) instead of p(item | user) / q(item).
+  bool logq_correction = false;
+  // MoCo (He et al. 2020): a momentum copy of the item tower encodes each batch's positives as
+  // keys into a FIFO queue of queue_size keys, used as extra negatives. 0 = off.
+  int64_t queue_size = 0;
+  double momentum = 0.99;       // key encoder: k = m * k + (1 - m) * q after every step
+  // Queue variant: keep only the queued item ids and re-encode them with the online item
+  // tower every step (gradients reach the queued items; no momentum encoder is used).
+  bool queue_reencode = false;
+  // Mixed negative sampling (Yang et al. 2020): items drawn uniformly per step, shared by the
+  // batch, encoded by the online item tower. 0 = off.
+  int64_t global_negatives = 0;
+  double weight_decay = 0;      // Adam L2 penalty on every parameter
+  // Self-supervised auxiliary losses (Yao et al. 2021), added with these weights (0 = off):
+  // item side, two views of each batch item with its id and each categorical feature masked
+  // (replaced by the OOV / missing row) with probability ssl_mask_prob, contrasted by in-batch
+  // InfoNCE; user side, two views of each user whose id and history items are masked the same
+  // way. (Reordering a history is no view for a mean-pooling tower: it is order-invariant.)
+  double user_id_dropout = 0;   // training: replace a user's id by the OOV row with this probability
+  double item_ssl_weight = 0;
+  double user_ssl_weight = 0;
+  double ssl_mask_prob = 0.3;
+  int history_length = 50;   // L: pooled history items per user
+  // Validation: one train item of each of validation_users random users (with >= 3 train
+  // items) is held out of training; after every epoch Recall@20 on it picks the best epoch,
+  // whose weights are restored at the end. 0 = no validation (train all epochs, keep the last).
+  int64_t validation_users = 0;
+  int patience = 0;             // stop after this many epochs without a better validation
+                                // Recall@20 (0 = never stop early)
+  uint64_t seed = 42;
+  int log_every_steps = 50;
+  int64_t max_steps = 0;      // stop after this many steps in all (0: run every epoch)
+  int eval_every_epochs = 0;  // 0 = only at the end
+  TowerConfig tower;
+};
+
+// One progress event; the CLI renders it as a terminal progress line or a JSON line.
+struct ProgressEvent {
+  std::string kind;  // "step", "epoch", "eval"
+  int epoch = 0, total_epochs = 0;
+  int64_t step = 0, total_steps = 0;
+  double loss = 0, examples_per_sec = 0, eta_sec = 0, elapsed_sec = 0;
+  std::map<std::string, double> metrics;
+};
+using ProgressFn = std::function<void(const ProgressEvent&)>;
+
+class Trainer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const Dataset& dataset,
+                                                         const TrainConfig& config);
+
+  // Runs config.epochs epochs. Deterministic for a seed and thread count.
+  absl::Status Train(const ProgressFn& progress = nullptr);
+  // One epoch; returns the mean loss. Exposed for tests.
+  double TrainEpoch(int epoch, const ProgressFn& progress = nullptr);
+
+  // Encodes users exactly as the server would for a request carrying user_id and the user's
+  // last history_length train items (most recent last): the eval-time user input.
+  UserBatch EvalUserBatch(const std::vector<int64_t>& users) const;
+  ItemBatch ItemBatchFor(const std::vector<int64_t>& items) const;
+  // [n, dim] embeddings in inference mode.
+  torch::Tensor EmbedUsers(const std::vector<int64_t>& users);
+  torch::Tensor EmbedItems(const std::vector<int64_t>& items);
+  torch::Tensor EmbedAllUsers();
+  torch::Tensor EmbedAllItems();
+
+  // Exact full-ranking evaluation on the dataset's test split.
+  RankingMetrics Evaluate(const EvalOptions& options = {});
+  // Evaluate() plus the quality report of trainer/quality.h: slices, alignment/uniformity and,
+  // if index_factory is not empty, ranking through that index (an index error is logged and
+  // leaves those keys out).
+  RankingMetrics EvaluateReport(const std::string& index_factory);
+
+  // Writes <model_base>/<next version>/ atomically: towers, vocabularies, the item index built
+  // with `index_factory`, and the manifest with `metrics`. Returns the version directory.
+  absl::StatusOr<std::string> Export(const std::string& model_base,
+                                     const std::string& index_factory,
+                                     const RankingMetrics& metrics,
+                                     const std::map<std::string, std::string>& config_echo,
+                                     int64_t version = 0);
+
+  const FeatureEncoder& encoder() const { return *encoder_; }
+  const recall::v1::FeatureSpec& spec() const { return encoder_->spec(); }
+  Towers& towers() { return towers_; }
+  const TrainConfig& config() const { return config_; }
+  const Dataset& dataset() const { return dataset_; }
+
+  // The contrastive loss for one batch of (user, positive item) pairs, against in-batch,
+  // queue and global negatives as configured. Also enqueues the batch's keys (MoCo).
+  torch::Tensor BatchLoss(const std::vector<int64_t>& users, const std::vector<int64_t>& items,
+                          std::mt19937_64& rng);
+  // After an optimizer step: the momentum update of the key encoder (no-op without a queue).
+  void AfterStep();
+
+  // Validation Recall@K / NDCG@K on the held-out split (empty without validation).
+  RankingMetrics EvaluateValidation();
+  // Best validation Recall@20 seen by Train() and its epoch (0 = none).
+  double best_validation_recall() const { return best_val_recall_; }
+  int best_epoch() const { return best_epoch_; }
+
+  // Checkpoint of everything a run needs to continue bit-for-bit: tower and key-encoder
+  // parameters, optimizer state, queue, example order, RNG state and the epoch/step reached.
+  absl::Status SaveCheckpoint(const std::string& path) const;
+  absl::Status LoadCheckpoint(const std::string& path);
+  void set_checkpoint(const std::string& path, int every_steps) {
+    checkpoint_path_ = path;
+    checkpoint_every_steps_ = every_steps;
+  }
+
+  const KeyQueue& queue() const { return queue_; }
+  torch::jit::Module& key_encoder() { return key_tower_; }
+  const torch::Tensor& log_q() const { return log_q_; }
+
+ private:
+  Trainer(const Dataset& d, const TrainConfig& c) : dataset_(d), config_(c) {}
+  // Encodes users (id, categorical) with the history items `pick_history(row, user, &items)`
+  // chooses; the first history_length of them are used.
+  UserBatch UserBatchWith(
+      const std::vector<int64_t>& users,
+      const std::function<void(int64_t, int64_t, std::vector<int64_t>*)>& pick_history) const;
+  UserBatch TrainUserBatch(const std::vector<int64_t>& users, const std::vector<int64_t>& items,
+                           std::mt19937_64& rng) const;
+  // Users encoded with their train items in `source` as history (the last history_length).
+  UserBatch HistoryUserBatch(const Dataset& source, const std::vector<int64_t>& users) const;
+  torch::Tensor EmbedAllUsersFrom(const Dataset& source);
+  torch::Tensor EmbedUsersFrom(const Dataset& source, const std::vector<int64_t>& users);
+  std::vector<torch::Tensor> SnapshotParameters() const;
+  // A masked view for the SSL losses (see TrainConfig); draws from rng.
+  UserBatch MaskedView(const UserBatch& b, std::mt19937_64& rng) const;
+  ItemBatch MaskedView(const ItemBatch& b, std::mt19937_64& rng) const;
+  void RestoreParameters(const std::vector<torch::Tensor>& snapshot);
+
+  const Dataset& dataset_;
+  // What training sees: dataset_ itself, or a copy with the validation items moved to test.
+  std::unique_ptr<Dataset> fit_split_;
+  const Dataset* fit_ = nullptr;
+  TrainConfig config_;
+  std::shared_ptr<const FeatureEncoder> encoder_;
+  Towers towers_;
+  std::unique_ptr<torch::optim::Adam> optimizer_;
+  std::vector<std::pair<int64_t, int64_t>> examples_;  // (user, item) train pairs
+  // Precomputed encoder rows, so the hot loop never re-hashes.
+  std::vector<int64_t> user_row_, item_row_;
+  std::vector<std::vector<int64_t>> user_cat_rows_, item_cat_rows_;  // [entity][feature]
+  torch::Tensor log_q_;  // [num_items] log of each item's share of train interactions
+  torch::jit::Module key_tower_;  // momentum copy of towers_.item (queue_size > 0)
+  KeyQueue queue_;
+  std::mt19937_64 rng_;
+  int next_epoch_ = 1;       // where Train() (re)starts
+  int64_t resume_step_ = 0;  // steps of next_epoch_ already done (after LoadCheckpoint)
+  int64_t steps_done_ = 0;   // by this process (for max_steps)
+  double best_val_recall_ = -1;
+  int best_epoch_ = 0;
+  std::vector<torch::Tensor> best_params_;
+  std::string checkpoint_path_;
+  int checkpoint_every_steps_ = 0;
+};
+
+// The feature spec a dataset implies (vocabularies over all its user and item ids).
+recall::v1::FeatureSpec SpecForDataset(const Dataset& d, int history_length);
+
+// A copy of d whose test lists are one train item moved out of train for each of num_users
+// random users with >= 3 train items (fewer if fewer qualify), chosen by seed; every other
+// user has an empty test list.
+Dataset HoldOutValidation(const Dataset& d, int64_t num_users, uint64_t seed);
+
+}  // namespace recall::trainer
+
+#endif  // RECALL_TRAINER_TRAINER_H_
