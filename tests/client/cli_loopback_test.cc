@@ -14,6 +14,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "recall/v1/recall.grpc.pb.h"
@@ -214,7 +215,7 @@ class CliLoopbackTest : public ::testing::Test {
   }
 
   static std::string WriteTemp(const std::string& name, const std::string& content) {
-    std::string path = ::testing::TempDir() + "/" + name;
+    std::string path = ::testing::TempDir() + "/" + std::to_string(::getpid()) + "_" + name;
     std::ofstream(path) << content;
     return path;
   }

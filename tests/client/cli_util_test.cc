@@ -6,6 +6,7 @@
 #include <string>
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 namespace recall::cli {
 namespace {
@@ -112,7 +113,7 @@ TEST(ItemFeatureTsv, Errors) {
 }
 
 TEST(ItemFeatureTsv, ReadsFile) {
-  const std::string path = ::testing::TempDir() + "/cli_util_test_items.tsv";
+  const std::string path = ::testing::TempDir() + "/cli_util_test_items_" + std::to_string(::getpid()) + ".tsv";
   {
     std::ofstream out(path);
     out << "item_id\tcategory\n7\tc3\n";

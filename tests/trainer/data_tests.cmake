@@ -4,10 +4,10 @@ set(RECALL_GOWALLA_DEFAULT_DIR "${PROJECT_SOURCE_DIR}/../shared/data/gowalla")
 
 add_executable(dataset_test ${CMAKE_CURRENT_LIST_DIR}/dataset_test.cc)
 target_link_libraries(dataset_test PRIVATE recall_trainer_data GTest::gtest_main)
-gtest_discover_tests(dataset_test DISCOVERY_TIMEOUT 60)
+recall_discover_gtests(dataset_test)
 
 add_executable(evaluator_test ${CMAKE_CURRENT_LIST_DIR}/evaluator_test.cc)
 target_link_libraries(evaluator_test PRIVATE recall_trainer_data GTest::gtest_main)
 target_compile_definitions(evaluator_test PRIVATE
   RECALL_GOWALLA_DEFAULT_DIR="${RECALL_GOWALLA_DEFAULT_DIR}")
-gtest_discover_tests(evaluator_test DISCOVERY_TIMEOUT 60)
+recall_discover_gtests(evaluator_test)

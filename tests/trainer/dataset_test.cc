@@ -1,6 +1,7 @@
 #include "trainer/dataset.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -20,7 +21,8 @@ namespace fs = std::filesystem;
 std::string FreshDir(const std::string& tag = "") {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   fs::path p = fs::path(::testing::TempDir()) /
-               (std::string("recall_dataset_") + info->test_suite_name() + "_" + info->name() + tag);
+               (std::string("recall_dataset_") + info->test_suite_name() + "_" + info->name() + tag + "_" +
+                std::to_string(::getpid()));
   fs::remove_all(p);
   fs::create_directories(p);
   return p.string();
