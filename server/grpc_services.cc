@@ -67,7 +67,10 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
   return Handle(ctx, metrics_, "Recall", [&] {
     RecallTimings t;
     absl::Status s = engine_->Recall(*req, resp, &t);
-    if (s.ok()) metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
+    if (s.ok()) {
+      metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
+      metrics_->ObserveBatch(1);  // one request per forward until the batcher lands
+    }
     return s;
   });
 }
@@ -79,7 +82,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
     absl::Status s = engine_->UpsertItems(*req, resp);
     if (s.ok()) {
       metrics_->AddUpserts(resp->upserted());
-      metrics_->SetIndexItems(engine_->LiveItems());
+      engine_->ReportIndexSize(metrics_);
     }
     return s;
   });
@@ -92,7 +95,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::DeleteItems(
     absl::Status s = engine_->DeleteItems(*req, resp);
     if (s.ok()) {
       metrics_->AddDeletes(resp->deleted());
-      metrics_->SetIndexItems(engine_->LiveItems());
+      engine_->ReportIndexSize(metrics_);
     }
     return s;
   });
@@ -103,7 +106,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::GetIndexInfo(
     recall::v1::GetIndexInfoResponse* resp) {
   return Handle(ctx, metrics_, "GetIndexInfo", [&] {
     absl::Status s = engine_->GetIndexInfo(resp);
-    if (s.ok()) metrics_->SetIndexItems(resp->num_items());
+    if (s.ok()) metrics_->SetIndexItems(resp->num_items(), resp->num_hidden());
     return s;
   });
 }
@@ -140,6 +143,7 @@ class RecallStreamReactor
       return;
     }
     metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
+    metrics_->ObserveBatch(1);
     StartWrite(&resp_);
   }
 
@@ -166,39 +170,130 @@ RecallServiceImpl::RecallStream(grpc::CallbackServerContext*) {
   return new RecallStreamReactor(engine_, metrics_);
 }
 
-grpc::ServerUnaryReactor* TrainingServiceImpl::Unimplemented(grpc::CallbackServerContext* ctx,
-                                                             const char* method) {
-  return Handle(ctx, metrics_, method, [&] {
-    return absl::UnimplementedError(absl::StrCat(
-        method, " is not implemented in this release: version management and retrain jobs "
-                "come with the operations milestone (issue 4)"));
+TrainingServiceImpl::TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs,
+                                         Metrics* metrics)
+    : versions_(versions), jobs_(jobs), metrics_(metrics) {
+  admin_ = std::thread([this] {
+    absl::MutexLock lock(&mu_);
+    while (true) {
+      mu_.Await(absl::Condition(
+          +[](TrainingServiceImpl* t) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return t->stop_ || !t->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // stop_ and drained
+      auto f = std::move(queue_.front());
+      queue_.pop_front();
+      mu_.Unlock();
+      f();
+      mu_.Lock();
+    }
   });
 }
 
+TrainingServiceImpl::~TrainingServiceImpl() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  admin_.join();
+}
+
+grpc::ServerUnaryReactor* TrainingServiceImpl::OnAdminThread(grpc::CallbackServerContext* ctx,
+                                                             const char* method,
+                                                             std::function<absl::Status()> body) {
+  auto* reactor = ctx->DefaultReactor();
+  const auto start = Clock::now();
+  metrics_->in_flight().Increment();
+  absl::MutexLock lock(&mu_);
+  queue_.push_back([this, reactor, method, start, body = std::move(body)] {
+    absl::Status s;
+    try {
+      s = body();
+    } catch (const std::exception& e) {
+      s = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
+    }
+    grpc::Status gs = ToGrpcStatus(s);
+    metrics_->in_flight().Decrement();
+    metrics_->ObserveRequest(method, GrpcCodeName(gs.error_code()),
+                             std::chrono::duration<double>(Clock::now() - start).count());
+    reactor->Finish(gs);
+  });
+  return reactor;
+}
+
+void TrainingServiceImpl::FillVersions(recall::v1::ListVersionsResponse* resp) const {
+  for (const VersionStatus& v : versions_->List()) {
+    auto* out = resp->add_versions();
+    out->set_version(v.version);
+    out->set_state(v.state);
+    out->set_created_at(v.manifest.created_at());
+    *out->mutable_eval() = v.manifest.eval();
+  }
+  resp->set_serving_version(versions_->serving_version());
+  resp->set_pinned_version(versions_->pinned_version());
+}
+
 grpc::ServerUnaryReactor* TrainingServiceImpl::TriggerRetrain(
-    grpc::CallbackServerContext* ctx, const recall::v1::TriggerRetrainRequest*,
-    recall::v1::TriggerRetrainResponse*) {
-  return Unimplemented(ctx, "TriggerRetrain");
+    grpc::CallbackServerContext* ctx, const recall::v1::TriggerRetrainRequest* req,
+    recall::v1::TriggerRetrainResponse* resp) {
+  return Handle(ctx, metrics_, "TriggerRetrain", [&] {
+    auto id = jobs_->Trigger(*req);
+    if (!id.ok()) return id.status();
+    resp->set_job_id(*id);
+    return absl::OkStatus();
+  });
 }
+
 grpc::ServerUnaryReactor* TrainingServiceImpl::GetRetrainJob(
-    grpc::CallbackServerContext* ctx, const recall::v1::GetRetrainJobRequest*,
-    recall::v1::RetrainJob*) {
-  return Unimplemented(ctx, "GetRetrainJob");
+    grpc::CallbackServerContext* ctx, const recall::v1::GetRetrainJobRequest* req,
+    recall::v1::RetrainJob* resp) {
+  return Handle(ctx, metrics_, "GetRetrainJob", [&] {
+    auto job = jobs_->Get(req->job_id());
+    if (!job.ok()) return job.status();
+    *resp = *std::move(job);
+    return absl::OkStatus();
+  });
 }
+
 grpc::ServerUnaryReactor* TrainingServiceImpl::CancelRetrain(
-    grpc::CallbackServerContext* ctx, const recall::v1::CancelRetrainRequest*,
-    recall::v1::CancelRetrainResponse*) {
-  return Unimplemented(ctx, "CancelRetrain");
+    grpc::CallbackServerContext* ctx, const recall::v1::CancelRetrainRequest* req,
+    recall::v1::CancelRetrainResponse* resp) {
+  return OnAdminThread(ctx, "CancelRetrain", [this, req, resp] {
+    auto job = jobs_->Cancel(req->job_id());
+    if (!job.ok()) return job.status();
+    *resp->mutable_job() = *std::move(job);
+    return absl::OkStatus();
+  });
 }
+
 grpc::ServerUnaryReactor* TrainingServiceImpl::ListVersions(
     grpc::CallbackServerContext* ctx, const recall::v1::ListVersionsRequest*,
-    recall::v1::ListVersionsResponse*) {
-  return Unimplemented(ctx, "ListVersions");
+    recall::v1::ListVersionsResponse* resp) {
+  return Handle(ctx, metrics_, "ListVersions", [&] {
+    FillVersions(resp);
+    return absl::OkStatus();
+  });
 }
+
 grpc::ServerUnaryReactor* TrainingServiceImpl::SetServingVersion(
-    grpc::CallbackServerContext* ctx, const recall::v1::SetServingVersionRequest*,
-    recall::v1::SetServingVersionResponse*) {
-  return Unimplemented(ctx, "SetServingVersion");
+    grpc::CallbackServerContext* ctx, const recall::v1::SetServingVersionRequest* req,
+    recall::v1::SetServingVersionResponse* resp) {
+  return OnAdminThread(ctx, "SetServingVersion", [this, req, resp] {
+    if (auto s = versions_->SetServingVersion(req->version()); !s.ok()) return s;
+    resp->set_serving_version(versions_->serving_version());
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* TrainingServiceImpl::ReloadVersions(
+    grpc::CallbackServerContext* ctx, const recall::v1::ReloadVersionsRequest*,
+    recall::v1::ListVersionsResponse* resp) {
+  return OnAdminThread(ctx, "ReloadVersions", [this, resp] {
+    absl::Status s = versions_->Reconcile();
+    FillVersions(resp);
+    return s;
+  });
 }
 
 }  // namespace recall::server

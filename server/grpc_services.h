@@ -6,10 +6,16 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <deque>
+#include <functional>
+#include <thread>
+
 #include "absl/status/status.h"
 #include "recall/v1/recall.grpc.pb.h"
 #include "server/metrics.h"
 #include "server/recall_engine.h"
+#include "server/retrain_jobs.h"
+#include "server/version_manager.h"
 
 namespace recall::server {
 
@@ -41,11 +47,14 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
   Metrics* metrics_;
 };
 
-// Training and version RPCs: the server answers UNIMPLEMENTED until the version manager and
-// retrain jobs land (issue 4); the messages say so.
+// Training and version RPCs. Those that wait for a model load or a child process
+// (SetServingVersion, ReloadVersions, CancelRetrain) run on an admin thread of their own, so a
+// slow load never holds a gRPC thread that requests need.
 class TrainingServiceImpl final : public recall::v1::TrainingService::CallbackService {
  public:
-  explicit TrainingServiceImpl(Metrics* metrics) : metrics_(metrics) {}
+  TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs, Metrics* metrics);
+  ~TrainingServiceImpl() override;  // finishes queued admin calls, joins the admin thread
+
   grpc::ServerUnaryReactor* TriggerRetrain(grpc::CallbackServerContext* ctx,
                                            const recall::v1::TriggerRetrainRequest*,
                                            recall::v1::TriggerRetrainResponse*) override;
@@ -61,10 +70,23 @@ class TrainingServiceImpl final : public recall::v1::TrainingService::CallbackSe
   grpc::ServerUnaryReactor* SetServingVersion(grpc::CallbackServerContext* ctx,
                                               const recall::v1::SetServingVersionRequest*,
                                               recall::v1::SetServingVersionResponse*) override;
+  grpc::ServerUnaryReactor* ReloadVersions(grpc::CallbackServerContext* ctx,
+                                           const recall::v1::ReloadVersionsRequest*,
+                                           recall::v1::ListVersionsResponse*) override;
 
  private:
-  grpc::ServerUnaryReactor* Unimplemented(grpc::CallbackServerContext* ctx, const char* method);
-  Metrics* metrics_;
+  // Runs `body` on the admin thread and finishes the call from there.
+  grpc::ServerUnaryReactor* OnAdminThread(grpc::CallbackServerContext* ctx, const char* method,
+                                          std::function<absl::Status()> body);
+  void FillVersions(recall::v1::ListVersionsResponse* resp) const;
+
+  VersionManager* const versions_;
+  RetrainJobs* const jobs_;
+  Metrics* const metrics_;
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread admin_;
 };
 
 }  // namespace recall::server

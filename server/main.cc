@@ -8,16 +8,20 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "model/openmp_env.h"
 #include "absl/time/time.h"
 #include "server/grpc_services.h"
 #include "server/metrics.h"
+#include "server/online_writes.h"
 #include "server/recall_engine.h"
+#include "server/retrain_jobs.h"
 #include "server/version_manager.h"
 
 DEFINE_string(model_base, "", "directory of model versions <model_base>/<version>/ (required)");
@@ -34,6 +38,36 @@ DEFINE_int32(max_k, 1000, "largest k a Recall may ask for");
 DEFINE_int32(max_history, 1000, "longest history a Recall may carry");
 DEFINE_int32(ef_search, 0, "HNSW efSearch (0 = the index's default)");
 DEFINE_int32(shutdown_grace_s, 10, "seconds in-flight calls get to finish on SIGTERM");
+DEFINE_int32(keep_versions, 5, "newest model versions kept on disk after a swap (0 = keep all)");
+DEFINE_string(wal_path, "", "write-ahead log of online upserts/deletes (default: "
+              "<model_base>/online_writes.wal)");
+DEFINE_string(wal_sync, "always", "always: fdatasync each group commit before acknowledging "
+              "(survives power loss) | none: write() only (survives a process crash)");
+DEFINE_uint64(wal_compact_bytes, 64ull << 20, "fold the log into a snapshot once it is larger "
+              "than this and twice its last compacted size (0 = only at start-up)");
+DEFINE_string(retrain_command, "", "argv prefix of a retrain job, split on spaces, no shell "
+              "(default: recall-train beside this binary). The server appends --dataset, "
+              "--model_base (a staging dir), --publish_version, --progress=json and overrides");
+DEFINE_double(retrain_gate_margin, 0.05, "refuse to promote a retrained version whose Recall "
+              "is more than this fraction below the serving version's");
+DEFINE_string(retrain_gate_metric, "recall@20", "metric the quality gate compares (validation "
+              "figure when both versions have one)");
+
+namespace {
+
+// recall-train beside this binary: installed side by side, or the build tree's trainer/.
+std::string DefaultTrainerPath(const char* argv0) {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) self = argv0;
+  const auto dir = self.parent_path();
+  for (const auto& p : {dir / "recall-train", dir / ".." / "trainer" / "recall-train"}) {
+    if (std::filesystem::exists(p)) return std::filesystem::weakly_canonical(p).string();
+  }
+  return "recall-train";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   recall::EnsurePassiveOpenMpWait(argv);
@@ -66,10 +100,40 @@ int main(int argc, char** argv) {
     metrics_port = *p;
   }
 
-  recall::server::VersionManager versions({FLAGS_model_base, FLAGS_ef_search});
+  auto sync = recall::server::ParseWalSyncPolicy(FLAGS_wal_sync);
+  if (!sync.ok()) {
+    std::cerr << "error: --wal_sync: " << sync.status().message() << "\n";
+    return 64;
+  }
+  recall::server::OnlineWrites::Options wo;
+  wo.wal_path = FLAGS_wal_path.empty() ? FLAGS_model_base + "/online_writes.wal" : FLAGS_wal_path;
+  wo.sync = *sync;
+  wo.compact_bytes = FLAGS_wal_compact_bytes;
+  wo.on_commit = [&metrics](uint64_t bytes, double sec) { metrics.ObserveWalCommit(bytes, sec); };
+  recall::server::WalRecoveryInfo recovery;
+  auto writes = recall::server::OnlineWrites::Open(wo, &recovery);
+  if (!writes.ok()) {
+    LOG(ERROR) << "write-ahead log: " << writes.status().message();
+    return 1;
+  }
+  LOG(INFO) << "write-ahead log " << wo.wal_path << ": replayed " << recovery.records
+            << " records (" << (*writes)->tracked_items() << " items written online)"
+            << (recovery.dropped_bytes ? absl::StrCat("; dropped a torn/corrupt tail of ",
+                                                      recovery.dropped_bytes, " bytes: ",
+                                                      recovery.drop_reason)
+                                       : std::string());
+
+  recall::server::VersionManager versions(
+      {FLAGS_model_base, FLAGS_ef_search, std::max(0, FLAGS_keep_versions)});
   std::unique_ptr<grpc::Server> server;
+  versions.set_installer([w = writes->get()](recall::server::Servable& c,
+                                             const std::function<void()>& swap) {
+    return w->Install(c, swap);
+  });
+  versions.set_on_load([&metrics](bool ok, double sec) { metrics.ObserveVersionLoad(ok, sec); });
   versions.set_on_swap([&](const recall::server::Servable& s) {
-    metrics.SetServingVersion(s.version(), s.index->size());
+    metrics.SetServingVersion(s.version(), s.model->manifest().index_factory(), s.index->size(),
+                              s.index->num_hidden());
     if (server) server->GetHealthCheckService()->SetServingStatus(true);
   });
   if (auto s = versions.LoadNewest(); !s.ok()) {
@@ -79,9 +143,19 @@ int main(int argc, char** argv) {
   recall::server::EngineLimits limits;
   limits.max_k = FLAGS_max_k;
   limits.max_history = FLAGS_max_history;
-  recall::server::RecallEngine engine(&versions, limits);
+  recall::server::RecallEngine engine(&versions, limits, writes->get());
   recall::server::RecallServiceImpl recall_service(&engine, &metrics);
-  recall::server::TrainingServiceImpl training_service(&metrics);
+
+  recall::server::RetrainJobs::Options ro;
+  ro.command = absl::StrSplit(FLAGS_retrain_command, ' ', absl::SkipEmpty());
+  if (ro.command.empty()) ro.command = {DefaultTrainerPath(argv[0])};
+  ro.model_base = FLAGS_model_base;
+  ro.gate_margin = FLAGS_retrain_gate_margin;
+  ro.gate_metric = FLAGS_retrain_gate_metric;
+  ro.on_finish = [&metrics](const std::string& r) { metrics.ObserveRetrainFinished(r); };
+  ro.on_running = [&metrics](bool running) { metrics.SetRetrainRunning(running); };
+  recall::server::RetrainJobs jobs(ro, &versions);
+  recall::server::TrainingServiceImpl training_service(&versions, &jobs, &metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

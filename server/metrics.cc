@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,23 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   for (double x = 50e-6; x < 7.0; x *= 2) b.push_back(x);
   return b;
 }
+
+// 1 .. 4096: forward batch sizes (powers of two).
+prometheus::Histogram::BucketBoundaries BatchBuckets() {
+  prometheus::Histogram::BucketBoundaries b;
+  for (double x = 1; x <= 4096; x *= 2) b.push_back(x);
+  return b;
+}
+
+// 10 ms .. ~10 min: model version loads and retrain-sized durations.
+prometheus::Histogram::BucketBoundaries LoadBuckets() {
+  prometheus::Histogram::BucketBoundaries b;
+  for (double x = 0.01; x < 700; x *= 2.5) b.push_back(x);
+  return b;
+}
+
+template <typename T>
+T* Single(prometheus::Family<T>& f) { return &f.Add({}); }
 
 }  // namespace
 
@@ -65,6 +83,81 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Help("Items deleted online")
                   .Register(*registry_)
                   .Add({});
+  batch_size_ = &prometheus::BuildHistogram()
+                     .Name("recall_batch_size")
+                     .Help("Requests per user-tower forward and index search")
+                     .Register(*registry_)
+                     .Add({}, BatchBuckets());
+  hidden_items_ = Single(prometheus::BuildGauge()
+                             .Name("recall_index_hidden_items")
+                             .Help("Removed or replaced items hidden from search until compaction")
+                             .Register(*registry_));
+  model_info_ = &prometheus::BuildGauge()
+                     .Name("recall_model_info")
+                     .Help("The serving model version (value 1; version and index in labels)")
+                     .Register(*registry_);
+  wal_bytes_ = Single(prometheus::BuildCounter()
+                          .Name("recall_wal_bytes_total")
+                          .Help("Bytes appended to the write-ahead log")
+                          .Register(*registry_));
+  wal_commits_ = Single(prometheus::BuildCounter()
+                            .Name("recall_wal_commits_total")
+                            .Help("Group commits of the write-ahead log (one write + sync each)")
+                            .Register(*registry_));
+  wal_fsync_ = &prometheus::BuildHistogram()
+                    .Name("recall_wal_fsync_duration_seconds")
+                    .Help("Duration of each write-ahead log group commit's fdatasync")
+                    .Register(*registry_)
+                    .Add({}, LatencyBuckets());
+  wal_size_ = Single(prometheus::BuildGauge()
+                         .Name("recall_wal_size_bytes")
+                         .Help("Current size of the write-ahead log file")
+                         .Register(*registry_));
+  version_loads_ = &prometheus::BuildCounter()
+                        .Name("recall_version_loads_total")
+                        .Help("Model version loads, by result (success, failure)")
+                        .Register(*registry_);
+  load_ok_ = &version_loads_->Add({{"result", "success"}});
+  load_failed_ = &version_loads_->Add({{"result", "failure"}});
+  load_duration_ = &prometheus::BuildHistogram()
+                        .Name("recall_version_load_duration_seconds")
+                        .Help("Time to load, verify, warm and install a model version")
+                        .Register(*registry_)
+                        .Add({}, LoadBuckets());
+  retrain_jobs_ = &prometheus::BuildCounter()
+                       .Name("recall_retrain_jobs_total")
+                       .Help("Finished retrain jobs, by result")
+                       .Register(*registry_);
+  for (const char* r : {"succeeded", "failed", "rejected", "cancelled"}) {
+    retrain_results_[r] = &retrain_jobs_->Add({{"result", r}});
+  }
+  retrain_running_ = Single(prometheus::BuildGauge()
+                                .Name("recall_retrain_running")
+                                .Help("1 while a retrain job is running")
+                                .Register(*registry_));
+  retrain_last_success_ = Single(prometheus::BuildGauge()
+                                     .Name("recall_retrain_last_success_timestamp_seconds")
+                                     .Help("Unix time of the last successful retrain (0 = none)")
+                                     .Register(*registry_));
+}
+
+void Metrics::ObserveWalCommit(uint64_t bytes, double sync_seconds) {
+  wal_bytes_->Increment(static_cast<double>(bytes));
+  wal_commits_->Increment();
+  wal_fsync_->Observe(sync_seconds);
+}
+
+void Metrics::ObserveVersionLoad(bool ok, double seconds) {
+  (ok ? load_ok_ : load_failed_)->Increment();
+  load_duration_->Observe(seconds);
+}
+
+void Metrics::ObserveRetrainFinished(const std::string& result) {
+  if (auto it = retrain_results_.find(result); it != retrain_results_.end()) it->second->Increment();
+  if (result == "succeeded") {
+    retrain_last_success_->Set(std::chrono::duration<double>(
+        std::chrono::system_clock::now().time_since_epoch()).count());
+  }
 }
 
 absl::StatusOr<int> Metrics::Serve(const std::string& host, int port) {
@@ -161,11 +254,23 @@ void Metrics::ObserveStages(double encode_sec, double tower_sec, double search_s
   stage_search_->Observe(search_sec);
 }
 
-void Metrics::SetServingVersion(int64_t version, int64_t items) {
+void Metrics::SetServingVersion(int64_t version, const std::string& index_factory,
+                                int64_t items, int64_t hidden) {
   model_version_->Set(static_cast<double>(version));
-  index_items_->Set(static_cast<double>(items));
+  {
+    // One series at a time: the old version's label set goes away on a swap.
+    absl::MutexLock lock(&mu_);
+    if (model_info_series_) model_info_->Remove(model_info_series_);
+    model_info_series_ = &model_info_->Add(
+        {{"version", std::to_string(version)}, {"index_factory", index_factory}});
+    model_info_series_->Set(1);
+  }
+  SetIndexItems(items, hidden);
 }
 
-void Metrics::SetIndexItems(int64_t items) { index_items_->Set(static_cast<double>(items)); }
+void Metrics::SetIndexItems(int64_t items, int64_t hidden) {
+  index_items_->Set(static_cast<double>(items));
+  hidden_items_->Set(static_cast<double>(hidden));
+}
 
 }  // namespace recall::server

@@ -35,8 +35,15 @@ class Metrics {
 
   void ObserveRequest(const std::string& method, const std::string& code, double seconds);
   void ObserveStages(double encode_sec, double tower_sec, double search_sec);
-  void SetServingVersion(int64_t version, int64_t items);
-  void SetIndexItems(int64_t items);
+  void SetServingVersion(int64_t version, const std::string& index_factory, int64_t items,
+                         int64_t hidden);
+  void SetIndexItems(int64_t items, int64_t hidden);
+  void ObserveBatch(int64_t requests) { batch_size_->Observe(static_cast<double>(requests)); }
+  void SetWalSize(uint64_t bytes) { wal_size_->Set(static_cast<double>(bytes)); }
+  void ObserveWalCommit(uint64_t bytes, double sync_seconds);
+  void ObserveVersionLoad(bool ok, double seconds);
+  void ObserveRetrainFinished(const std::string& result);
+  void SetRetrainRunning(bool running) { retrain_running_->Set(running ? 1 : 0); }
   void AddUpserts(int64_t n) { upserts_->Increment(static_cast<double>(n)); }
   void AddDeletes(int64_t n) { deletes_->Increment(static_cast<double>(n)); }
   prometheus::Gauge& in_flight() { return *in_flight_; }
@@ -54,6 +61,19 @@ class Metrics {
   prometheus::Histogram *stage_encode_, *stage_tower_, *stage_search_;
   prometheus::Gauge *in_flight_, *index_items_, *model_version_;
   prometheus::Counter *upserts_, *deletes_;
+  prometheus::Histogram* batch_size_;
+  prometheus::Gauge* hidden_items_;
+  prometheus::Family<prometheus::Gauge>* model_info_;
+  prometheus::Gauge* model_info_series_ ABSL_GUARDED_BY(mu_) = nullptr;
+  prometheus::Counter *wal_bytes_, *wal_commits_;
+  prometheus::Histogram* wal_fsync_;
+  prometheus::Gauge* wal_size_;
+  prometheus::Family<prometheus::Counter>* version_loads_;
+  prometheus::Counter *load_ok_, *load_failed_;
+  prometheus::Histogram* load_duration_;
+  prometheus::Family<prometheus::Counter>* retrain_jobs_;
+  absl::flat_hash_map<std::string, prometheus::Counter*> retrain_results_;  // fixed at start
+  prometheus::Gauge *retrain_running_, *retrain_last_success_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, prometheus::Counter*> request_counters_ ABSL_GUARDED_BY(mu_);

@@ -91,17 +91,26 @@ absl::Status RecallEngine::UpsertItems(const recall::v1::UpsertItemsRequest& req
                                                    " entries exceed the maximum of ",
                                                    limits_.max_upsert_batch));
   }
-  auto pinned = Pin();
-  if (!pinned.ok()) return pinned.status();
-  const Servable& s = **pinned;
+  // A swap between validation and logging makes the write store answer Aborted; the request
+  // is then validated and embedded again against the new version.
+  for (int attempt = 0;; ++attempt) {
+    auto pinned = Pin();
+    if (!pinned.ok()) return pinned.status();
+    absl::Status s = UpsertInto(*pinned, req, resp);
+    if (!absl::IsAborted(s) || attempt == 3) return s;
+  }
+}
+
+absl::Status RecallEngine::UpsertInto(const std::shared_ptr<Servable>& pinned,
+                                      const recall::v1::UpsertItemsRequest& req,
+                                      recall::v1::UpsertItemsResponse* resp) const {
+  const Servable& s = *pinned;
   const FeatureEncoder& enc = s.model->encoder();
   const int dim = s.model->dim();
 
   // Validate everything before changing anything: a request is applied whole or not at all.
   absl::flat_hash_set<int64_t> seen;
   std::vector<const recall::v1::ItemFeatures*> feature_items;
-  std::vector<int64_t> feature_ids, vector_ids;
-  std::vector<float> vectors;
   for (int i = 0; i < req.items_size(); ++i) {
     const auto& u = req.items(i);
     const std::string field = absl::StrCat("items[", i, "]");
@@ -110,7 +119,6 @@ absl::Status RecallEngine::UpsertItems(const recall::v1::UpsertItemsRequest& req
       id = u.features().item_id();
       if (auto st = enc.ValidateItem(u.features(), field + ".features"); !st.ok()) return st;
       feature_items.push_back(&u.features());
-      feature_ids.push_back(id);
     } else if (u.has_vector()) {
       const auto& v = u.vector();
       id = v.item_id();
@@ -130,8 +138,6 @@ absl::Status RecallEngine::UpsertItems(const recall::v1::UpsertItemsRequest& req
               absl::StrCat(field, ".vector.values[", j, "]: must be finite"));
         }
       }
-      vector_ids.push_back(id);
-      vectors.insert(vectors.end(), v.values().begin(), v.values().end());
     } else {
       return absl::InvalidArgumentError(absl::StrCat(field, ": needs features or vector"));
     }
@@ -143,13 +149,26 @@ absl::Status RecallEngine::UpsertItems(const recall::v1::UpsertItemsRequest& req
           absl::StrCat(field, ".item_id: ", id, " appears twice in one request"));
     }
   }
+  std::vector<float> feature_vectors;
   if (!feature_items.empty()) {
     auto emb = s.model->EmbedItems(enc.EncodeItems(feature_items));
     if (!emb.ok()) return emb.status();
-    if (auto st = s.index->Upsert(feature_ids, emb->data_ptr<float>()); !st.ok()) return st;
+    const float* p = emb->data_ptr<float>();
+    feature_vectors.assign(p, p + emb->numel());
   }
-  if (!vector_ids.empty()) {
-    if (auto st = s.index->Upsert(vector_ids, vectors.data()); !st.ok()) return st;
+  if (writes_ != nullptr) {
+    if (auto st = writes_->Upsert(pinned, req, feature_vectors, *versions_); !st.ok()) return st;
+  } else {
+    // No write-ahead log (in-process use): applied to the live index only.
+    std::vector<int64_t> ids;
+    std::vector<float> vectors;
+    size_t row = 0;
+    for (const auto& u : req.items()) {
+      const float* v = u.has_features() ? &feature_vectors[dim * row++] : u.vector().values().data();
+      ids.push_back(u.has_features() ? u.features().item_id() : u.vector().item_id());
+      vectors.insert(vectors.end(), v, v + dim);
+    }
+    if (auto st = s.index->Upsert(ids, vectors.data()); !st.ok()) return st;
   }
   resp->set_upserted(req.items_size());
   resp->set_index_generation(s.index->generation());
@@ -165,19 +184,33 @@ absl::Status RecallEngine::DeleteItems(const recall::v1::DeleteItemsRequest& req
                                                    " entries exceed the maximum of ",
                                                    limits_.max_upsert_batch));
   }
-  auto pinned = Pin();
-  if (!pinned.ok()) return pinned.status();
-  std::vector<int64_t> ids(req.item_ids().begin(), req.item_ids().end());
-  auto removed = (*pinned)->index->Remove(ids);
-  if (!removed.ok()) return removed.status();
-  resp->set_deleted(static_cast<int32_t>(*removed));
-  resp->set_index_generation((*pinned)->index->generation());
-  return absl::OkStatus();
+  for (int attempt = 0;; ++attempt) {
+    auto pinned = Pin();
+    if (!pinned.ok()) return pinned.status();
+    absl::StatusOr<int64_t> removed;
+    if (writes_ != nullptr) {
+      removed = writes_->Delete(*pinned, req, *versions_);
+      if (absl::IsAborted(removed.status()) && attempt < 3) continue;
+    } else {
+      removed = (*pinned)->index->Remove(
+          absl::MakeConstSpan(req.item_ids().data(), req.item_ids_size()));
+    }
+    if (!removed.ok()) return removed.status();
+    resp->set_deleted(static_cast<int32_t>(*removed));
+    resp->set_index_generation((*pinned)->index->generation());
+    return absl::OkStatus();
+  }
 }
 
 int64_t RecallEngine::LiveItems() const {
   std::shared_ptr<Servable> s = versions_->Current();
   return s ? s->index->size() : 0;
+}
+
+void RecallEngine::ReportIndexSize(Metrics* metrics) const {
+  std::shared_ptr<Servable> s = versions_->Current();
+  if (s) metrics->SetIndexItems(s->index->size(), s->index->num_hidden());
+  if (writes_) metrics->SetWalSize(writes_->wal_stats().file_bytes);
 }
 
 absl::Status RecallEngine::GetIndexInfo(recall::v1::GetIndexInfoResponse* resp) const {

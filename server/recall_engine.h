@@ -11,6 +11,8 @@
 
 #include "absl/status/status.h"
 #include "recall/v1/recall.pb.h"
+#include "server/metrics.h"
+#include "server/online_writes.h"
 #include "server/version_manager.h"
 
 namespace recall::server {
@@ -29,8 +31,10 @@ struct RecallTimings {
 
 class RecallEngine {
  public:
-  RecallEngine(VersionManager* versions, EngineLimits limits)
-      : versions_(versions), limits_(limits) {}
+  // `writes` (may be null: in-process use without durability) logs every upsert/delete before
+  // it is applied and acknowledged.
+  RecallEngine(VersionManager* versions, EngineLimits limits, OnlineWrites* writes = nullptr)
+      : versions_(versions), limits_(limits), writes_(writes) {}
 
   absl::Status Recall(const recall::v1::RecallRequest& req, recall::v1::RecallResponse* resp,
                       RecallTimings* timings = nullptr) const;
@@ -42,14 +46,20 @@ class RecallEngine {
 
   // Live items in the serving index (0 before the first load).
   int64_t LiveItems() const;
+  // Sets the index size gauges (live and hidden items) from the serving version.
+  void ReportIndexSize(Metrics* metrics) const;
 
   const EngineLimits& limits() const { return limits_; }
 
  private:
   absl::StatusOr<std::shared_ptr<Servable>> Pin() const;
+  absl::Status UpsertInto(const std::shared_ptr<Servable>& pinned,
+                          const recall::v1::UpsertItemsRequest& req,
+                          recall::v1::UpsertItemsResponse* resp) const;
 
   VersionManager* const versions_;
   const EngineLimits limits_;
+  OnlineWrites* const writes_;
 };
 
 }  // namespace recall::server

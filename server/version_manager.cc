@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <chrono>
 #include <filesystem>
 
 #include "absl/strings/match.h"
@@ -14,11 +15,6 @@ namespace fs = std::filesystem;
 VersionManager::VersionManager(Options options) : options_(std::move(options)) {}
 
 VersionManager::~VersionManager() { Stop(); }
-
-std::shared_ptr<Servable> VersionManager::Current() const {
-  absl::MutexLock lock(&mu_);
-  return current_;
-}
 
 absl::StatusOr<std::shared_ptr<Servable>> VersionManager::LoadServable(const std::string& dir,
                                                                        int ef_search) {
@@ -60,39 +56,159 @@ absl::StatusOr<std::shared_ptr<Servable>> VersionManager::LoadServable(const std
   return servable;
 }
 
-absl::Status VersionManager::LoadNewerThan(int64_t current) {
+std::shared_ptr<Servable> VersionManager::Current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+int64_t VersionManager::serving_version() const {
+  absl::MutexLock lock(&mu_);
+  return current_ ? current_->version() : 0;
+}
+
+int64_t VersionManager::pinned_version() const {
+  absl::MutexLock lock(&mu_);
+  return pinned_;
+}
+
+absl::Status VersionManager::LoadAndInstall(int64_t version) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = failed_.find(version); it != failed_.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("model version ", version, " is invalid: ", it->second));
+    }
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const std::string dir = VersionPath(options_.model_base, version);
+  auto servable = LoadServable(dir, options_.ef_search);
+  absl::Status s = servable.status();
+  if (s.ok()) {
+    std::shared_ptr<Servable> candidate = *servable;
+    auto swap = [&] {
+      absl::MutexLock lock(&mu_);
+      current_ = candidate;
+    };
+    s = installer_ ? installer_(*candidate, swap) : (swap(), absl::OkStatus());
+  }
+  if (on_load_) on_load_(s.ok(), seconds());
+  if (!s.ok()) {
+    LOG(ERROR) << "refusing model version " << version << ": " << s.message();
+    absl::MutexLock lock(&mu_);
+    failed_[version] = std::string(s.message());
+    return s;
+  }
+  LOG(INFO) << "serving model version " << version << " (" << (*servable)->index->size()
+            << " items, index " << (*servable)->model->manifest().index_factory() << ", loaded in "
+            << seconds() << " s)";
+  if (on_swap_) on_swap_(**servable);
+  RemoveOldVersions();
+  return absl::OkStatus();
+}
+
+absl::Status VersionManager::ReconcileLocked() {
+  int64_t pinned, serving;
+  {
+    absl::MutexLock lock(&mu_);
+    pinned = pinned_;
+    serving = current_ ? current_->version() : 0;
+  }
+  if (pinned > 0) return pinned == serving ? absl::OkStatus() : LoadAndInstall(pinned);
   std::vector<int64_t> versions = ListVersionNumbers(options_.model_base);
   absl::Status last = absl::NotFoundError(
       absl::StrCat("no valid model version under ", options_.model_base));
-  for (auto it = versions.rbegin(); it != versions.rend() && *it > current; ++it) {
+  for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+    if (*it == serving) return absl::OkStatus();
+    // Following the newest never goes back to an older version than the serving one (a
+    // rollback is a pin); after an unpin it does, to the newest valid.
     {
       absl::MutexLock lock(&mu_);
       if (failed_.contains(*it)) continue;
     }
-    const std::string dir = VersionPath(options_.model_base, *it);
-    auto servable = LoadServable(dir, options_.ef_search);
-    if (!servable.ok()) {
-      LOG(ERROR) << "refusing model version " << *it << ": " << servable.status().message();
-      absl::MutexLock lock(&mu_);
-      failed_[*it] = std::string(servable.status().message());
-      last = servable.status();
-      continue;
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      current_ = *servable;
-    }
-    LOG(INFO) << "serving model version " << *it << " (" << (*servable)->index->size()
-              << " items, index " << (*servable)->model->manifest().index_factory() << ")";
-    if (on_swap_) on_swap_(**servable);
-    return absl::OkStatus();
+    absl::Status s = LoadAndInstall(*it);
+    if (s.ok()) return s;
+    last = s;
   }
-  return last;
+  return serving > 0 ? absl::OkStatus() : last;
 }
 
-absl::Status VersionManager::LoadNewest() {
-  auto cur = Current();
-  return LoadNewerThan(cur ? cur->version() : 0);
+absl::Status VersionManager::Reconcile() {
+  absl::MutexLock lock(&load_mu_);
+  return ReconcileLocked();
+}
+
+absl::Status VersionManager::SetServingVersion(int64_t version) {
+  if (version < 0) return absl::InvalidArgumentError("version: must be >= 0");
+  absl::MutexLock lock(&load_mu_);
+  if (version > 0 && !fs::exists(VersionPath(options_.model_base, version))) {
+    return absl::NotFoundError(absl::StrCat("version: ", version, " is not under ",
+                                            options_.model_base));
+  }
+  int64_t previous;
+  {
+    absl::MutexLock l(&mu_);
+    previous = pinned_;
+    pinned_ = version;
+  }
+  absl::Status s = ReconcileLocked();
+  if (!s.ok()) {
+    absl::MutexLock l(&mu_);
+    pinned_ = previous;
+  }
+  return s;
+}
+
+std::vector<VersionStatus> VersionManager::List() const {
+  std::vector<VersionStatus> out;
+  const int64_t serving = serving_version();
+  for (int64_t v : ListVersionNumbers(options_.model_base)) {
+    VersionStatus st;
+    st.version = v;
+    auto m = ReadManifest(VersionPath(options_.model_base, v));
+    if (m.ok()) st.manifest = *std::move(m);
+    {
+      absl::MutexLock lock(&mu_);
+      if (auto it = failed_.find(v); it != failed_.end()) {
+        st.state = absl::StrCat("invalid: ", it->second);
+      }
+    }
+    if (st.state.empty()) {
+      st.state = v == serving ? "serving"
+                 : m.ok()     ? "available"
+                              : absl::StrCat("invalid: ", m.status().message());
+    }
+    out.push_back(std::move(st));
+  }
+  return out;
+}
+
+void VersionManager::RemoveOldVersions() {
+  if (options_.keep_versions <= 0) return;
+  std::vector<int64_t> versions = ListVersionNumbers(options_.model_base);
+  if (static_cast<int>(versions.size()) <= options_.keep_versions) return;
+  int64_t serving, pinned;
+  {
+    absl::MutexLock lock(&mu_);
+    serving = current_ ? current_->version() : 0;
+    pinned = pinned_;
+  }
+  const size_t drop = versions.size() - options_.keep_versions;
+  for (size_t i = 0; i < drop; ++i) {
+    if (versions[i] == serving || versions[i] == pinned) continue;
+    std::error_code ec;
+    fs::remove_all(VersionPath(options_.model_base, versions[i]), ec);
+    if (ec) {
+      LOG(WARNING) << "cannot remove old model version " << versions[i] << ": " << ec.message();
+    } else {
+      LOG(INFO) << "removed old model version " << versions[i] << " (keeping the newest "
+                << options_.keep_versions << ")";
+      absl::MutexLock lock(&mu_);
+      failed_.erase(versions[i]);
+    }
+  }
 }
 
 void VersionManager::StartPolling(absl::Duration interval) {
@@ -100,8 +216,8 @@ void VersionManager::StartPolling(absl::Duration interval) {
     absl::MutexLock lock(&poll_mu_);
     while (!poll_mu_.AwaitWithTimeout(absl::Condition(&stop_), interval)) {
       poll_mu_.Unlock();
-      auto s = LoadNewest();
-      (void)s;  // NotFound just means nothing newer
+      auto s = Reconcile();
+      (void)s;  // failures are logged once per version; NotFound just means nothing yet
       poll_mu_.Lock();
     }
   });

@@ -1,0 +1,411 @@
+#include "server/retrain_jobs.h"
+
+#include <fcntl.h>
+#include <glog/logging.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "model/version_dir.h"
+
+extern char** environ;
+
+namespace recall::server {
+namespace fs = std::filesystem;
+using recall::v1::RetrainState;
+
+namespace {
+
+std::string Now() { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone()); }
+
+bool Terminal(RetrainState s) {
+  return s == recall::v1::SUCCEEDED || s == recall::v1::FAILED || s == recall::v1::REJECTED ||
+         s == recall::v1::CANCELLED;
+}
+
+const char* ResultName(RetrainState s) {
+  switch (s) {
+    case recall::v1::SUCCEEDED: return "succeeded";
+    case recall::v1::FAILED: return "failed";
+    case recall::v1::REJECTED: return "rejected";
+    case recall::v1::CANCELLED: return "cancelled";
+    default: return "unknown";
+  }
+}
+
+// Values go into argv as one --flag=value element, so a shell is never involved; the charset
+// still keeps them to what trainer flags take (numbers, names, factory strings, paths).
+bool SafeValue(absl::string_view v) {
+  if (v.empty() || v.size() > 256) return false;
+  for (char c : v) {
+    if (!(absl::ascii_isalnum(c) || c == '.' || c == '_' || c == '-' || c == ',' || c == ':' ||
+          c == '/' || c == '+')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// `"key": <number>` from one of the trainer's JSON progress lines.
+bool JsonNumber(absl::string_view line, absl::string_view key, double* out) {
+  const std::string needle = absl::StrCat("\"", key, "\": ");
+  size_t p = line.find(needle);
+  if (p == absl::string_view::npos) return false;
+  p += needle.size();
+  size_t e = p;
+  while (e < line.size() && (absl::ascii_isdigit(line[e]) || line[e] == '.' || line[e] == '-' ||
+                             line[e] == 'e' || line[e] == '+')) {
+    ++e;
+  }
+  return absl::SimpleAtod(line.substr(p, e - p), out);
+}
+
+// The gate figure of a manifest: validation Recall@K when `prefer_val`, else test Recall@K.
+bool GateFigure(const recall::v1::ModelManifest& m, const std::string& metric, bool prefer_val,
+                double* out) {
+  const auto& e = m.eval().metrics();
+  auto it = e.find(prefer_val ? "val_" + metric : metric);
+  if (it == e.end()) return false;
+  *out = it->second;
+  return true;
+}
+
+}  // namespace
+
+const absl::flat_hash_set<std::string>& RetrainJobs::AllowedOverrides() {
+  static const auto* kAllowed = new absl::flat_hash_set<std::string>{
+      "epochs", "batch_size", "lr", "temperature", "logq", "queue_size", "momentum",
+      "queue_reencode", "global_negatives", "weight_decay", "user_id_dropout", "item_ssl_weight",
+      "user_ssl_weight", "ssl_mask_prob", "history_length", "dim", "id_dim", "cat_dim",
+      "user_hidden", "item_hidden", "seed", "threads", "index_factory", "validation_users",
+      "patience", "synthetic_users", "synthetic_items", "synthetic_categories", "test_fraction",
+      "user_features", "item_features"};
+  return *kAllowed;
+}
+
+RetrainJobs::RetrainJobs(Options options, VersionManager* versions)
+    : options_(std::move(options)), versions_(versions) {}
+
+RetrainJobs::~RetrainJobs() {
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& j : jobs_) {
+      if (!Terminal(j->info.state()) && j->pid > 0) {
+        j->cancel_requested = true;
+        ::kill(-j->pid, SIGKILL);
+      }
+    }
+  }
+  absl::MutexLock lock(&trigger_mu_);
+  if (supervisor_.joinable()) supervisor_.join();
+}
+
+std::shared_ptr<RetrainJobs::Job> RetrainJobs::Find(const std::string& job_id) const {
+  if (jobs_.empty()) return nullptr;
+  if (job_id.empty()) return jobs_.back();
+  for (const auto& j : jobs_) {
+    if (j->info.job_id() == job_id) return j;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::string> RetrainJobs::Trigger(const recall::v1::TriggerRetrainRequest& req) {
+  const std::string& ds = req.dataset();
+  if (!(ds == "synthetic" || absl::StartsWith(ds, "lightgcn:") || absl::StartsWith(ds, "dir:") ||
+        absl::StartsWith(ds, "interactions:")) ||
+      !SafeValue(ds)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset: must be 'synthetic', 'lightgcn:<dir>', 'dir:<dir>' or 'interactions:<file>' "
+        "with a plain path, got '", ds, "'"));
+  }
+  std::vector<std::string> extra;
+  for (const auto& [k, v] : req.overrides()) {
+    if (!AllowedOverrides().contains(k)) {
+      return absl::InvalidArgumentError(absl::StrCat("overrides: '", k, "' is not an allowlisted trainer flag"));
+    }
+    if (!SafeValue(v)) {
+      return absl::InvalidArgumentError(absl::StrCat("overrides[", k, "]: unsafe or empty value '", v, "'"));
+    }
+    extra.push_back(absl::StrCat("--", k, "=", v));
+  }
+  std::sort(extra.begin(), extra.end());  // map order is unspecified; keep argv readable
+
+  absl::MutexLock trigger(&trigger_mu_);
+  std::shared_ptr<Job> job;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!jobs_.empty() && !Terminal(jobs_.back()->info.state())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "retrain job ", jobs_.back()->info.job_id(), " is still ",
+          recall::v1::RetrainState_Name(jobs_.back()->info.state()), "; one job at a time"));
+    }
+    job = std::make_shared<Job>();
+    job->info.set_job_id(absl::StrCat(
+        absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()), "-", next_id_++));
+    job->info.set_state(recall::v1::QUEUED);
+    job->info.set_started_at(Now());
+    jobs_.push_back(job);
+    while (jobs_.size() > options_.keep_jobs) jobs_.pop_front();
+  }
+  if (supervisor_.joinable()) supervisor_.join();  // the previous job has finished
+
+  job->version = NextVersionNumber(options_.model_base);
+  job->staging_base = (fs::path(options_.model_base) / (".retrain-" + job->info.job_id())).string();
+  std::vector<std::string> argv = options_.command;
+  argv.push_back("--dataset=" + ds);
+  argv.push_back("--model_base=" + job->staging_base);
+  argv.push_back(absl::StrCat("--publish_version=", job->version));
+  argv.push_back("--progress=json");
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  LOG(INFO) << "retrain job " << job->info.job_id() << ": " << absl::StrJoin(argv, " ");
+  supervisor_ = std::thread([this, job, argv] { Supervise(job, argv); });
+  return job->info.job_id();
+}
+
+void RetrainJobs::SetState(const std::shared_ptr<Job>& job, RetrainState state,
+                           const std::string& message) {
+  bool finished;
+  {
+    absl::MutexLock lock(&mu_);
+    job->info.set_state(state);
+    job->info.set_message(message);
+    finished = Terminal(state);
+    if (finished) {
+      job->info.set_finished_at(Now());
+      if (state == recall::v1::SUCCEEDED) job->info.set_progress(1.0);
+    }
+  }
+  LOG(INFO) << "retrain job " << job->info.job_id() << ": "
+            << recall::v1::RetrainState_Name(state) << (message.empty() ? "" : ": ") << message;
+  if (finished && options_.on_finish) options_.on_finish(ResultName(state));
+  if (options_.on_running) options_.on_running(state == recall::v1::RUNNING);
+}
+
+void RetrainJobs::OnLine(const std::shared_ptr<Job>& job, const std::string& line) {
+  absl::MutexLock lock(&mu_);
+  job->tail.push_back(line);
+  while (job->tail.size() > options_.log_tail_lines) job->tail.pop_front();
+  double epoch, epochs, step, steps;
+  if (absl::StartsWith(line, "{\"event\": ") && JsonNumber(line, "epoch", &epoch) &&
+      JsonNumber(line, "epochs", &epochs) && epochs > 0) {
+    double within = 1.0;
+    if (absl::StrContains(line, "\"event\": \"step\"") && JsonNumber(line, "step", &step) &&
+        JsonNumber(line, "steps", &steps) && steps > 0) {
+      within = step / steps;
+    }
+    // Training is ~95% of a job; evaluation and publishing the rest.
+    const double p = 0.95 * std::clamp((epoch - 1 + within) / epochs, 0.0, 1.0);
+    job->info.set_progress(std::max(job->info.progress(), p));
+  }
+}
+
+void RetrainJobs::Supervise(std::shared_ptr<Job> job, std::vector<std::string> argv) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    SetState(job, recall::v1::FAILED, absl::StrCat("pipe: ", std::strerror(errno)));
+    return;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);  // cancel kills the whole group
+  posix_spawnattr_setpgroup(&attr, 0);
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = ::posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    SetState(job, recall::v1::FAILED,
+             absl::StrCat("cannot start ", argv[0], ": ", std::strerror(rc)));
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    job->pid = pid;
+    if (job->cancel_requested) ::kill(-pid, SIGTERM);
+  }
+  SetState(job, recall::v1::RUNNING, absl::StrCat("recall-train running as pid ", pid));
+
+  // Read lines until the child (and anything it started) closes the pipe.
+  std::string pending;
+  char buf[4096];
+  while (true) {
+    const ssize_t n = ::read(fds[0], buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    pending.append(buf, static_cast<size_t>(n));
+    size_t nl;
+    while ((nl = pending.find_first_of("\n\r")) != std::string::npos) {
+      if (nl > 0) OnLine(job, pending.substr(0, nl));
+      pending.erase(0, nl + 1);
+    }
+  }
+  if (!pending.empty()) OnLine(job, pending);
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    job->pid = -1;
+  }
+  Finish(job, status);
+}
+
+void RetrainJobs::Finish(const std::shared_ptr<Job>& job, int status) {
+  std::error_code ec;
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code e;
+      fs::remove_all(dir, e);
+    }
+  } cleanup{job->staging_base};
+  bool cancelled;
+  std::string last_line;
+  {
+    absl::MutexLock lock(&mu_);
+    cancelled = job->cancel_requested;
+    if (!job->tail.empty()) last_line = job->tail.back();
+  }
+  if (cancelled) {
+    SetState(job, recall::v1::CANCELLED, "cancelled; the serving version is untouched");
+    return;
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    const std::string how = WIFEXITED(status)
+                                ? absl::StrCat("exited with code ", WEXITSTATUS(status))
+                                : absl::StrCat("was killed by signal ", WTERMSIG(status));
+    SetState(job, recall::v1::FAILED,
+             absl::StrCat("recall-train ", how, ": ", last_line,
+                          "; the serving version is untouched"));
+    return;
+  }
+  const std::string staged = VersionPath(job->staging_base, job->version);
+  auto manifest = VerifyVersionDir(staged);
+  if (!manifest.ok()) {
+    SetState(job, recall::v1::FAILED,
+             absl::StrCat("the trained version does not verify: ", manifest.status().message()));
+    return;
+  }
+  // Quality gate against the serving version.
+  if (std::shared_ptr<Servable> serving = versions_->Current()) {
+    const auto& cur = serving->model->manifest();
+    double a, b;
+    const bool val = GateFigure(*manifest, options_.gate_metric, true, &a) &&
+                     GateFigure(cur, options_.gate_metric, true, &b);
+    if (val || (GateFigure(*manifest, options_.gate_metric, false, &a) &&
+                GateFigure(cur, options_.gate_metric, false, &b))) {
+      const std::string what = absl::StrCat(val ? "validation " : "test ", options_.gate_metric);
+      if (a < b * (1.0 - options_.gate_margin)) {
+        SetState(job, recall::v1::REJECTED,
+                 absl::StrFormat("quality gate: %s %.4f of the new version is more than %.1f%% "
+                                 "below %.4f of serving version %d; not promoted",
+                                 what, a, 100 * options_.gate_margin, b, serving->version()));
+        return;
+      }
+    }
+  }
+  const std::string target = VersionPath(options_.model_base, job->version);
+  if (fs::exists(target)) {
+    SetState(job, recall::v1::FAILED,
+             absl::StrCat("version ", job->version, " was published by someone else meanwhile"));
+    return;
+  }
+  fs::rename(staged, target, ec);
+  if (ec) {
+    SetState(job, recall::v1::FAILED, absl::StrCat("cannot move ", staged, " to ", target, ": ",
+                                                   ec.message()));
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    job->info.set_result_version(job->version);
+  }
+  absl::Status s = versions_->Reconcile();
+  const int64_t serving = versions_->serving_version();
+  std::string msg = absl::StrCat("published version ", job->version);
+  if (serving == job->version) {
+    absl::StrAppend(&msg, "; now serving it");
+  } else if (versions_->pinned_version() > 0) {
+    absl::StrAppend(&msg, "; version ", versions_->pinned_version(),
+                    " is pinned, so it is available but not served");
+  } else if (!s.ok()) {
+    absl::StrAppend(&msg, "; loading it failed: ", s.message());
+  }
+  SetState(job, recall::v1::SUCCEEDED, msg);
+}
+
+absl::StatusOr<recall::v1::RetrainJob> RetrainJobs::Get(const std::string& job_id) const {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<Job> j = Find(job_id);
+  if (!j) {
+    return absl::NotFoundError(job_id.empty() ? "no retrain job has run yet"
+                                              : absl::StrCat("job_id: no job '", job_id, "'"));
+  }
+  recall::v1::RetrainJob out = j->info;
+  for (const auto& l : j->tail) out.add_log_tail(l);
+  return out;
+}
+
+absl::StatusOr<recall::v1::RetrainJob> RetrainJobs::Cancel(const std::string& job_id) {
+  pid_t pid = -1;
+  {
+    absl::MutexLock lock(&mu_);
+    std::shared_ptr<Job> j = Find(job_id);
+    if (!j) return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "'"));
+    if (!Terminal(j->info.state())) {
+      j->cancel_requested = true;
+      pid = j->pid;
+    }
+  }
+  if (pid > 0) {
+    ::kill(-pid, SIGTERM);
+    // Escalate if the trainer ignores SIGTERM; the supervisor reaps it either way.
+    const absl::Time deadline = absl::Now() + absl::Seconds(options_.cancel_grace_s);
+    while (absl::Now() < deadline) {
+      {
+        absl::MutexLock lock(&mu_);
+        std::shared_ptr<Job> j = Find(job_id);
+        if (j && Terminal(j->info.state())) break;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    absl::MutexLock lock(&mu_);
+    std::shared_ptr<Job> j = Find(job_id);
+    if (j && !Terminal(j->info.state()) && j->pid > 0) ::kill(-j->pid, SIGKILL);
+  }
+  // Wait (bounded) for the supervisor to record the end, so the reply shows it.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    auto j = Get(job_id);
+    if (!j.ok() || Terminal(j->state())) return j;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return Get(job_id);
+}
+
+}  // namespace recall::server
