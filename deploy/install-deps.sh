@@ -25,6 +25,10 @@ PACKAGES=(
   curl
   # training plots (recall-train --report_dir)
   gnuplot-nox
+  # deploy checks (tests/deploy): Prometheus server + promtool (scrape test, config/rules/metrics
+  # lint), docker-compose v1 (validates docker-compose.yml; no engine needed), PyYAML for
+  # /usr/bin/python3 (parses the YAML under deploy/)
+  prometheus docker-compose python3-yaml
 )
 
 missing=()
