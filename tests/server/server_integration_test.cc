@@ -281,7 +281,7 @@ TEST_F(ServerIntegrationTest, StreamAnswersEveryRequestInOrder) {
   EXPECT_EQ(n, kRequests);
 }
 
-TEST_F(ServerIntegrationTest, HealthIsServingAndTrainingRpcsSayUnimplemented) {
+TEST_F(ServerIntegrationTest, HealthIsServingAndVersionsAreListedThroughTheCli) {
   std::string out;
   const int rc = testing::RunCommand(
       {RECALL_CLI_BIN, "health", "--addr=127.0.0.1:" + std::to_string(grpc_port_)}, &out);
@@ -291,9 +291,16 @@ TEST_F(ServerIntegrationTest, HealthIsServingAndTrainingRpcsSayUnimplemented) {
   auto training = recall::v1::TrainingService::NewStub(*channel_);
   grpc::ClientContext ctx;
   recall::v1::ListVersionsResponse resp;
-  grpc::Status s = training->ListVersions(&ctx, {}, &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_NE(s.error_message().find("not implemented"), std::string::npos);
+  ASSERT_TRUE(training->ListVersions(&ctx, {}, &resp).ok());
+  EXPECT_EQ(resp.serving_version(), 1);
+  EXPECT_EQ(resp.pinned_version(), 0);
+  ASSERT_EQ(resp.versions_size(), 1);
+  EXPECT_EQ(resp.versions(0).state(), "serving");
+
+  const int list_rc = testing::RunCommand(
+      {RECALL_CLI_BIN, "versions", "--addr=127.0.0.1:" + std::to_string(grpc_port_)}, &out);
+  EXPECT_EQ(list_rc, 0) << out;
+  EXPECT_NE(out.find("serving"), std::string::npos) << out;
 }
 
 TEST_F(ServerIntegrationTest, MetricsEndpointCountsRequests) {
