@@ -936,13 +936,8 @@ int CmdCancel() {
   return kExitOk;
 }
 
-int CmdVersions() {
-  auto stub = rv1::TrainingService::NewStub(MakeChannel());
-  grpc::ClientContext ctx;
-  Prepare(&ctx);
-  rv1::ListVersionsResponse resp;
-  grpc::Status s = stub->ListVersions(&ctx, rv1::ListVersionsRequest(), &resp);
-  if (!s.ok()) return RpcError(s);
+// ListVersions and ReloadVersions answer the same message; both print it this way.
+int PrintVersions(const rv1::ListVersionsResponse& resp) {
   if (FLAGS_json) {
     std::cout << ToJson(resp) << "\n";
     return kExitOk;
@@ -975,6 +970,27 @@ int CmdVersions() {
     std::cout << recall::cli::FormatTable(header, rows, right);
   }
   return kExitOk;
+}
+
+int CmdVersions() {
+  auto stub = rv1::TrainingService::NewStub(MakeChannel());
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  rv1::ListVersionsResponse resp;
+  grpc::Status s = stub->ListVersions(&ctx, rv1::ListVersionsRequest(), &resp);
+  if (!s.ok()) return RpcError(s);
+  return PrintVersions(resp);
+}
+
+// Re-reads the model base now instead of at the next poll; the reply is the state after it.
+int CmdReload() {
+  auto stub = rv1::TrainingService::NewStub(MakeChannel());
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  rv1::ListVersionsResponse resp;
+  grpc::Status s = stub->ReloadVersions(&ctx, rv1::ReloadVersionsRequest(), &resp);
+  if (!s.ok()) return RpcError(s);
+  return PrintVersions(resp);
 }
 
 int CmdServeVersion() {
@@ -1052,6 +1068,11 @@ std::vector<Command>& Commands() {
        {"versions"},
        {},
        CmdVersions},
+      {"reload",
+       "ReloadVersions: re-read the model base now (no waiting for the poll), then list versions",
+       {"reload"},
+       {},
+       CmdReload},
       {"serve-version",
        "SetServingVersion: pin a version (rollback) or unpin with 0",
        {"serve-version --version=N"},

@@ -159,6 +159,15 @@ class FakeTraining final : public rv1::TrainingService::Service {
     resp->set_serving_version(7);
     return grpc::Status::OK;
   }
+  grpc::Status ReloadVersions(grpc::ServerContext*, const rv1::ReloadVersionsRequest*,
+                              rv1::ListVersionsResponse* resp) override {
+    ++reloads;
+    auto* info = resp->add_versions();
+    info->set_version(8);
+    info->set_state("serving");
+    resp->set_serving_version(8);
+    return grpc::Status::OK;
+  }
   grpc::Status SetServingVersion(grpc::ServerContext*, const rv1::SetServingVersionRequest* req,
                                  rv1::SetServingVersionResponse* resp) override {
     if (req->version() == 99) return {grpc::StatusCode::NOT_FOUND, "version 99 not on disk"};
@@ -166,6 +175,7 @@ class FakeTraining final : public rv1::TrainingService::Service {
     return grpc::Status::OK;
   }
   std::atomic<int> polls{0};
+  std::atomic<int> reloads{0};
 };
 
 struct Result {
@@ -412,6 +422,11 @@ TEST_F(CliLoopbackTest, TrainingAndVersions) {
   EXPECT_HAS(r.out, "unpinned");
   r = Run("serve-version --version=99");
   EXPECT_EQ(r.code, 2) << r.out;
+
+  r = Run("reload");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_HAS(r.out, "serving_version: 8");
+  EXPECT_EQ(training_->reloads.load(), 1);
 }
 
 }  // namespace
