@@ -16,7 +16,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 
@@ -116,6 +118,85 @@ absl::Status ReadLightGcnFile(const std::string& path, std::vector<std::vector<i
   });
 }
 
+constexpr absl::string_view kNumericSuffix = ":num";
+
+bool IsNumericColumn(absl::string_view name) {
+  return name.size() > kNumericSuffix.size() && absl::EndsWith(name, kNumericSuffix);
+}
+
+// A numeric cell: empty (missing -> NaN) or a number finite as a float.
+bool ParseNumericCell(absl::string_view v, float* out) {
+  v = absl::StripAsciiWhitespace(v);
+  if (v.empty()) {
+    *out = std::numeric_limits<float>::quiet_NaN();
+    return true;
+  }
+  double d = 0;
+  if (!absl::SimpleAtod(v, &d) || !std::isfinite(d) || !std::isfinite(static_cast<float>(d))) {
+    return false;
+  }
+  *out = static_cast<float>(d);
+  return true;
+}
+
+// Checks the numeric cells of one data row (fields[1..] against names[0..]).
+absl::Status CheckNumericCells(const std::string& path, int64_t line_no,
+                               const std::vector<std::string>& names,
+                               const std::vector<absl::string_view>& fields) {
+  for (size_t j = 0; j < names.size(); ++j) {
+    float x;
+    if (IsNumericColumn(names[j]) && !ParseNumericCell(fields[j + 1], &x)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": column '", names[j], "' needs a finite number or ",
+                       "nothing, got '", fields[j + 1].substr(0, 40), "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Moves the ":num" columns of names/values (already checked) into num_names (without the
+// suffix) / num_values.
+void SplitNumericColumns(std::vector<std::string>* names,
+                         std::vector<std::vector<std::string>>* values,
+                         std::vector<std::string>* num_names,
+                         std::vector<std::vector<float>>* num_values) {
+  num_names->clear();
+  num_values->clear();
+  size_t kept = 0;
+  for (size_t f = 0; f < names->size(); ++f) {
+    if (!IsNumericColumn((*names)[f])) {
+      if (kept != f) {
+        (*names)[kept] = std::move((*names)[f]);
+        (*values)[kept] = std::move((*values)[f]);
+      }
+      ++kept;
+      continue;
+    }
+    const std::string& n = (*names)[f];
+    num_names->push_back(n.substr(0, n.size() - kNumericSuffix.size()));
+    std::vector<float> col((*values)[f].size());
+    for (size_t e = 0; e < col.size(); ++e) ParseNumericCell((*values)[f][e], &col[e]);
+    num_values->push_back(std::move(col));
+  }
+  names->resize(kept);
+  values->resize(kept);
+}
+
+// Appends numeric columns as ":num" string columns (the inverse of SplitNumericColumns).
+void JoinNumericColumns(const std::vector<std::string>& num_names,
+                        const std::vector<std::vector<float>>& num_values,
+                        std::vector<std::string>* names,
+                        std::vector<std::vector<std::string>>* values) {
+  for (size_t f = 0; f < num_names.size() && f < num_values.size(); ++f) {
+    names->push_back(absl::StrCat(num_names[f], kNumericSuffix));
+    std::vector<std::string> col(num_values[f].size());
+    for (size_t e = 0; e < col.size(); ++e) {
+      if (!std::isnan(num_values[f][e])) col[e] = absl::StrFormat("%.9g", num_values[f][e]);
+    }
+    values->push_back(std::move(col));
+  }
+}
+
 // Splits a TSV line on tabs, keeping empty fields.
 std::vector<absl::string_view> SplitTabs(absl::string_view line) {
   return absl::StrSplit(line, '\t');
@@ -159,6 +240,7 @@ absl::Status ReadFeatureTsv(const std::string& path, const std::string& id_col,
     if (!seen.insert(id).second) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": duplicate id ", id));
     }
+    if (absl::Status c = CheckNumericCells(path, line_no, *names, f); !c.ok()) return c;
     max_id = std::max(max_id, id);
     std::vector<std::string> vals;
     vals.reserve(f.size() - 1);
@@ -275,6 +357,7 @@ absl::Status ReadExternalFeatures(const std::string& path, std::vector<std::stri
       return absl::InvalidArgumentError(
           absl::StrCat(path, ":", line_no, ": invalid id '", f[0].substr(0, 40), "'"));
     }
+    if (absl::Status c = CheckNumericCells(path, line_no, *names, f); !c.ok()) return c;
     std::vector<std::string> vals;
     for (size_t j = 1; j < f.size(); ++j) vals.emplace_back(f[j]);
     if (!rows->emplace(id, std::move(vals)).second) {
@@ -383,6 +466,20 @@ absl::Status Dataset::Validate() const {
       return absl::InvalidArgumentError("user feature column size != num_users");
     }
   }
+  if (item_num_values.size() != item_num_names.size() ||
+      user_num_values.size() != user_num_names.size()) {
+    return absl::InvalidArgumentError("numeric feature names and value columns differ in count");
+  }
+  for (const auto& col : item_num_values) {
+    if (static_cast<int64_t>(col.size()) != num_items) {
+      return absl::InvalidArgumentError("item numeric feature column size != num_items");
+    }
+  }
+  for (const auto& col : user_num_values) {
+    if (static_cast<int64_t>(col.size()) != num_users) {
+      return absl::InvalidArgumentError("user numeric feature column size != num_users");
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -427,6 +524,14 @@ absl::Status LoadFeatureFiles(const std::string& dir, Dataset* d) {
   if (!s.ok()) return s;
   s = TakeExternalIdColumn(users_path, &d->user_cat_names, &d->user_cat_values, &d->user_ids);
   if (!s.ok()) return s;
+  if (fs::exists(items_path, ec)) {
+    SplitNumericColumns(&d->item_cat_names, &d->item_cat_values, &d->item_num_names,
+                        &d->item_num_values);
+  }
+  if (fs::exists(users_path, ec)) {
+    SplitNumericColumns(&d->user_cat_names, &d->user_cat_values, &d->user_num_names,
+                        &d->user_num_values);
+  }
   d->train.resize(num_users);
   d->test.resize(num_users);
   return absl::OkStatus();
@@ -576,6 +681,10 @@ absl::StatusOr<Dataset> LoadInteractions(const std::string& path, const Interact
   d.item_cat_names = item_names;
   place(user_names, user_feats, d.user_ids, &d.user_cat_values);
   place(item_names, item_feats, d.item_ids, &d.item_cat_values);
+  SplitNumericColumns(&d.user_cat_names, &d.user_cat_values, &d.user_num_names,
+                      &d.user_num_values);
+  SplitNumericColumns(&d.item_cat_names, &d.item_cat_values, &d.item_num_names,
+                      &d.item_num_values);
   return d;
 }
 
@@ -586,7 +695,10 @@ absl::Status WriteDatasetFiles(const Dataset& d, const std::string& dir) {
   fs::path p(dir);
   // Non-identity external ids travel as an "external_id" first feature column.
   auto with_ids = [](const std::vector<int64_t>& ids, std::vector<std::string> names,
-                     std::vector<std::vector<std::string>> values) {
+                     std::vector<std::vector<std::string>> values,
+                     const std::vector<std::string>& num_names,
+                     const std::vector<std::vector<float>>& num_values) {
+    JoinNumericColumns(num_names, num_values, &names, &values);
     if (!ids.empty()) {
       std::vector<std::string> col(ids.size());
       for (size_t e = 0; e < ids.size(); ++e) col[e] = absl::StrCat(ids[e]);
@@ -596,14 +708,16 @@ absl::Status WriteDatasetFiles(const Dataset& d, const std::string& dir) {
     return std::make_pair(std::move(names), std::move(values));
   };
   std::string buf;
-  const auto [item_names, item_values] = with_ids(d.item_ids, d.item_cat_names, d.item_cat_values);
+  const auto [item_names, item_values] = with_ids(d.item_ids, d.item_cat_names, d.item_cat_values,
+                                                   d.item_num_names, d.item_num_values);
   absl::Status s =
       AppendFeatureTsv("item_id", item_names, item_values, d.num_items, "item", &buf);
   if (!s.ok()) return s;
   s = WriteWholeFile((p / "items.tsv").string(), buf);
   if (!s.ok()) return s;
   buf.clear();
-  const auto [user_names, user_values] = with_ids(d.user_ids, d.user_cat_names, d.user_cat_values);
+  const auto [user_names, user_values] = with_ids(d.user_ids, d.user_cat_names, d.user_cat_values,
+                                                   d.user_num_names, d.user_num_values);
   s = AppendFeatureTsv("user_id", user_names, user_values, d.num_users, "user", &buf);
   if (!s.ok()) return s;
   s = WriteWholeFile((p / "users.tsv").string(), buf);

@@ -29,6 +29,14 @@ struct Dataset {
   std::vector<std::string> user_cat_names;
   std::vector<std::vector<std::string>> user_cat_values;
 
+  // Optional numeric side features: names[f] with values[f][entity] (NaN = missing). In feature
+  // files a numeric column is marked by a ":num" suffix on its header name ("price:num"); the
+  // name here is without it.
+  std::vector<std::string> item_num_names;
+  std::vector<std::vector<float>> item_num_values;
+  std::vector<std::string> user_num_names;
+  std::vector<std::vector<float>> user_num_values;
+
   // External ids (dense id -> the id the outside world uses, e.g. what the index serves).
   // Empty = identity (LightGCN files and the synthetic generator use dense ids directly).
   std::vector<int64_t> user_ids;
@@ -58,8 +66,10 @@ struct Dataset {
 absl::StatusOr<Dataset> LoadLightGcn(const std::string& dir);
 
 // Reads the optional feature files that WriteDatasetFiles writes (dir/items.tsv, dir/users.tsv)
-// into d, replacing its categorical features. A file that does not exist is skipped. Rows may
-// come in any order; entities without a row get "" for every feature. An id beyond
+// into d, replacing its side features. A file that does not exist is skipped. Rows may
+// come in any order; entities without a row get "" (NaN) for every feature. A column whose
+// header ends in ":num" is numeric: each cell is empty (missing) or a finite number, anything
+// else is InvalidArgument naming file:line. An id beyond
 // num_items/num_users grows the dataset (so entities with no interactions survive a round trip).
 absl::Status LoadFeatureFiles(const std::string& dir, Dataset* d);
 
@@ -77,7 +87,8 @@ absl::StatusOr<Dataset> LoadDatasetDir(const std::string& dir);
 // timestamps (ties by external item id), else a random choice fixed by `seed`.
 // Optional feature files (user_features / item_features): a header "<id column><sep><name>..."
 // then "<external id><sep><value>..." rows; entities that only appear there (e.g. cold items
-// with no interactions) are added with empty train/test lists.
+// with no interactions) are added with empty train/test lists. "<name>:num" columns are numeric
+// as in LoadFeatureFiles.
 // Errors: NotFound for a missing file, InvalidArgument naming file:line for a malformed row.
 struct InteractionsOptions {
   double test_fraction = 0.2;
@@ -90,8 +101,9 @@ absl::StatusOr<Dataset> LoadInteractions(const std::string& path,
                                          const InteractionsOptions& o = {});
 
 // Writes d in human-readable files for demos and inspection, creating dir if needed:
-//   dir/items.tsv  header "item_id\t<item cat name>..." then one row per item,
-//   dir/users.tsv  header "user_id\t<user cat name>..." then one row per user,
+//   dir/items.tsv  header "item_id\t<item cat name>...\t<item num name>:num..." then one row
+//                  per item (numeric values printed to round-trip a float, missing = empty),
+//   dir/users.tsv  the same for users,
 //   dir/train.txt, dir/test.txt in LightGCN format (one line per user, users without items
 //   included as a bare "<user>" line).
 // Feature values containing a tab or newline give InvalidArgument.

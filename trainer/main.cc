@@ -52,6 +52,9 @@ DEFINE_double(weight_decay, 0, "Adam L2 penalty on every parameter");
 DEFINE_double(user_id_dropout, 0,
               "training: probability of replacing a user's id by the OOV row (regularizes the id "
               "table; the tower learns to serve from history alone)");
+DEFINE_double(history_dropout, 0,
+              "training: probability of dropping each history item from the main loss's user "
+              "batch (at least one is kept), so the tower cannot memorize a user's full history");
 DEFINE_double(item_ssl_weight, 0, "weight of the item-side self-supervised loss (0: off)");
 DEFINE_double(user_ssl_weight, 0, "weight of the user-side self-supervised loss (0: off)");
 DEFINE_double(ssl_mask_prob, 0.3, "SSL views: probability of masking an id / feature / history item");
@@ -277,6 +280,7 @@ int main(int argc, char** argv) {
   cfg.tower.l2_normalize = FLAGS_l2_normalize;
   cfg.tower.share_item_embeddings = FLAGS_share_item_embeddings;
   cfg.user_id_dropout = FLAGS_user_id_dropout;
+  cfg.history_dropout = FLAGS_history_dropout;
   cfg.item_ssl_weight = FLAGS_item_ssl_weight;
   cfg.user_ssl_weight = FLAGS_user_ssl_weight;
   cfg.ssl_mask_prob = FLAGS_ssl_mask_prob;

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <cmath>
 #include <numeric>
 #include <sstream>
 #include <utility>
@@ -67,6 +68,24 @@ Dataset HoldOutValidation(const Dataset& d, int64_t num_users, uint64_t seed) {
   return fit;
 }
 
+// Standardization of a numeric column: mean and (population) std over the entities that have a
+// value; a constant or empty column gets std 1 so that the encoder never divides by zero.
+void SetNumericStats(const std::vector<float>& col, recall::v1::NumericFeatureSpec* n) {
+  double sum = 0, sq = 0;
+  int64_t count = 0;
+  for (float x : col) {
+    if (std::isnan(x)) continue;
+    sum += x;
+    sq += static_cast<double>(x) * x;
+    ++count;
+  }
+  const double mean = count > 0 ? sum / count : 0;
+  const double var = count > 0 ? std::max(0.0, sq / count - mean * mean) : 0;
+  const double std = std::sqrt(var);
+  n->set_mean(static_cast<float>(mean));
+  n->set_std(std > 1e-6 * std::max(1.0, std::abs(mean)) ? static_cast<float>(std) : 1.0f);
+}
+
 recall::v1::FeatureSpec SpecForDataset(const Dataset& d, int history_length) {
   recall::v1::FeatureSpec spec;
   spec.mutable_user_id()->set_name("user_id");
@@ -85,6 +104,16 @@ recall::v1::FeatureSpec SpecForDataset(const Dataset& d, int history_length) {
     auto* c = spec.add_item_categorical();
     c->set_name(d.item_cat_names[f]);
     c->set_num_buckets(Buckets(d.item_cat_values[f]));
+  }
+  for (size_t f = 0; f < d.user_num_names.size(); ++f) {
+    auto* n = spec.add_user_numeric();
+    n->set_name(d.user_num_names[f]);
+    SetNumericStats(d.user_num_values[f], n);
+  }
+  for (size_t f = 0; f < d.item_num_names.size(); ++f) {
+    auto* n = spec.add_item_numeric();
+    n->set_name(d.item_num_names[f]);
+    SetNumericStats(d.item_num_values[f], n);
   }
   return spec;
 }
@@ -136,6 +165,22 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
       t->item_cat_rows_[i][f] = e.ItemCategoricalRow(static_cast<int>(f), d.item_cat_values[f][i]);
     }
   }
+  // Numeric features standardized by the encoder's own function (what the server applies to a
+  // request); a missing value is the mean, i.e. 0.
+  t->user_num_rows_.assign(d.num_users, std::vector<float>(d.user_num_names.size(), 0.0f));
+  for (size_t f = 0; f < d.user_num_names.size(); ++f) {
+    for (int64_t u = 0; u < d.num_users; ++u) {
+      const float x = d.user_num_values[f][u];
+      if (!std::isnan(x)) t->user_num_rows_[u][f] = e.NormalizeUserNumeric(static_cast<int>(f), x);
+    }
+  }
+  t->item_num_rows_.assign(d.num_items, std::vector<float>(d.item_num_names.size(), 0.0f));
+  for (size_t f = 0; f < d.item_num_names.size(); ++f) {
+    for (int64_t i = 0; i < d.num_items; ++i) {
+      const float x = d.item_num_values[f][i];
+      if (!std::isnan(x)) t->item_num_rows_[i][f] = e.NormalizeItemNumeric(static_cast<int>(f), x);
+    }
+  }
   for (int64_t u = 0; u < d.num_users; ++u) {
     for (int64_t i : fit.train[u]) t->examples_.emplace_back(u, i);
   }
@@ -167,17 +212,19 @@ UserBatch Trainer::UserBatchWith(
     const std::vector<int64_t>& users,
     const std::function<void(int64_t, int64_t, std::vector<int64_t>*)>& pick_history) const {
   const int64_t b = static_cast<int64_t>(users.size()), len = config_.history_length;
-  const int64_t nc = dataset_.user_cat_names.size();
-  UserBatch out = UserBatch::Allocate(b, len, nc, 0);
+  const int64_t nc = dataset_.user_cat_names.size(), nn = dataset_.user_num_names.size();
+  UserBatch out = UserBatch::Allocate(b, len, nc, nn);
   auto uid = out.user_id.accessor<int64_t, 1>();
   auto hist = out.history.accessor<int64_t, 2>();
   auto mask = out.history_mask.accessor<float, 2>();
   auto cat = out.categorical.accessor<int64_t, 2>();
+  auto num = out.numeric.accessor<float, 2>();
   std::vector<int64_t> picked;
   for (int64_t r = 0; r < b; ++r) {
     const int64_t u = users[r];
     uid[r] = user_row_[u];
     for (int64_t f = 0; f < nc; ++f) cat[r][f] = user_cat_rows_[u][f];
+    for (int64_t f = 0; f < nn; ++f) num[r][f] = user_num_rows_[u][f];
     picked.clear();
     pick_history(r, u, &picked);
     for (int64_t j = 0; j < static_cast<int64_t>(picked.size()) && j < len; ++j) {
@@ -202,6 +249,15 @@ UserBatch Trainer::TrainUserBatch(const std::vector<int64_t>& users,
       std::swap((*out)[j], (*out)[j + UniformBelow(rng, out->size() - j)]);
     }
     out->resize(take);
+    if (config_.history_dropout > 0 && take > 1) {
+      // Keep each item with probability 1 - p, at least one: a different random part of the
+      // history predicts the target each time the example is seen.
+      int64_t kept = 0;
+      for (int64_t j = 0; j < take; ++j) {
+        if (!Draw(rng, config_.history_dropout)) (*out)[kept++] = (*out)[j];
+      }
+      out->resize(std::max<int64_t>(kept, 1));
+    }
   });
   if (config_.user_id_dropout > 0) {
     // The OOV row stands in for the id: the tower learns to serve from history alone, and the
@@ -230,13 +286,15 @@ UserBatch Trainer::HistoryUserBatch(const Dataset& source,
 
 ItemBatch Trainer::ItemBatchFor(const std::vector<int64_t>& items) const {
   const int64_t b = static_cast<int64_t>(items.size());
-  const int64_t nc = dataset_.item_cat_names.size();
-  ItemBatch out = ItemBatch::Allocate(b, nc, 0);
+  const int64_t nc = dataset_.item_cat_names.size(), nn = dataset_.item_num_names.size();
+  ItemBatch out = ItemBatch::Allocate(b, nc, nn);
   auto iid = out.item_id.accessor<int64_t, 1>();
   auto cat = out.categorical.accessor<int64_t, 2>();
+  auto num = out.numeric.accessor<float, 2>();
   for (int64_t r = 0; r < b; ++r) {
     iid[r] = item_row_[items[r]];
     for (int64_t f = 0; f < nc; ++f) cat[r][f] = item_cat_rows_[items[r]][f];
+    for (int64_t f = 0; f < nn; ++f) num[r][f] = item_num_rows_[items[r]][f];
   }
   return out;
 }
@@ -312,12 +370,13 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
 
 UserBatch Trainer::MaskedView(const UserBatch& b, std::mt19937_64& rng) const {
   UserBatch v{b.user_id.clone(), b.history.clone(), b.history_mask.clone(), b.categorical.clone(),
-              b.numeric};
+              b.numeric.clone()};
   const double p = config_.ssl_mask_prob;
   auto uid = v.user_id.accessor<int64_t, 1>();
   auto mask = v.history_mask.accessor<float, 2>();
   auto hist = v.history.accessor<int64_t, 2>();
   auto cat = v.categorical.accessor<int64_t, 2>();
+  auto num = v.numeric.accessor<float, 2>();
   for (int64_t r = 0; r < v.size(); ++r) {
     if (Draw(rng, p)) uid[r] = 0;
     for (int64_t j = 0; j < mask.size(1); ++j) {
@@ -329,19 +388,26 @@ UserBatch Trainer::MaskedView(const UserBatch& b, std::mt19937_64& rng) const {
     for (int64_t f = 0; f < cat.size(1); ++f) {
       if (Draw(rng, p)) cat[r][f] = encoder_->UserCategoricalRow(static_cast<int>(f), "");
     }
+    for (int64_t f = 0; f < num.size(1); ++f) {
+      if (Draw(rng, p)) num[r][f] = 0.0f;  // missing = the mean
+    }
   }
   return v;
 }
 
 ItemBatch Trainer::MaskedView(const ItemBatch& b, std::mt19937_64& rng) const {
-  ItemBatch v{b.item_id.clone(), b.categorical.clone(), b.numeric};
+  ItemBatch v{b.item_id.clone(), b.categorical.clone(), b.numeric.clone()};
   const double p = config_.ssl_mask_prob;
   auto iid = v.item_id.accessor<int64_t, 1>();
   auto cat = v.categorical.accessor<int64_t, 2>();
+  auto num = v.numeric.accessor<float, 2>();
   for (int64_t r = 0; r < v.size(); ++r) {
     if (Draw(rng, p)) iid[r] = 0;
     for (int64_t f = 0; f < cat.size(1); ++f) {
       if (Draw(rng, p)) cat[r][f] = encoder_->ItemCategoricalRow(static_cast<int>(f), "");
+    }
+    for (int64_t f = 0; f < num.size(1); ++f) {
+      if (Draw(rng, p)) num[r][f] = 0.0f;
     }
   }
   return v;

@@ -53,6 +53,7 @@ struct TrainConfig {
   // InfoNCE; user side, two views of each user whose id and history items are masked the same
   // way. (Reordering a history is no view for a mean-pooling tower: it is order-invariant.)
   double user_id_dropout = 0;   // training: replace a user's id by the OOV row with this probability
+  double history_dropout = 0;   // training: drop each history item of the main loss with this probability
   double item_ssl_weight = 0;
   double user_ssl_weight = 0;
   double ssl_mask_prob = 0.3;
@@ -178,6 +179,7 @@ class Trainer {
   // Precomputed encoder rows, so the hot loop never re-hashes.
   std::vector<int64_t> user_row_, item_row_;
   std::vector<std::vector<int64_t>> user_cat_rows_, item_cat_rows_;  // [entity][feature]
+  std::vector<std::vector<float>> user_num_rows_, item_num_rows_;    // standardized, [entity][feature]
   torch::Tensor log_q_;  // [num_items] log of each item's share of train interactions
   torch::jit::Module key_tower_;  // momentum copy of towers_.item (queue_size > 0)
   KeyQueue queue_;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -264,6 +265,54 @@ TEST(InteractionsTest, TemporalSplitExternalIdsAndFeatures) {
   EXPECT_EQ(back->item_cat_values, d->item_cat_values);
   EXPECT_EQ(back->train, d->train);
   EXPECT_EQ(back->test, d->test);
+}
+
+TEST(InteractionsTest, NumericColumnsParseRoundTripAndErrorsNameTheLine) {
+  const std::string dir = FreshDir();
+  WriteFile(dir + "/events.tsv", "1\t10\n1\t11\n2\t10\n");
+  WriteFile(dir + "/items.csv", "item_id,brand,price:num\n10,acme,9.5\n11,acme,\n12,newco,-2e3\n");
+  WriteFile(dir + "/users.tsv", "user_id\tage:num\n2\t31\n");
+  InteractionsOptions o;
+  o.test_fraction = 0;
+  o.item_features = dir + "/items.csv";
+  o.user_features = dir + "/users.tsv";
+  absl::StatusOr<Dataset> d = LoadInteractions(dir + "/events.tsv", o);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->Validate().ok()) << d->Validate();
+  EXPECT_EQ(d->item_cat_names, std::vector<std::string>{"brand"});
+  ASSERT_EQ(d->item_num_names, std::vector<std::string>{"price"});
+  ASSERT_EQ(d->item_num_values[0].size(), 3u);  // items 10, 11, 12 (12 only in the side file)
+  EXPECT_FLOAT_EQ(d->item_num_values[0][0], 9.5f);
+  EXPECT_TRUE(std::isnan(d->item_num_values[0][1]));  // empty cell = missing
+  EXPECT_FLOAT_EQ(d->item_num_values[0][2], -2000.0f);
+  ASSERT_EQ(d->user_num_names, std::vector<std::string>{"age"});
+  EXPECT_TRUE(std::isnan(d->user_num_values[0][0]));
+  EXPECT_FLOAT_EQ(d->user_num_values[0][1], 31.0f);
+
+  const std::string out = dir + "/out";
+  ASSERT_TRUE(WriteDatasetFiles(*d, out).ok());
+  absl::StatusOr<Dataset> back = LoadDatasetDir(out);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->item_cat_values, d->item_cat_values);
+  EXPECT_EQ(back->item_num_names, d->item_num_names);
+  EXPECT_EQ(back->user_num_names, d->user_num_names);
+  for (size_t e = 0; e < 3; ++e) {
+    const float a = d->item_num_values[0][e], b = back->item_num_values[0][e];
+    EXPECT_TRUE((std::isnan(a) && std::isnan(b)) || a == b) << e << ": " << a << " vs " << b;
+  }
+
+  for (const char* bad : {"abc", "inf", "nan", "1e999", "3 apples"}) {
+    WriteFile(dir + "/items.csv", std::string("item_id,price:num\n10,1\n11,") + bad + "\n");
+    absl::StatusOr<Dataset> r = LoadInteractions(dir + "/events.tsv", o);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("items.csv:3"), std::string::npos) << r.status();
+    EXPECT_NE(r.status().message().find("price:num"), std::string::npos) << r.status();
+  }
+  WriteFile(out + "/items.tsv", "item_id\tbrand\tprice:num\n10\tacme\tcheap\n");
+  absl::StatusOr<Dataset> r = LoadDatasetDir(out);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("items.tsv:2"), std::string::npos) << r.status();
 }
 
 TEST(InteractionsTest, RandomSplitIsSeededAndErrorsNameTheLine) {

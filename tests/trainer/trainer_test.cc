@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <string>
 
@@ -74,11 +75,11 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
 
 TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
   // MoCo keys, re-encoded queue ids, global negatives, SSL views, a shared item table, user id
-  // dropout: each
+  // dropout, history dropout: each
   // trains to well above popularity on the synthetic data.
   Dataset d = SmallSynthetic();
   const double pop = EvaluatePopularity(d).values.at("recall@20");
-  for (int variant = 0; variant < 5; ++variant) {
+  for (int variant = 0; variant < 6; ++variant) {
     TrainConfig c = FullMethodConfig();
     if (variant == 1) c.queue_reencode = true;
     if (variant == 2) {
@@ -87,12 +88,71 @@ TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
     }
     if (variant == 3) c.tower.share_item_embeddings = true;
     if (variant == 4) c.user_id_dropout = 0.5;
+    if (variant == 5) c.history_dropout = 0.5;
     auto t = Trainer::Create(d, c);
     ASSERT_TRUE(t.ok());
     ASSERT_TRUE((*t)->Train().ok());
     const double learned = (*t)->Evaluate().values.at("recall@20");
     EXPECT_GT(learned, 1.3 * pop) << "variant " << variant << ": " << learned << " vs " << pop;
   }
+}
+
+// Share of each user's top-5 cold items (never seen in training) that are of the user's
+// preferred category, trained with item content only as numeric one-hot columns (or none).
+double ColdItemCategoryShare(bool numeric_features, recall::v1::FeatureSpec* spec_out) {
+  SyntheticConfig sc;
+  sc.num_users = 500;
+  sc.num_items = 300;
+  sc.num_categories = 6;
+  sc.seed = 11;
+  SyntheticData truth = GenerateSyntheticWithTruth(sc);
+  Dataset d = truth.dataset;
+  d.item_cat_names.clear();
+  d.item_cat_values.clear();
+  if (numeric_features) {
+    for (int k = 0; k < sc.num_categories; ++k) {
+      d.item_num_names.push_back("is_c" + std::to_string(k));
+      std::vector<float> col(d.num_items);
+      for (int64_t i = 0; i < d.num_items; ++i) col[i] = truth.item_category[i] == k ? 1.0f : 0.0f;
+      d.item_num_values.push_back(std::move(col));
+    }
+  }
+  std::vector<int64_t> cold;
+  for (int64_t i = 0; i < d.num_items; i += 5) cold.push_back(i);
+  auto is_cold = [](int64_t i) { return i % 5 == 0; };
+  for (auto* lists : {&d.train, &d.test}) {
+    for (auto& l : *lists) l.erase(std::remove_if(l.begin(), l.end(), is_cold), l.end());
+  }
+  EXPECT_TRUE(d.Validate().ok()) << d.Validate();
+  auto t = Trainer::Create(d, SmallConfig());
+  EXPECT_TRUE(t.ok());
+  EXPECT_TRUE((*t)->Train().ok());
+  if (spec_out != nullptr) *spec_out = (*t)->spec();
+  torch::Tensor scores = torch::mm((*t)->EmbedAllUsers(), (*t)->EmbedItems(cold).t());
+  torch::Tensor top = std::get<1>(scores.topk(5, 1));
+  int64_t hits = 0;
+  for (int64_t u = 0; u < d.num_users; ++u) {
+    for (int64_t j = 0; j < 5; ++j) {
+      hits += truth.item_category[cold[top[u][j].item<int64_t>()]] == truth.user_category[u];
+    }
+  }
+  return static_cast<double>(hits) / (5.0 * d.num_users);
+}
+
+TEST(Trainer, NumericItemFeaturesEmbedColdItems) {
+  recall::v1::FeatureSpec spec;
+  const double with = ColdItemCategoryShare(true, &spec);
+  const double without = ColdItemCategoryShare(false, nullptr);
+  std::printf("cold items in the user's category (top 5): %.3f with numeric features, %.3f without\n",
+              with, without);
+  ASSERT_EQ(spec.item_numeric_size(), 6);
+  EXPECT_EQ(spec.item_numeric(0).name(), "is_c0");
+  EXPECT_GT(spec.item_numeric(0).mean(), 0.05);  // a one-hot column: mean = the category's share
+  EXPECT_LT(spec.item_numeric(0).mean(), 0.5);
+  EXPECT_GT(spec.item_numeric(0).std(), 0.1);
+  // Chance is 1/6: cold items are placed by their features alone.
+  EXPECT_GT(with, 0.6) << "with numeric features " << with << ", without " << without;
+  EXPECT_LT(without, 0.35) << "without features " << without;
 }
 
 TEST(Trainer, MomentumEncoderLagsTheOnlineTower) {
