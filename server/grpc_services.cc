@@ -64,15 +64,31 @@ std::string GrpcCodeName(grpc::StatusCode code) {
 grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext* ctx,
                                                     const recall::v1::RecallRequest* req,
                                                     recall::v1::RecallResponse* resp) {
-  return Handle(ctx, metrics_, "Recall", [&] {
-    RecallTimings t;
-    absl::Status s = engine_->Recall(*req, resp, &t);
-    if (s.ok()) {
-      metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
-      metrics_->ObserveBatch(1);  // one request per forward until the batcher lands
-    }
-    return s;
-  });
+  if (batcher_ == nullptr) {
+    return Handle(ctx, metrics_, "Recall", [&] {
+      RecallTimings t;
+      absl::Status s = engine_->Recall(*req, resp, &t);
+      if (s.ok()) {
+        metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
+        metrics_->ObserveBatch(1);
+      }
+      return s;
+    });
+  }
+  const auto start = Clock::now();
+  metrics_->in_flight().Increment();
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  batcher_->Submit(req, resp,
+                   [this, reactor, start](const absl::Status& s, const RecallTimings& t, int) {
+                     grpc::Status gs = ToGrpcStatus(s);
+                     metrics_->ObserveQueueWait(t.queue_sec);
+                     metrics_->in_flight().Decrement();
+                     metrics_->ObserveRequest(
+                         "Recall", GrpcCodeName(gs.error_code()),
+                         std::chrono::duration<double>(Clock::now() - start).count());
+                     reactor->Finish(gs);
+                   });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
@@ -116,8 +132,8 @@ grpc::ServerUnaryReactor* RecallServiceImpl::GetIndexInfo(
 class RecallStreamReactor
     : public grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse> {
  public:
-  RecallStreamReactor(const RecallEngine* engine, Metrics* metrics)
-      : engine_(engine), metrics_(metrics) {
+  RecallStreamReactor(const RecallEngine* engine, Metrics* metrics, RecallBatcher* batcher)
+      : engine_(engine), metrics_(metrics), batcher_(batcher) {
     StartRead(&req_);
   }
 
@@ -128,6 +144,15 @@ class RecallStreamReactor
     }
     const auto start = Clock::now();
     resp_.Clear();
+    if (batcher_ != nullptr) {
+      // req_ and resp_ stay untouched until the answer: the next read starts after the write.
+      batcher_->Submit(&req_, &resp_, [this, start](const absl::Status& s, const RecallTimings& t,
+                                                    int) {
+        metrics_->ObserveQueueWait(t.queue_sec);
+        Answer(s, start);
+      });
+      return;
+    }
     absl::Status s;
     RecallTimings t;
     try {
@@ -135,6 +160,14 @@ class RecallStreamReactor
     } catch (const std::exception& e) {
       s = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
     }
+    if (s.ok()) {
+      metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
+      metrics_->ObserveBatch(1);
+    }
+    Answer(s, start);
+  }
+
+  void Answer(const absl::Status& s, Clock::time_point start) {
     grpc::Status gs = ToGrpcStatus(s);
     metrics_->ObserveRequest("RecallStream", GrpcCodeName(gs.error_code()),
                              std::chrono::duration<double>(Clock::now() - start).count());
@@ -142,8 +175,6 @@ class RecallStreamReactor
       Finish(gs);  // an invalid request ends the stream with its status
       return;
     }
-    metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
-    metrics_->ObserveBatch(1);
     StartWrite(&resp_);
   }
 
@@ -161,13 +192,14 @@ class RecallStreamReactor
  private:
   const RecallEngine* engine_;
   Metrics* metrics_;
+  RecallBatcher* batcher_;
   recall::v1::RecallRequest req_;
   recall::v1::RecallResponse resp_;
 };
 
 grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse>*
 RecallServiceImpl::RecallStream(grpc::CallbackServerContext*) {
-  return new RecallStreamReactor(engine_, metrics_);
+  return new RecallStreamReactor(engine_, metrics_, batcher_);
 }
 
 TrainingServiceImpl::TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs,

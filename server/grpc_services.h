@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "recall/v1/recall.grpc.pb.h"
 #include "server/metrics.h"
+#include "server/recall_batcher.h"
 #include "server/recall_engine.h"
 #include "server/retrain_jobs.h"
 #include "server/version_manager.h"
@@ -24,8 +25,11 @@ std::string GrpcCodeName(grpc::StatusCode code);
 
 class RecallServiceImpl final : public recall::v1::RecallService::CallbackService {
  public:
-  RecallServiceImpl(const RecallEngine* engine, Metrics* metrics)
-      : engine_(engine), metrics_(metrics) {}
+  // `batcher` (nullable): Recall and RecallStream requests go through it; without it each
+  // request runs alone on the gRPC thread that received it.
+  RecallServiceImpl(const RecallEngine* engine, Metrics* metrics,
+                    RecallBatcher* batcher = nullptr)
+      : engine_(engine), metrics_(metrics), batcher_(batcher) {}
 
   grpc::ServerUnaryReactor* Recall(grpc::CallbackServerContext* ctx,
                                    const recall::v1::RecallRequest* req,
@@ -45,6 +49,7 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
  private:
   const RecallEngine* engine_;
   Metrics* metrics_;
+  RecallBatcher* batcher_;
 };
 
 // Training and version RPCs. Those that wait for a model load or a child process

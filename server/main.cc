@@ -34,6 +34,12 @@ DEFINE_int32(poll_interval_s, 10, "seconds between checks of --model_base for a 
 DEFINE_int32(torch_threads, 1, "LibTorch intra-op threads per forward (requests run in parallel)");
 DEFINE_int32(faiss_threads, 1, "OpenMP threads for FAISS batch searches");
 DEFINE_int32(grpc_threads, 0, "max gRPC server threads (0 = gRPC default)");
+DEFINE_bool(batching, true, "coalesce concurrent Recall requests into one tower forward and one "
+            "index search (false: each request runs alone on its gRPC thread)");
+DEFINE_int32(batch_max_size, 32, "most requests in one batch");
+DEFINE_int32(batch_max_wait_us, 200, "longest a queued request waits for its batch to fill "
+             "(microseconds, counted from its arrival; 0 = never wait)");
+DEFINE_int32(batch_workers, 0, "threads that run batches (0 = one per core)");
 DEFINE_int32(max_k, 1000, "largest k a Recall may ask for");
 DEFINE_int32(max_history, 1000, "longest history a Recall may carry");
 DEFINE_int32(ef_search, 0, "HNSW efSearch (0 = the index's default)");
@@ -144,7 +150,22 @@ int main(int argc, char** argv) {
   limits.max_k = FLAGS_max_k;
   limits.max_history = FLAGS_max_history;
   recall::server::RecallEngine engine(&versions, limits, writes->get());
-  recall::server::RecallServiceImpl recall_service(&engine, &metrics);
+  std::unique_ptr<recall::server::RecallBatcher> batcher;
+  if (FLAGS_batching) {
+    recall::server::RecallBatcher::Options bo;
+    bo.max_batch_size = std::max(1, FLAGS_batch_max_size);
+    bo.max_wait_us = std::max(0, FLAGS_batch_max_wait_us);
+    bo.num_workers = FLAGS_batch_workers > 0
+                         ? FLAGS_batch_workers
+                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    bo.on_batch = [&metrics](int n, const recall::server::RecallTimings& t) {
+      metrics.ObserveBatch(n);
+      metrics.ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
+    };
+    batcher = std::make_unique<recall::server::RecallBatcher>(&engine, bo);
+  }
+  // The server is shut down (every call answered) before the batcher and the engine go away.
+  recall::server::RecallServiceImpl recall_service(&engine, &metrics, batcher.get());
 
   recall::server::RetrainJobs::Options ro;
   ro.command = absl::StrSplit(FLAGS_retrain_command, ' ', absl::SkipEmpty());

@@ -53,8 +53,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                   .Register(*registry_);
   stage_ = &prometheus::BuildHistogram()
                 .Name("recall_stage_duration_seconds")
-                .Help("Recall latency per stage (encode, tower, search)")
+                .Help("Recall latency per stage: queue (wait for a batch, per request); encode, "
+                      "tower, search (per batch)")
                 .Register(*registry_);
+  stage_queue_ = &stage_->Add({{"stage", "queue"}}, LatencyBuckets());
   stage_encode_ = &stage_->Add({{"stage", "encode"}}, LatencyBuckets());
   stage_tower_ = &stage_->Add({{"stage", "tower"}}, LatencyBuckets());
   stage_search_ = &stage_->Add({{"stage", "search"}}, LatencyBuckets());

@@ -35,6 +35,8 @@ class Metrics {
 
   void ObserveRequest(const std::string& method, const std::string& code, double seconds);
   void ObserveStages(double encode_sec, double tower_sec, double search_sec);
+  // Time a request waited in the batcher's queue before its batch started.
+  void ObserveQueueWait(double seconds) { stage_queue_->Observe(seconds); }
   void SetServingVersion(int64_t version, const std::string& index_factory, int64_t items,
                          int64_t hidden);
   void SetIndexItems(int64_t items, int64_t hidden);
@@ -58,7 +60,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* latency_;
   prometheus::Family<prometheus::Histogram>* stage_;
-  prometheus::Histogram *stage_encode_, *stage_tower_, *stage_search_;
+  prometheus::Histogram *stage_queue_, *stage_encode_, *stage_tower_, *stage_search_;
   prometheus::Gauge *in_flight_, *index_items_, *model_version_;
   prometheus::Counter *upserts_, *deletes_;
   prometheus::Histogram* batch_size_;

@@ -1,7 +1,9 @@
 #include "server/recall_engine.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -22,9 +24,7 @@ absl::StatusOr<std::shared_ptr<Servable>> RecallEngine::Pin() const {
   return s;
 }
 
-absl::Status RecallEngine::Recall(const recall::v1::RecallRequest& req,
-                                  recall::v1::RecallResponse* resp,
-                                  RecallTimings* timings) const {
+absl::Status RecallEngine::ValidateRecall(const recall::v1::RecallRequest& req) const {
   if (req.k() < 1 || req.k() > limits_.max_k) {
     return absl::InvalidArgumentError(
         absl::StrCat("k: must be in [1, ", limits_.max_k, "], got ", req.k()));
@@ -35,52 +35,93 @@ absl::Status RecallEngine::Recall(const recall::v1::RecallRequest& req,
                                                    " entries exceed the maximum of ",
                                                    limits_.max_excludes));
   }
+  return absl::OkStatus();
+}
+
+absl::Status RecallEngine::Recall(const recall::v1::RecallRequest& req,
+                                  recall::v1::RecallResponse* resp,
+                                  RecallTimings* timings) const {
+  const recall::v1::RecallRequest* r = &req;
+  absl::Status status;
+  RecallBatch({&r, 1}, {&resp, 1}, {&status, 1}, timings);
+  return status;
+}
+
+void RecallEngine::RecallBatch(absl::Span<const recall::v1::RecallRequest* const> reqs,
+                               absl::Span<recall::v1::RecallResponse* const> resps,
+                               absl::Span<absl::Status> statuses, RecallTimings* timings) const {
+  const size_t n = reqs.size();
+  for (size_t i = 0; i < n; ++i) statuses[i] = ValidateRecall(*reqs[i]);
+  auto fail_all = [&](const absl::Status& st) {
+    for (size_t i = 0; i < n; ++i) {
+      if (statuses[i].ok()) statuses[i] = st;
+    }
+  };
   auto pinned = Pin();
-  if (!pinned.ok()) return pinned.status();
+  if (!pinned.ok()) return fail_all(pinned.status());
   const Servable& s = **pinned;
   const FeatureEncoder& enc = s.model->encoder();
-  if (auto st = enc.ValidateUser(req.user(), limits_.max_history); !st.ok()) return st;
 
   auto t = Clock::now();
-  const recall::v1::UserFeatures* user = &req.user();
-  UserBatch batch = enc.EncodeUsers({&user, 1});
-  std::vector<std::vector<int64_t>> excludes(1);
-  excludes[0].assign(req.exclude_item_ids().begin(), req.exclude_item_ids().end());
-  if (req.exclude_history()) {
-    excludes[0].insert(excludes[0].end(), req.user().history_item_ids().begin(),
-                       req.user().history_item_ids().end());
+  std::vector<size_t> rows;  // request index of each batch row
+  std::vector<const recall::v1::UserFeatures*> users;
+  rows.reserve(n);
+  users.reserve(n);
+  int k_max = 0;
+  bool any_excludes = false;
+  for (size_t i = 0; i < n; ++i) {
+    if (statuses[i].ok()) statuses[i] = enc.ValidateUser(reqs[i]->user(), limits_.max_history);
+    if (!statuses[i].ok()) continue;
+    rows.push_back(i);
+    users.push_back(&reqs[i]->user());
+    k_max = std::max(k_max, reqs[i]->k());
+    any_excludes |= reqs[i]->exclude_item_ids_size() > 0 || reqs[i]->exclude_history();
+  }
+  if (rows.empty()) return;
+  UserBatch batch = enc.EncodeUsers(users);
+  std::vector<std::vector<int64_t>> excludes(any_excludes ? rows.size() : 0);
+  for (size_t r = 0; any_excludes && r < rows.size(); ++r) {
+    const auto& req = *reqs[rows[r]];
+    excludes[r].assign(req.exclude_item_ids().begin(), req.exclude_item_ids().end());
+    if (req.exclude_history()) {
+      excludes[r].insert(excludes[r].end(), req.user().history_item_ids().begin(),
+                         req.user().history_item_ids().end());
+    }
   }
   if (timings) timings->encode_sec = Since(t);
 
   t = Clock::now();
   auto emb = s.model->EmbedUsers(batch);
-  if (!emb.ok()) return emb.status();
+  if (!emb.ok()) return fail_all(emb.status());
   if (timings) timings->tower_sec = Since(t);
 
   t = Clock::now();
   uint64_t generation = 0;
-  auto hits = s.index->Search(emb->data_ptr<float>(), 1, req.k(),
-                              excludes[0].empty() ? absl::Span<const std::vector<int64_t>>()
-                                                  : absl::MakeConstSpan(excludes),
-                              &generation);
-  if (!hits.ok()) return hits.status();
+  auto hits = s.index->Search(emb->data_ptr<float>(), static_cast<int>(rows.size()), k_max,
+                              absl::MakeConstSpan(excludes), &generation);
+  if (!hits.ok()) return fail_all(hits.status());
   if (timings) timings->search_sec = Since(t);
 
-  const SearchHits& h = (*hits)[0];
-  resp->mutable_items()->Reserve(static_cast<int>(h.ids.size()));
-  for (size_t i = 0; i < h.ids.size(); ++i) {
-    auto* item = resp->add_items();
-    item->set_item_id(h.ids[i]);
-    item->set_score(h.scores[i]);
+  const int64_t dim = emb->size(1);
+  const float* e = emb->data_ptr<float>();
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const auto& req = *reqs[rows[r]];
+    recall::v1::RecallResponse* resp = resps[rows[r]];
+    const SearchHits& h = (*hits)[r];
+    const size_t take = std::min(h.ids.size(), static_cast<size_t>(req.k()));
+    resp->mutable_items()->Reserve(static_cast<int>(take));
+    for (size_t j = 0; j < take; ++j) {
+      auto* item = resp->add_items();
+      item->set_item_id(h.ids[j]);
+      item->set_score(h.scores[j]);
+    }
+    resp->set_model_version(s.version());
+    resp->set_index_generation(generation);
+    resp->set_request_id(req.request_id());
+    if (req.return_user_embedding()) {
+      resp->mutable_user_embedding()->Add(e + r * dim, e + (r + 1) * dim);
+    }
   }
-  resp->set_model_version(s.version());
-  resp->set_index_generation(generation);
-  resp->set_request_id(req.request_id());
-  if (req.return_user_embedding()) {
-    const float* p = emb->data_ptr<float>();
-    resp->mutable_user_embedding()->Add(p, p + emb->size(1));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status RecallEngine::UpsertItems(const recall::v1::UpsertItemsRequest& req,

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "recall/v1/recall.pb.h"
 #include "server/metrics.h"
 #include "server/online_writes.h"
@@ -24,9 +25,9 @@ struct EngineLimits {
   int max_upsert_batch = 10000;  // items per UpsertItems / DeleteItems call
 };
 
-// Per-stage latencies of one Recall, for metrics.
+// Per-stage latencies of one Recall (or of the batch it was part of), for metrics.
 struct RecallTimings {
-  double encode_sec = 0, tower_sec = 0, search_sec = 0;
+  double queue_sec = 0, encode_sec = 0, tower_sec = 0, search_sec = 0;
 };
 
 class RecallEngine {
@@ -38,6 +39,14 @@ class RecallEngine {
 
   absl::Status Recall(const recall::v1::RecallRequest& req, recall::v1::RecallResponse* resp,
                       RecallTimings* timings = nullptr) const;
+  // n requests answered together: one pinned version, one encode, one user-tower forward and
+  // one index search for all of them, each with its own k and exclusions. statuses[i] is the
+  // outcome of request i alone (an invalid request fails by itself; the others are answered).
+  // The index is searched with the largest k of the batch and each answer cut to its own k, so
+  // an approximate index may answer a small-k request slightly better than alone, never worse.
+  void RecallBatch(absl::Span<const recall::v1::RecallRequest* const> reqs,
+                   absl::Span<recall::v1::RecallResponse* const> resps,
+                   absl::Span<absl::Status> statuses, RecallTimings* timings = nullptr) const;
   absl::Status UpsertItems(const recall::v1::UpsertItemsRequest& req,
                            recall::v1::UpsertItemsResponse* resp) const;
   absl::Status DeleteItems(const recall::v1::DeleteItemsRequest& req,
@@ -53,6 +62,8 @@ class RecallEngine {
 
  private:
   absl::StatusOr<std::shared_ptr<Servable>> Pin() const;
+  // Checks what does not depend on the model version (k, exclusion count).
+  absl::Status ValidateRecall(const recall::v1::RecallRequest& req) const;
   absl::Status UpsertInto(const std::shared_ptr<Servable>& pinned,
                           const recall::v1::UpsertItemsRequest& req,
                           recall::v1::UpsertItemsResponse* resp) const;

@@ -1,0 +1,94 @@
+#include "server/recall_batcher.h"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+namespace recall::server {
+
+RecallBatcher::RecallBatcher(const RecallEngine* engine, Options options)
+    : engine_(engine), options_(options) {
+  const int workers = std::max(1, options_.num_workers);
+  workers_.reserve(workers);
+  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { Work(); });
+}
+
+RecallBatcher::~RecallBatcher() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (auto& w : workers_) w.join();
+}
+
+void RecallBatcher::Submit(const recall::v1::RecallRequest* req,
+                           recall::v1::RecallResponse* resp, Done done) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(Pending{req, resp, std::move(done), Clock::now()});
+}
+
+bool RecallBatcher::QueueFullOrStopping() const {
+  return stopping_ || static_cast<int>(queue_.size()) >= std::max(1, options_.max_batch_size);
+}
+
+void RecallBatcher::Work() {
+  const size_t max_batch = static_cast<size_t>(std::max(1, options_.max_batch_size));
+  std::vector<Pending> batch;
+  std::vector<const recall::v1::RecallRequest*> reqs;
+  std::vector<recall::v1::RecallResponse*> resps;
+  std::vector<absl::Status> statuses;
+  while (true) {
+    batch.clear();
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](RecallBatcher* b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return b->stopping_ || !b->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // stopping, and everything queued has been answered
+      if (options_.max_wait_us > 0 && queue_.size() < max_batch && !stopping_) {
+        // Wait for the batch to fill, counting from the oldest request's arrival.
+        const auto deadline = queue_.front().arrived + std::chrono::microseconds(options_.max_wait_us);
+        const auto left = deadline - Clock::now();
+        if (left > Clock::duration::zero()) {
+          mu_.AwaitWithTimeout(absl::Condition(this, &RecallBatcher::QueueFullOrStopping),
+                               absl::FromChrono(left));
+        }
+        if (queue_.empty()) continue;  // another worker took them meanwhile
+      }
+      const size_t take = std::min(queue_.size(), max_batch);
+      for (size_t i = 0; i < take; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    const auto start = Clock::now();
+    reqs.clear();
+    resps.clear();
+    for (const Pending& p : batch) {
+      reqs.push_back(p.req);
+      resps.push_back(p.resp);
+    }
+    statuses.assign(batch.size(), absl::OkStatus());
+    RecallTimings t;
+    try {
+      engine_->RecallBatch(reqs, resps, absl::MakeSpan(statuses), &t);
+    } catch (const std::exception& e) {
+      statuses.assign(batch.size(),
+                      absl::InternalError(absl::StrCat("unexpected exception: ", e.what())));
+    }
+    const int n = static_cast<int>(batch.size());
+    if (options_.on_batch) options_.on_batch(n, t);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      RecallTimings mine = t;
+      mine.queue_sec = std::chrono::duration<double>(start - batch[i].arrived).count();
+      batch[i].done(statuses[i], mine, n);
+    }
+  }
+}
+
+}  // namespace recall::server

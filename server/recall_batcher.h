@@ -1,0 +1,80 @@
+// RecallBatcher: coalesces concurrent Recall requests (unary and stream) into one
+// RecallEngine::RecallBatch call, i.e. one user-tower forward and one batched index search.
+//
+// Policy (DESIGN.md request path, step 3): a worker takes the oldest queued request and waits
+// until `max_batch_size` requests are queued or `max_wait_us` has passed since that request
+// arrived, whichever is first, then answers all it took. So a request never waits in the queue
+// for more than max_wait_us beyond the time a worker needs to become free, and under load the
+// batch fills by itself (requests queue while the workers are busy) without any waiting.
+// With `max_wait_us` = 0 a worker never waits: it takes what is queued.
+//
+// Completion: `done` runs on a worker thread once the response is filled (or with the error);
+// it must not block for long (gRPC reactors only schedule a write or finish).
+//
+// Thread-safety: Submit may be called from any number of threads. The destructor answers what
+// is queued, then joins the workers; no Submit may run concurrently with it.
+#ifndef RECALL_SERVER_RECALL_BATCHER_H_
+#define RECALL_SERVER_RECALL_BATCHER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "recall/v1/recall.pb.h"
+#include "server/recall_engine.h"
+
+namespace recall::server {
+
+class RecallBatcher {
+ public:
+  struct Options {
+    int max_batch_size = 32;
+    int max_wait_us = 200;
+    int num_workers = 1;
+    // Called once per batch, on the worker, after the batch ran (metrics: batch size and the
+    // encode/tower/search stages, which belong to the batch, not to one request).
+    std::function<void(int batch_size, const RecallTimings&)> on_batch;
+  };
+  // Called once per answered request: its status and the timings of the batch it was in
+  // (queue_sec is this request's own wait), and the batch size.
+  using Done = std::function<void(const absl::Status&, const RecallTimings&, int batch_size)>;
+
+  RecallBatcher(const RecallEngine* engine, Options options);
+  ~RecallBatcher();
+  RecallBatcher(const RecallBatcher&) = delete;
+  RecallBatcher& operator=(const RecallBatcher&) = delete;
+
+  // Queues `req`; `req` and `resp` must stay valid until `done` has run.
+  void Submit(const recall::v1::RecallRequest* req, recall::v1::RecallResponse* resp, Done done);
+
+  const Options& options() const { return options_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Pending {
+    const recall::v1::RecallRequest* req;
+    recall::v1::RecallResponse* resp;
+    Done done;
+    Clock::time_point arrived;
+  };
+
+  void Work();
+  bool QueueFullOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const RecallEngine* const engine_;
+  const Options options_;
+  absl::Mutex mu_;
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace recall::server
+
+#endif  // RECALL_SERVER_RECALL_BATCHER_H_
