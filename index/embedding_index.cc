@@ -550,6 +550,17 @@ bool EmbeddingIndex::Contains(int64_t id) const {
   return id_to_label_.contains(id);
 }
 
+std::vector<int64_t> EmbeddingIndex::Ids() const {
+  std::vector<int64_t> ids;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    ids.reserve(id_to_label_.size());
+    for (const auto& [id, label] : id_to_label_) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 absl::StatusOr<std::vector<float>> EmbeddingIndex::Reconstruct(int64_t id) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = id_to_label_.find(id);

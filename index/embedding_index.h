@@ -113,6 +113,8 @@ class EmbeddingIndex {
   absl::Status Compact();
 
   bool Contains(int64_t id) const;
+  // The live external ids, ascending.
+  std::vector<int64_t> Ids() const;
 
   // The stored vector of `id` (NotFound if absent).
   absl::StatusOr<std::vector<float>> Reconstruct(int64_t id) const;

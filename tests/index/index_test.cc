@@ -377,6 +377,14 @@ TEST_P(AllKinds, UpsertRemoveCompact) {
   EXPECT_EQ(index->num_hidden(), 3);
   EXPECT_FALSE(index->Contains(ids[5]));
   EXPECT_EQ(index->Reconstruct(ids[5]).status().code(), absl::StatusCode::kNotFound);
+  {
+    const std::vector<int64_t> live = index->Ids();
+    EXPECT_EQ(static_cast<int64_t>(live.size()), index->size());
+    EXPECT_TRUE(std::is_sorted(live.begin(), live.end()));
+    EXPECT_TRUE(std::binary_search(live.begin(), live.end(), int64_t{42}));
+    EXPECT_FALSE(std::binary_search(live.begin(), live.end(), ids[5]));
+    EXPECT_FALSE(std::binary_search(live.begin(), live.end(), ids[6]));
+  }
   std::vector<float> qs(base.begin() + 5 * kDim, base.begin() + 7 * kDim);
   auto gone = index->Search(qs.data(), 2, k);
   ASSERT_TRUE(gone.ok());

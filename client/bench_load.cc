@@ -1,0 +1,360 @@
+#include "client/bench_load.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli_util.h"
+
+namespace recall::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using recall::v1::RecallRequest;
+using recall::v1::RecallResponse;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Collects the outcomes of calls that fall into the measured window.
+class Recorder {
+ public:
+  Recorder(Clock::time_point window_start, Clock::time_point window_end)
+      : start_(window_start), end_(window_end) {}
+  bool InWindow(Clock::time_point t) const { return t >= start_ && t < end_; }
+  void Record(Clock::time_point at, const grpc::Status& s, double latency_sec) {
+    if (!InWindow(at)) return;
+    std::lock_guard<std::mutex> l(mu_);
+    if (s.ok()) {
+      latencies_.push_back(latency_sec);
+    } else {
+      ++errors_;
+      ++by_code_[recall::cli::StatusCodeName(s.error_code())];
+    }
+  }
+  void RecordError(Clock::time_point at, const std::string& code) {
+    if (!InWindow(at)) return;
+    std::lock_guard<std::mutex> l(mu_);
+    ++errors_;
+    ++by_code_[code];
+  }
+  LatencyStats Stats() {
+    std::lock_guard<std::mutex> l(mu_);
+    return Summarize(latencies_, errors_, by_code_, Seconds(end_ - start_));
+  }
+
+ private:
+  const Clock::time_point start_, end_;
+  std::mutex mu_;
+  std::vector<double> latencies_;
+  int64_t errors_ = 0;
+  std::map<std::string, int64_t> by_code_;
+};
+
+// Counts down to zero; Wait blocks until then.
+class Latch {
+ public:
+  explicit Latch(int64_t n) : n_(n) {}
+  void Add(int64_t d) {
+    std::lock_guard<std::mutex> l(mu_);
+    n_ += d;
+    if (n_ == 0) cv_.notify_all();
+  }
+  bool WaitFor(double sec) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, std::chrono::duration<double>(sec), [&] { return n_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t n_;
+};
+
+std::vector<std::shared_ptr<grpc::Channel>> MakeChannels(const std::string& addr, int n) {
+  std::vector<std::shared_ptr<grpc::Channel>> out;
+  for (int i = 0; i < std::max(1, n); ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // one connection per channel
+    args.SetInt("recall.bench.channel", i);             // distinct args: no channel sharing
+    out.push_back(grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args));
+  }
+  return out;
+}
+
+class UnaryTarget : public Target {
+ public:
+  UnaryTarget(const std::string& addr, int channels, int deadline_ms)
+      : deadline_ms_(deadline_ms) {
+    for (auto& c : MakeChannels(addr, channels)) stubs_.push_back(recall::v1::RecallService::NewStub(c));
+  }
+  void Call(const RecallRequest* req, RecallResponse* resp,
+            std::function<void(const grpc::Status&)> done) override {
+    auto* ctx = new grpc::ClientContext;
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms_));
+    auto& stub = stubs_[next_.fetch_add(1, std::memory_order_relaxed) % stubs_.size()];
+    stub->async()->Recall(ctx, req, resp, [ctx, done = std::move(done)](grpc::Status s) {
+      delete ctx;
+      done(s);
+    });
+  }
+  std::string name() const override { return "grpc-unary"; }
+
+ private:
+  const int deadline_ms_;
+  std::vector<std::unique_ptr<recall::v1::RecallService::Stub>> stubs_;
+  std::atomic<uint64_t> next_{0};
+};
+
+class FunctionTarget : public Target {
+ public:
+  FunctionTarget(std::string name,
+                 std::function<void(const RecallRequest*, RecallResponse*,
+                                    std::function<void(const grpc::Status&)>)> fn)
+      : name_(std::move(name)), fn_(std::move(fn)) {}
+  void Call(const RecallRequest* req, RecallResponse* resp,
+            std::function<void(const grpc::Status&)> done) override {
+    fn_(req, resp, std::move(done));
+  }
+  std::string name() const override { return name_; }
+
+ private:
+  std::string name_;
+  std::function<void(const RecallRequest*, RecallResponse*,
+                     std::function<void(const grpc::Status&)>)> fn_;
+};
+
+// One closed-loop virtual user over a unary-style target.
+struct VirtualUser {
+  Target* target;
+  const std::vector<RecallRequest>* pool;
+  Recorder* rec;
+  Latch* finished;
+  Clock::time_point end;
+  size_t next;
+  RecallResponse resp;
+  Clock::time_point sent;
+
+  void Send() {
+    if (Clock::now() >= end) {
+      finished->Add(-1);
+      return;
+    }
+    const RecallRequest* req = &(*pool)[next++ % pool->size()];
+    resp.Clear();
+    sent = Clock::now();
+    target->Call(req, &resp, [this](const grpc::Status& s) {
+      const auto now = Clock::now();
+      rec->Record(now, s, Seconds(now - sent));
+      Send();
+    });
+  }
+};
+
+// One closed-loop virtual user over a RecallStream stream.
+class StreamUser : public grpc::ClientBidiReactor<RecallRequest, RecallResponse> {
+ public:
+  StreamUser(recall::v1::RecallService::Stub* stub, const std::vector<RecallRequest>* pool,
+             size_t first, Recorder* rec, Latch* finished, Clock::time_point end)
+      : pool_(pool), next_(first), rec_(rec), finished_(finished), end_(end) {
+    stub->async()->RecallStream(&ctx_, this);
+    SendNext();
+    StartCall();
+  }
+  void OnWriteDone(bool ok) override {
+    if (ok) StartRead(&resp_);
+  }
+  void OnReadDone(bool ok) override {
+    const auto now = Clock::now();
+    if (!ok) return;  // the stream ended; OnDone reports why
+    rec_->Record(now, grpc::Status::OK, Seconds(now - sent_));
+    SendNext();
+  }
+  void OnDone(const grpc::Status& s) override {
+    if (!s.ok()) rec_->Record(Clock::now() - std::chrono::nanoseconds(1), s, 0);
+    Latch* f = finished_;
+    delete this;
+    f->Add(-1);
+  }
+
+ private:
+  void SendNext() {
+    if (Clock::now() >= end_) {
+      StartWritesDone();
+      return;
+    }
+    req_ = (*pool_)[next_++ % pool_->size()];
+    resp_.Clear();
+    sent_ = Clock::now();
+    StartWrite(&req_);
+  }
+
+  grpc::ClientContext ctx_;
+  const std::vector<RecallRequest>* pool_;
+  size_t next_;
+  Recorder* rec_;
+  Latch* finished_;
+  Clock::time_point end_, sent_;
+  RecallRequest req_;
+  RecallResponse resp_;
+};
+
+}  // namespace
+
+LatencyStats Summarize(std::vector<double> lat, int64_t errors,
+                       std::map<std::string, int64_t> errors_by_code, double wall_sec) {
+  LatencyStats s;
+  s.ok = static_cast<int64_t>(lat.size());
+  s.errors = errors;
+  s.errors_by_code = std::move(errors_by_code);
+  s.wall_sec = wall_sec;
+  s.qps = wall_sec > 0 ? static_cast<double>(s.ok) / wall_sec : 0;
+  if (lat.empty()) return s;
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double p) {
+    const size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(lat.size())));
+    return 1e3 * lat[std::min(lat.size() - 1, rank == 0 ? 0 : rank - 1)];
+  };
+  double sum = 0;
+  for (double x : lat) sum += x;
+  s.mean_ms = 1e3 * sum / static_cast<double>(lat.size());
+  s.p50_ms = pct(0.50);
+  s.p95_ms = pct(0.95);
+  s.p99_ms = pct(0.99);
+  s.p999_ms = pct(0.999);
+  s.max_ms = 1e3 * lat.back();
+  return s;
+}
+
+std::string StatsJson(const LatencyStats& s) {
+  std::string codes;
+  for (const auto& [code, n] : s.errors_by_code) {
+    absl::StrAppend(&codes, codes.empty() ? "" : ", ", "\"", code, "\": ", n);
+  }
+  return absl::StrFormat(
+      "{\"ok\": %d, \"errors\": %d, \"errors_by_code\": {%s}, \"wall_sec\": %.3f, \"qps\": %.1f, "
+      "\"mean_ms\": %.3f, \"p50_ms\": %.3f, \"p95_ms\": %.3f, \"p99_ms\": %.3f, "
+      "\"p999_ms\": %.3f, \"max_ms\": %.3f}",
+      s.ok, s.errors, codes, s.wall_sec, s.qps, s.mean_ms, s.p50_ms, s.p95_ms, s.p99_ms,
+      s.p999_ms, s.max_ms);
+}
+
+std::vector<RecallRequest> MakeRequests(int n, const std::vector<int64_t>& item_ids,
+                                        int64_t num_users, int history_min, int history_max,
+                                        int k, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<RecallRequest> out(std::max(0, n));
+  const int hmin = std::max(0, history_min), hmax = std::max(hmin, history_max);
+  for (int i = 0; i < n; ++i) {
+    RecallRequest& r = out[i];
+    r.set_k(k);
+    r.mutable_user()->set_user_id(static_cast<int64_t>(rng() % std::max<int64_t>(1, num_users)));
+    const int len = hmin + static_cast<int>(rng() % (hmax - hmin + 1));
+    for (int j = 0; j < len && !item_ids.empty(); ++j) {
+      r.mutable_user()->add_history_item_ids(item_ids[rng() % item_ids.size()]);
+    }
+    r.set_request_id(absl::StrCat("bench-", i));
+  }
+  return out;
+}
+
+std::unique_ptr<Target> MakeUnaryTarget(const std::string& addr, int channels, int deadline_ms) {
+  return std::make_unique<UnaryTarget>(addr, channels, deadline_ms);
+}
+
+std::unique_ptr<Target> MakeFunctionTarget(
+    std::string name, std::function<void(const RecallRequest*, RecallResponse*,
+                                         std::function<void(const grpc::Status&)>)> fn) {
+  return std::make_unique<FunctionTarget>(std::move(name), std::move(fn));
+}
+
+LatencyStats RunClosedLoop(Target& target, const std::vector<RecallRequest>& pool,
+                           int concurrency, double warmup_sec, double duration_sec) {
+  const auto t0 = Clock::now();
+  const auto start = t0 + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(warmup_sec));
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(duration_sec));
+  Recorder rec(start, end);
+  const int c = std::max(1, concurrency);
+  Latch finished(c);
+  std::vector<std::unique_ptr<VirtualUser>> users;
+  for (int i = 0; i < c; ++i) {
+    users.push_back(std::make_unique<VirtualUser>(
+        VirtualUser{&target, &pool, &rec, &finished, end, pool.size() * i / c, {}, {}}));
+  }
+  for (auto& u : users) u->Send();
+  finished.WaitFor(warmup_sec + duration_sec + 60);
+  return rec.Stats();
+}
+
+LatencyStats RunStreamClosedLoop(const std::string& addr, int channels,
+                                 const std::vector<RecallRequest>& pool, int concurrency,
+                                 double warmup_sec, double duration_sec) {
+  std::vector<std::unique_ptr<recall::v1::RecallService::Stub>> stubs;
+  for (auto& ch : MakeChannels(addr, channels)) stubs.push_back(recall::v1::RecallService::NewStub(ch));
+  const auto t0 = Clock::now();
+  const auto start = t0 + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(warmup_sec));
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(duration_sec));
+  Recorder rec(start, end);
+  const int c = std::max(1, concurrency);
+  Latch finished(c);
+  for (int i = 0; i < c; ++i) {
+    new StreamUser(stubs[i % stubs.size()].get(), &pool, pool.size() * i / c, &rec, &finished,
+                   end);
+  }
+  finished.WaitFor(warmup_sec + duration_sec + 60);
+  return rec.Stats();
+}
+
+LatencyStats RunOpenLoop(Target& target, const std::vector<RecallRequest>& pool, double rate,
+                         double warmup_sec, double duration_sec, int max_outstanding) {
+  struct Pending {
+    RecallResponse resp;
+    Clock::time_point scheduled;
+  };
+  const auto t0 = Clock::now();
+  const auto start = t0 + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(warmup_sec));
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(duration_sec));
+  Recorder rec(start, end);
+  std::atomic<int> outstanding{0};
+  Latch drained(1);  // 1 = the dispatcher itself
+  const double interval = 1.0 / std::max(1e-9, rate);
+  for (int64_t i = 0;; ++i) {
+    const auto scheduled = t0 + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(interval * i));
+    if (scheduled >= end) break;
+    std::this_thread::sleep_until(scheduled);
+    if (outstanding.load(std::memory_order_relaxed) >= max_outstanding) {
+      rec.RecordError(scheduled, "client_backlog");
+      continue;
+    }
+    outstanding.fetch_add(1, std::memory_order_relaxed);
+    drained.Add(1);
+    auto* p = new Pending{RecallResponse(), scheduled};
+    target.Call(&pool[i % pool.size()], &p->resp, [p, &rec, &outstanding, &drained](
+                                                      const grpc::Status& s) {
+      // Latency from the scheduled send time: a late send counts against the server's queue.
+      rec.Record(p->scheduled, s, Seconds(Clock::now() - p->scheduled));
+      delete p;
+      outstanding.fetch_sub(1, std::memory_order_relaxed);
+      drained.Add(-1);
+    });
+  }
+  drained.Add(-1);
+  drained.WaitFor(60);
+  return rec.Stats();
+}
+
+}  // namespace recall::bench

@@ -1,0 +1,156 @@
+// recall-bench's load library: percentiles, request pools, and the closed/open loops against
+// in-process fake targets (no network, no timing assertions: counts and codes only).
+#include "client/bench_load.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace recall::bench {
+namespace {
+
+using recall::v1::RecallRequest;
+using recall::v1::RecallResponse;
+
+TEST(Summarize, NearestRankPercentilesAndQps) {
+  std::vector<double> lat;
+  for (int i = 1; i <= 1000; ++i) lat.push_back(i * 1e-3);  // 1..1000 ms, shuffled below
+  std::reverse(lat.begin(), lat.end());
+  LatencyStats s = Summarize(lat, 3, {{"UNAVAILABLE", 3}}, 2.0);
+  EXPECT_EQ(s.ok, 1000);
+  EXPECT_EQ(s.errors, 3);
+  EXPECT_DOUBLE_EQ(s.qps, 500);
+  EXPECT_NEAR(s.p50_ms, 500, 1e-9);
+  EXPECT_NEAR(s.p99_ms, 990, 1e-9);
+  EXPECT_NEAR(s.p999_ms, 999, 1e-9);
+  EXPECT_NEAR(s.max_ms, 1000, 1e-9);
+  EXPECT_NEAR(s.mean_ms, 500.5, 1e-9);
+  EXPECT_NE(StatsJson(s).find("\"UNAVAILABLE\": 3"), std::string::npos) << StatsJson(s);
+  EXPECT_EQ(Summarize({}, 0, {}, 1.0).p99_ms, 0);
+}
+
+TEST(MakeRequests, HistoriesFromThePoolWithinBounds) {
+  const std::vector<int64_t> items = {5, 9, 100, 4000};
+  auto reqs = MakeRequests(200, items, 50, 20, 50, 100, 3);
+  ASSERT_EQ(reqs.size(), 200u);
+  std::set<int> lengths;
+  for (const auto& r : reqs) {
+    EXPECT_EQ(r.k(), 100);
+    EXPECT_GE(r.user().user_id(), 0);
+    EXPECT_LT(r.user().user_id(), 50);
+    EXPECT_GE(r.user().history_item_ids_size(), 20);
+    EXPECT_LE(r.user().history_item_ids_size(), 50);
+    lengths.insert(r.user().history_item_ids_size());
+    for (int64_t id : r.user().history_item_ids()) {
+      EXPECT_TRUE(std::count(items.begin(), items.end(), id)) << id;
+    }
+  }
+  EXPECT_GT(lengths.size(), 10u);
+  EXPECT_EQ(MakeRequests(5, items, 50, 20, 50, 100, 3)[4].DebugString(),
+            MakeRequests(5, items, 50, 20, 50, 100, 3)[4].DebugString());
+}
+
+// Answers every call on a thread of its own; optionally fails requests whose k is 7.
+class ThreadedTarget {
+ public:
+  ThreadedTarget() : worker_([this] { Loop(); }) {}
+  ~ThreadedTarget() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+  }
+  std::unique_ptr<Target> AsTarget() {
+    return MakeFunctionTarget("fake", [this](const RecallRequest* req, RecallResponse* resp,
+                                             std::function<void(const grpc::Status&)> done) {
+      std::lock_guard<std::mutex> l(mu_);
+      queue_.push_back([req, resp, done = std::move(done)] {
+        if (req->k() == 7) {
+          done(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "busy"));
+          return;
+        }
+        resp->set_request_id(req->request_id());
+        done(grpc::Status::OK);
+      });
+      cv_.notify_one();
+    });
+  }
+  void set_paused(bool p) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      paused_ = p;
+    }
+    cv_.notify_all();
+  }
+  int64_t calls() const { return calls_.load(); }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> l(mu_);
+    while (true) {
+      cv_.wait(l, [&] { return stop_ || (!paused_ && !queue_.empty()); });
+      if (queue_.empty() || (paused_ && !stop_)) {
+        if (stop_) return;
+        continue;
+      }
+      auto f = std::move(queue_.front());
+      queue_.pop_front();
+      l.unlock();
+      ++calls_;
+      f();
+      l.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false, paused_ = false;
+  std::atomic<int64_t> calls_{0};
+  std::thread worker_;
+};
+
+TEST(ClosedLoop, CountsAnswersAndErrorsByCode) {
+  ThreadedTarget fake;
+  auto target = fake.AsTarget();
+  auto pool = MakeRequests(10, {1, 2, 3}, 10, 1, 2, 5, 1);
+  pool[3].set_k(7);  // one in ten fails
+  LatencyStats s = RunClosedLoop(*target, pool, 4, 0.05, 0.3);
+  EXPECT_GT(s.ok, 0);
+  EXPECT_GT(s.errors, 0);
+  EXPECT_EQ(s.errors_by_code.at("RESOURCE_EXHAUSTED"), s.errors);
+  EXPECT_NEAR(static_cast<double>(s.errors) / (s.ok + s.errors), 0.1, 0.05);
+  EXPECT_GT(s.p50_ms, 0);
+}
+
+TEST(OpenLoop, SendsAtTheRateAndCountsBacklogWhenTheTargetStalls) {
+  ThreadedTarget fake;
+  auto target = fake.AsTarget();
+  auto pool = MakeRequests(10, {1, 2, 3}, 10, 1, 2, 5, 1);
+  // 400 req/s for 0.5 s measured: 200 scheduled in the window, all answered.
+  LatencyStats s = RunOpenLoop(*target, pool, 400, 0.1, 0.5, 1000);
+  EXPECT_NEAR(static_cast<double>(s.ok + s.errors), 200, 1);
+  EXPECT_EQ(s.errors, 0);
+
+  // A stalled target: at most 10 outstanding, the rest are client_backlog errors, and the run
+  // still ends once the target resumes.
+  fake.set_paused(true);
+  std::thread resume([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    fake.set_paused(false);
+  });
+  s = RunOpenLoop(*target, pool, 400, 0.0, 0.5, 10);
+  resume.join();
+  EXPECT_GE(s.errors_by_code["client_backlog"], 150);
+  EXPECT_LE(s.ok, 10);
+}
+
+}  // namespace
+}  // namespace recall::bench
