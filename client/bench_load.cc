@@ -357,4 +357,50 @@ LatencyStats RunOpenLoop(Target& target, const std::vector<RecallRequest>& pool,
   return rec.Stats();
 }
 
+UpsertLoad::UpsertLoad(const std::string& addr, int dim, int64_t model_version,
+                       double items_per_sec, int batch, int64_t first_id, int64_t span) {
+  thread_ = std::thread([=] {
+    auto stub = recall::v1::RecallService::NewStub(MakeChannels(addr, 1)[0]);
+    std::mt19937_64 rng(17);
+    std::normal_distribution<float> normal;
+    const int b = std::max(1, batch);
+    const double interval = b / std::max(1e-9, items_per_sec);
+    const auto t0 = Clock::now();
+    int64_t next_id = 0;
+    for (int64_t call = 0; !stop_.load(); ++call) {
+      std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(interval * call)));
+      recall::v1::UpsertItemsRequest req;
+      for (int i = 0; i < b; ++i) {
+        auto* v = req.add_items()->mutable_vector();
+        v->set_item_id(first_id + (next_id++ % std::max<int64_t>(1, span)));
+        v->set_model_version(model_version);
+        double norm = 0;
+        std::vector<float> x(dim);
+        for (float& e : x) {
+          e = normal(rng);
+          norm += static_cast<double>(e) * e;
+        }
+        const float inv = static_cast<float>(1.0 / std::sqrt(std::max(norm, 1e-12)));
+        for (float e : x) v->add_values(e * inv);
+      }
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      recall::v1::UpsertItemsResponse resp;
+      if (stub->UpsertItems(&ctx, req, &resp).ok()) {
+        items_ok_ += resp.upserted();
+      } else {
+        ++calls_failed_;
+      }
+    }
+  });
+}
+
+void UpsertLoad::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+UpsertLoad::~UpsertLoad() { Stop(); }
+
 }  // namespace recall::bench

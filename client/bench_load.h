@@ -16,11 +16,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "recall/v1/recall.grpc.pb.h"
@@ -78,6 +80,24 @@ LatencyStats RunStreamClosedLoop(const std::string& addr, int channels,
 LatencyStats RunOpenLoop(Target& target, const std::vector<recall::v1::RecallRequest>& pool,
                          double rate, double warmup_sec, double duration_sec,
                          int max_outstanding);
+
+// Background UpsertItems load: `items_per_sec` raw unit vectors of `dim` for `model_version`,
+// `batch` items per call, ids cycling through [first_id, first_id + span) so that they replace
+// each other (the index grows by at most `span` items, plus hidden entries).
+class UpsertLoad {
+ public:
+  UpsertLoad(const std::string& addr, int dim, int64_t model_version, double items_per_sec,
+             int batch, int64_t first_id, int64_t span);
+  ~UpsertLoad();  // stops
+  void Stop();
+  int64_t items_ok() const { return items_ok_.load(); }
+  int64_t calls_failed() const { return calls_failed_.load(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int64_t> items_ok_{0}, calls_failed_{0};
+  std::thread thread_;
+};
 
 }  // namespace recall::bench
 

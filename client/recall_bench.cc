@@ -37,7 +37,10 @@ DEFINE_string(target, "grpc", "grpc (unary Recall) | stream (RecallStream) | inp
 DEFINE_string(addr, "127.0.0.1:50051", "server address (grpc, stream)");
 DEFINE_string(model_base, "", "the model base the server serves: item ids for the requests and "
               "item vectors for exact recall; the version served in-process");
-DEFINE_string(mode, "sweep", "sweep | closed | open");
+DEFINE_string(mode, "sweep", "sweep | closed | open | recall (only the check against exact)");
+DEFINE_double(upsert_rate, 0, "open mode, grpc target: also upsert this many raw vectors per "
+              "second while the run lasts (ids above the served ones, replacing each other)");
+DEFINE_int32(upsert_batch, 50, "items per UpsertItems call of --upsert_rate");
 DEFINE_string(concurrency, "1,2,4,8,16,32,64", "closed loop: virtual users (a list for sweep)");
 DEFINE_string(load_fractions, "0.25,0.5,0.75", "sweep: open-loop rates as fractions of max QPS");
 DEFINE_double(rate, 1000, "open mode: requests per second");
@@ -243,6 +246,13 @@ int main(int argc, char** argv) {
     } else {
       for (double f : ParseDoubles(FLAGS_load_fractions)) rates.push_back(f * max_qps);
     }
+    std::unique_ptr<recall::bench::UpsertLoad> upserts;
+    if (FLAGS_upsert_rate > 0 && FLAGS_target == "grpc") {
+      upserts = std::make_unique<recall::bench::UpsertLoad>(
+          FLAGS_addr, servable->index->dim(), servable->version(), FLAGS_upsert_rate,
+          FLAGS_upsert_batch, (item_ids.empty() ? 0 : item_ids.back()) + 1, 10000);
+    }
+    const auto upsert_start = std::chrono::steady_clock::now();
     std::vector<std::string> points;
     for (double r : rates) {
       LatencyStats s = recall::bench::RunOpenLoop(*target, pool, r, FLAGS_warmup_s,
@@ -255,8 +265,18 @@ int main(int argc, char** argv) {
                                        recall::bench::StatsJson(s)));
     }
     absl::StrAppend(&json, ", \"open_loop\": [", absl::StrJoin(points, ", "), "]");
+    if (upserts) {
+      upserts->Stop();
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                       upsert_start).count();
+      const double rate = upserts->items_ok() / std::max(sec, 1e-9);
+      std::cerr << absl::StrFormat("  upserts: %.0f items/s applied, %d failed calls\n", rate,
+                                   upserts->calls_failed());
+      absl::StrAppend(&json, absl::StrFormat(", \"upserts_per_sec\": %.1f, \"upsert_failed_calls\": %d",
+                                             rate, upserts->calls_failed()));
+    }
   }
-  if (FLAGS_recall_queries > 0) {
+  if (FLAGS_recall_queries > 0 && FLAGS_upsert_rate <= 0) {
     // Exact answers: a Flat index over the same item vectors.
     auto exact = recall::EmbeddingIndex::Create(servable->index->dim(), "Flat");
     std::vector<float> vectors;

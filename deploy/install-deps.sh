@@ -20,7 +20,7 @@ PACKAGES=(
   # tests
   libgtest-dev libgmock-dev
   # Python peers for benchmarks (Debian's interpreter: /usr/bin/python3)
-  python3 python3-torch python3-numpy
+  python3 python3-torch python3-numpy python3-grpcio python3-protobuf python3-faiss
   # tools used by examples and tests: curl for /metrics
   curl
   # training plots (recall-train --report_dir)

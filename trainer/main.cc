@@ -38,6 +38,10 @@ DEFINE_int32(epochs, 10, "training epochs");
 DEFINE_int32(batch_size, 1024, "examples per step; every other positive in the batch is a negative");
 DEFINE_double(lr, 1e-3, "Adam learning rate");
 DEFINE_double(temperature, 0.1, "InfoNCE temperature tau");
+DEFINE_string(loss, "softmax", "softmax (InfoNCE) | ccl (cosine contrastive loss over the "
+              "uniform --global_negatives, SimpleX; --temperature and --logq do not apply)");
+DEFINE_double(ccl_margin, 0.9, "ccl: negatives below this cosine cost nothing");
+DEFINE_double(ccl_negative_weight, 150, "ccl: weight of the mean negative hinge term");
 DEFINE_bool(logq, false,
             "logQ correction: subtract log of each negative's sampling probability (item "
             "frequency for in-batch and queue negatives, mixed with 1/N for global ones)");
@@ -80,6 +84,10 @@ DEFINE_string(index_factory, "HNSW32", "FAISS factory string of the published it
 DEFINE_int32(log_every_steps, 50, "progress event every N steps");
 DEFINE_int32(eval_every, 0, "evaluate every N epochs (0: only at the end)");
 DEFINE_string(progress, "auto", "auto | bar | json | none (auto: bar on a terminal, else json)");
+DEFINE_bool(skip_eval, false,
+            "publish without the test evaluation (e.g. a 1M-item serving-benchmark model, "
+            "where full ranking would take far longer than training); the manifest then has no "
+            "test figures");
 DEFINE_string(metrics_out, "", "also write the final metrics as JSON to this file");
 DEFINE_int32(benchmark_steps, 0,
              "throughput benchmark: train this many steps after 5 warm-up steps, print "
@@ -270,6 +278,9 @@ int main(int argc, char** argv) {
   cfg.learning_rate = FLAGS_lr;
   cfg.temperature = FLAGS_temperature;
   cfg.logq_correction = FLAGS_logq;
+  cfg.loss = FLAGS_loss;
+  cfg.ccl_margin = FLAGS_ccl_margin;
+  cfg.ccl_negative_weight = FLAGS_ccl_negative_weight;
   cfg.queue_size = FLAGS_queue_size;
   cfg.momentum = FLAGS_momentum;
   cfg.queue_reencode = FLAGS_queue_reencode;
@@ -348,7 +359,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   const double train_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  recall::trainer::RankingMetrics metrics = (*trainer)->EvaluateReport(FLAGS_index_factory);
+  recall::trainer::RankingMetrics metrics;
+  if (!FLAGS_skip_eval) metrics = (*trainer)->EvaluateReport(FLAGS_index_factory);
   if (cfg.validation_users > 0) {
     // The validation figures go into the manifest too: the quality gate compares them.
     for (const auto& [k, v] : (*trainer)->EvaluateValidation().values) metrics.values["val_" + k] = v;

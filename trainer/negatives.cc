@@ -148,6 +148,28 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
   return logits;
 }
 
+torch::Tensor CosineContrastiveLoss(const torch::Tensor& user, const torch::Tensor& pos,
+                                    const torch::Tensor& pos_ids, const NegativeSet& queue,
+                                    const NegativeSet& global, double margin, double weight) {
+  std::vector<torch::Tensor> columns, column_ids;
+  for (const NegativeSet* s : {&queue, &global}) {
+    if (s->embeddings.defined() && s->embeddings.size(0) > 0) {
+      columns.push_back(s->embeddings);
+      column_ids.push_back(s->ids);
+    }
+  }
+  const torch::Tensor positive_term = 1 - (user * pos).sum(1);
+  if (columns.empty()) return positive_term.mean();
+  const torch::Tensor cand = columns.size() == 1 ? columns[0] : torch::cat(columns, 0);
+  const torch::Tensor ids = column_ids.size() == 1 ? column_ids[0] : torch::cat(column_ids, 0);
+  // valid[r, j]: column j is a real negative of row r (not its positive, not an empty slot).
+  const torch::Tensor valid =
+      (ids.unsqueeze(0) != pos_ids.unsqueeze(1)).logical_and(ids.unsqueeze(0) >= 0).to(torch::kFloat32);
+  const torch::Tensor hinge = torch::relu(torch::mm(user, cand.t()) - margin) * valid;
+  const torch::Tensor negative_term = hinge.sum(1) / valid.sum(1).clamp_min(1.0);
+  return (positive_term + weight * negative_term).mean();
+}
+
 torch::Tensor InfoNceLoss(const torch::Tensor& logits) {
   torch::Tensor target = torch::arange(logits.size(0), torch::kInt64);
   return torch::nn::functional::cross_entropy(logits, target);

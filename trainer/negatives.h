@@ -79,6 +79,14 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
 // Mean InfoNCE over rows whose target is column r (the in-batch diagonal).
 torch::Tensor InfoNceLoss(const torch::Tensor& logits);
 
+// SimpleX's cosine contrastive loss, mean over rows r of
+//   (1 - cos(user_r, pos_r)) + weight * mean_j max(0, cos(user_r, neg_j) - margin)
+// with neg_j the queue and global columns (not the in-batch ones); columns holding row r's own
+// positive and empty queue slots are left out of row r's mean. Inputs L2-normalized.
+torch::Tensor CosineContrastiveLoss(const torch::Tensor& user, const torch::Tensor& pos,
+                                    const torch::Tensor& pos_ids, const NegativeSet& queue,
+                                    const NegativeSet& global, double margin, double weight);
+
 // Value used for masked logits: finite so a fully masked row cannot produce NaN, far below any
 // real logit.
 inline constexpr float kMaskedLogit = -1e9f;

@@ -124,6 +124,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   }
   if (c.batch_size < 2) return absl::InvalidArgumentError("--batch_size must be >= 2");
   if (!(c.temperature > 0)) return absl::InvalidArgumentError("--temperature must be > 0");
+  if (c.loss != "softmax" && c.loss != "ccl") {
+    return absl::InvalidArgumentError("--loss must be softmax or ccl");
+  }
+  if (c.loss == "ccl" && c.global_negatives <= 0) {
+    return absl::InvalidArgumentError("--loss=ccl needs --global_negatives > 0");
+  }
   if (c.history_length < 0) return absl::InvalidArgumentError("--history_length must be >= 0");
   if (c.queue_size < 0 || c.global_negatives < 0 || c.validation_users < 0) {
     return absl::InvalidArgumentError(
@@ -337,10 +343,16 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
   if (global.ids.defined()) global.embeddings = v.narrow(0, b + nq, v.size(0) - b - nq);
   v = v.narrow(0, 0, b);
 
-  ContrastiveOptions opt;
-  opt.temperature = config_.temperature;
-  if (config_.logq_correction) opt.log_q = log_q_;
-  torch::Tensor loss = InfoNceLoss(ContrastiveLogits(u, v, ids, queued, global, opt));
+  torch::Tensor loss;
+  if (config_.loss == "ccl") {
+    loss = CosineContrastiveLoss(u, v, ids, queued, global, config_.ccl_margin,
+                                 config_.ccl_negative_weight);
+  } else {
+    ContrastiveOptions opt;
+    opt.temperature = config_.temperature;
+    if (config_.logq_correction) opt.log_q = log_q_;
+    loss = InfoNceLoss(ContrastiveLogits(u, v, ids, queued, global, opt));
+  }
   ContrastiveOptions ssl;
   ssl.temperature = config_.temperature;
   if (config_.item_ssl_weight > 0) {

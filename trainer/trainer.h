@@ -36,6 +36,13 @@ struct TrainConfig {
   // item j (its share of train interactions), from every logit, so the softmax estimates
   // p(item | user) instead of p(item | user) / q(item).
   bool logq_correction = false;
+  // "softmax" (InfoNCE above) or "ccl": the cosine contrastive loss of SimpleX (Mao et al.
+  // 2021), (1 - cos(u, pos)) + ccl_negative_weight * mean_j max(0, cos(u, neg_j) - ccl_margin)
+  // over the uniform global negatives (and the queue, if any), not the popularity-drawn
+  // in-batch ones; needs global_negatives > 0. temperature and logQ do not apply.
+  std::string loss = "softmax";
+  double ccl_margin = 0.9;
+  double ccl_negative_weight = 150;
   // MoCo (He et al. 2020): a momentum copy of the item tower encodes each batch's positives as
   // keys into a FIFO queue of queue_size keys, used as extra negatives. 0 = off.
   int64_t queue_size = 0;

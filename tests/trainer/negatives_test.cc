@@ -118,5 +118,31 @@ TEST(InfoNceLoss, IsCrossEntropyOnTheDiagonal) {
   EXPECT_NEAR(InfoNceLoss(l).item<double>(), expected, 1e-6);
 }
 
+TEST(CosineContrastiveLoss, HingeOverUniformNegativesWithoutTheRowsOwnPositive) {
+  // Unit vectors in 2-D: user = (1, 0); cosines are the x coordinates.
+  auto unit = [](double x) { return std::vector<float>{float(x), float(std::sqrt(1 - x * x))}; };
+  auto rows = [](std::vector<std::vector<float>> v) {
+    torch::Tensor t = torch::empty({static_cast<int64_t>(v.size()), 2});
+    for (size_t i = 0; i < v.size(); ++i) {
+      t[i][0] = v[i][0];
+      t[i][1] = v[i][1];
+    }
+    return t;
+  };
+  torch::Tensor user = rows({{1, 0}});
+  torch::Tensor pos = rows({unit(0.8)});
+  torch::Tensor pos_ids = torch::tensor({5}, torch::kInt64);
+  NegativeSet global;
+  // cos 0.95 (above the margin 0.9 by 0.05), 0.5 (below), and 0.99 holding the positive's id 5:
+  // an accidental hit, left out of the mean.
+  global.embeddings = rows({unit(0.95), unit(0.5), unit(0.99)});
+  global.ids = torch::tensor({1, 2, 5}, torch::kInt64);
+  const double got =
+      CosineContrastiveLoss(user, pos, pos_ids, NegativeSet{}, global, 0.9, 10).item<double>();
+  EXPECT_NEAR(got, (1 - 0.8) + 10 * (0.05 + 0) / 2, 1e-5);
+  // No negatives at all: only the positive term.
+  EXPECT_NEAR(CosineContrastiveLoss(user, pos, pos_ids, {}, {}, 0.9, 10).item<double>(), 0.2, 1e-6);
+}
+
 }  // namespace
 }  // namespace recall::trainer

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Serving benchmark (issue 5): recall-server vs the in-process ceiling (the same engine and
+# batcher, no network) vs a Python gRPC peer (bench/baselines/recall_server.py), on the same
+# version directory and the same requests, in one invocation; medians over ROUNDS.
+#
+# Scenario: ITEMS synthetic items x 64 dims embedded by the project's own item tower, HNSW32 at
+# the smallest efSearch whose recall@K against exact search is >= RECALL_TARGET, k = K, user
+# requests with 20-50 history items. Servers run on SERVER_CPUS, the load generator on
+# BENCH_CPUS (taskset); the pinning is printed and stored with the results.
+#
+# usage: bench/serving.sh [rounds=3]
+# env: ITEMS (1000000), USERS (50000), K (100), RECALL_TARGET (0.95), DURATION (10 s per point),
+#      WARMUP (2), CONCURRENCY (1,2,4,8,16,32,64), SERVER_CPUS (0), BENCH_CPUS (1),
+#      PY_WORKERS (8), UPSERT_RATE (5000), WORK (run/bench_serving), OUT_DIR (bench/results)
+# output: $OUT_DIR/serving.json, serving.md, serving.png (p99 against offered load)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+ITEMS=${ITEMS:-1000000}
+USERS=${USERS:-50000}
+K=${K:-100}
+RECALL_TARGET=${RECALL_TARGET:-0.95}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONCURRENCY=${CONCURRENCY:-1,2,4,8,16,32,64}
+SERVER_CPUS=${SERVER_CPUS:-0}
+BENCH_CPUS=${BENCH_CPUS:-1}
+PY_WORKERS=${PY_WORKERS:-8}
+UPSERT_RATE=${UPSERT_RATE:-5000}
+WORK=${WORK:-run/bench_serving}
+OUT_DIR=${OUT_DIR:-bench/results}
+B=${BUILD_DIR:-build}
+PY=/usr/bin/python3
+
+[ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-server recall-train recall-bench >/dev/null
+mkdir -p "$WORK" "$OUT_DIR"
+MODELS="$WORK/models-$ITEMS"
+echo "serving benchmark: $ITEMS items, k=$K, rounds=$ROUNDS, server cpus $SERVER_CPUS, bench cpus $BENCH_CPUS"
+echo "blas: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
+
+# 1. The version: synthetic users and items, one epoch (the towers only need to be real, not
+#    good), published with an HNSW32 index; no test evaluation (full ranking over 1M items).
+if [ ! -f "$MODELS/1/MANIFEST.json" ]; then
+  echo "== training and publishing the $ITEMS-item version into $MODELS"
+  "$B/trainer/recall-train" --dataset=synthetic --synthetic_items="$ITEMS" \
+    --synthetic_users="$USERS" --synthetic_categories=100 --epochs=1 --batch_size=2048 \
+    --history_length=50 --logq --skip_eval --index_factory=HNSW32 --model_base="$MODELS" \
+    --publish_version=1 --progress=none
+fi
+INDEX_BYTES=$(stat -c %s "$MODELS/1/items.faiss")
+
+# 2. The smallest efSearch reaching the recall target (in-process, against exact search).
+EF=""
+for ef in 16 24 32 48 64 96 128 192 256 384 512 768 1024; do
+  r=$(taskset -c "$SERVER_CPUS" "$B/client/recall-bench" --target=inprocess --mode=recall \
+        --model_base="$MODELS" --ef_search="$ef" --k="$K" --recall_queries=1000 2>/dev/null |
+      sed -n 's/.*"recall_at_k": \([0-9.]*\).*/\1/p')
+  echo "efSearch $ef: recall@$K $r"
+  if awk -v r="$r" -v t="$RECALL_TARGET" 'BEGIN {exit !(r >= t)}'; then EF=$ef; break; fi
+done
+[ -n "$EF" ] || { echo "no efSearch up to 1024 reaches recall $RECALL_TARGET"; exit 1; }
+echo "== efSearch $EF"
+
+mkdir -p "$B/bench/py"
+protoc --python_out="$B/bench/py" -I proto proto/recall/v1/*.proto
+
+BENCH=(taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --model_base="$MODELS" --k="$K"
+       --duration_s="$DURATION" --warmup_s="$WARMUP" --concurrency="$CONCURRENCY")
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+# start_server LOG CMD...: runs CMD pinned to SERVER_CPUS, waits for its port file.
+start_server() {
+  local log=$1; shift
+  rm -f "$WORK/ports"
+  taskset -c "$SERVER_CPUS" "$@" >"$log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 600); do
+    [ -s "$WORK/ports" ] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "server died; see $log"; exit 1; }
+    sleep 0.5
+  done
+  PORT=$(cut -d' ' -f1 "$WORK/ports")
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+max_qps() { sed -n 's/.*"max_qps": \([0-9.]*\).*/\1/p' "$1"; }
+
+for r in $(seq 1 "$ROUNDS"); do
+  R="$WORK/round$r"
+  mkdir -p "$R"
+  echo "== round $r"
+  # recall-server, batching on (the default): sweep, stream, upserts under 50% load.
+  rm -f "$WORK/wal"
+  start_server "$R/server.log" "$B/server/recall-server" --model_base="$MODELS" --port=0 \
+    --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 --ef_search="$EF" \
+    --wal_path="$WORK/wal" --max_k=1000
+  echo "server rss after load: $(rss_kib "$SERVER_PID") KiB" | tee "$R/server_rss.txt"
+  "${BENCH[@]}" --target=grpc --addr="127.0.0.1:$PORT" --json_out="$R/server.json" >/dev/null
+  rss_kib "$SERVER_PID" >"$R/server_rss_kib"
+  "${BENCH[@]}" --target=stream --mode=closed --addr="127.0.0.1:$PORT" --recall_queries=0 \
+    --json_out="$R/stream.json" >/dev/null
+  half=$(awk -v q="$(max_qps "$R/server.json")" 'BEGIN {printf "%.0f", q / 2}')
+  "${BENCH[@]}" --target=grpc --mode=open --rate="$half" --upsert_rate="$UPSERT_RATE" \
+    --addr="127.0.0.1:$PORT" --json_out="$R/upserts.json" >/dev/null
+  stop_server
+  # recall-server with batching off, closed loop at concurrency 32.
+  rm -f "$WORK/wal"
+  start_server "$R/server_nobatch.log" "$B/server/recall-server" --model_base="$MODELS" \
+    --port=0 --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 \
+    --ef_search="$EF" --wal_path="$WORK/wal" --max_k=1000 --batching=false
+  "${BENCH[@]}" --target=grpc --mode=closed --concurrency=32 --recall_queries=0 \
+    --addr="127.0.0.1:$PORT" --json_out="$R/nobatch.json" >/dev/null
+  stop_server
+  # The in-process ceiling, on the server's cores.
+  taskset -c "$SERVER_CPUS" "$B/client/recall-bench" --target=inprocess --model_base="$MODELS" \
+    --k="$K" --duration_s="$DURATION" --warmup_s="$WARMUP" --concurrency="$CONCURRENCY" \
+    --ef_search="$EF" --json_out="$R/inprocess.json" >/dev/null
+  # The Python peer.
+  start_server "$R/python.log" "$PY" bench/baselines/recall_server.py \
+    --version_dir="$MODELS/1" --pb_dir="$B/bench/py" --port=0 --port_file="$WORK/ports" \
+    --workers="$PY_WORKERS" --ef_search="$EF"
+  "${BENCH[@]}" --target=grpc --addr="127.0.0.1:$PORT" --json_out="$R/python.json" >/dev/null
+  rss_kib "$SERVER_PID" >"$R/python_rss_kib"
+  stop_server
+done
+
+"$PY" bench/serving_report.py --work="$WORK" --rounds="$ROUNDS" --out_dir="$OUT_DIR" \
+  --ef_search="$EF" --index_bytes="$INDEX_BYTES" --items="$ITEMS" --k="$K" \
+  --server_cpus="$SERVER_CPUS" --bench_cpus="$BENCH_CPUS"
