@@ -56,6 +56,10 @@ DEFINE_double(weight_decay, 0, "Adam L2 penalty on every parameter");
 DEFINE_double(user_id_dropout, 0,
               "training: probability of replacing a user's id by the OOV row (regularizes the id "
               "table; the tower learns to serve from history alone)");
+DEFINE_int64(user_id_buckets, 0, "hash user ids into this many embedding rows (0: a "
+             "collision-free vocabulary of the dataset's users)");
+DEFINE_int64(item_id_buckets, 0, "hash item ids into this many embedding rows (0: a vocabulary); "
+             "keeps the towers small for a large catalog");
 DEFINE_double(history_dropout, 0,
               "training: probability of dropping each history item from the main loss's user "
               "batch (at least one is kept), so the tower cannot memorize a user's full history");
@@ -292,6 +296,8 @@ int main(int argc, char** argv) {
   cfg.tower.share_item_embeddings = FLAGS_share_item_embeddings;
   cfg.user_id_dropout = FLAGS_user_id_dropout;
   cfg.history_dropout = FLAGS_history_dropout;
+  cfg.user_id_buckets = FLAGS_user_id_buckets;
+  cfg.item_id_buckets = FLAGS_item_id_buckets;
   cfg.item_ssl_weight = FLAGS_item_ssl_weight;
   cfg.user_ssl_weight = FLAGS_user_ssl_weight;
   cfg.ssl_mask_prob = FLAGS_ssl_mask_prob;

@@ -86,14 +86,27 @@ void SetNumericStats(const std::vector<float>& col, recall::v1::NumericFeatureSp
   n->set_std(std > 1e-6 * std::max(1.0, std::abs(mean)) ? static_cast<float>(std) : 1.0f);
 }
 
-recall::v1::FeatureSpec SpecForDataset(const Dataset& d, int history_length) {
+// Ids go through a vocabulary of the dataset's external ids (collision-free) unless a bucket
+// count is given: then they are hashed into that many rows (the hashing trick: a table far
+// smaller than the id space, e.g. for a 1M-item catalog served from a small process).
+std::vector<int64_t> ExternalUserIds(const Dataset& d) {
+  return d.user_ids.empty() ? Range(d.num_users) : d.user_ids;
+}
+std::vector<int64_t> ExternalItemIds(const Dataset& d) {
+  return d.item_ids.empty() ? Range(d.num_items) : d.item_ids;
+}
+
+recall::v1::FeatureSpec SpecForDataset(const Dataset& d, int history_length,
+                                       int64_t user_buckets, int64_t item_buckets) {
   recall::v1::FeatureSpec spec;
   spec.mutable_user_id()->set_name("user_id");
-  spec.mutable_user_id()->set_num_buckets(std::max<int64_t>(1, d.num_users));
-  spec.mutable_user_id()->set_vocab_file(kUserVocabFile);
+  spec.mutable_user_id()->set_num_buckets(
+      user_buckets > 0 ? user_buckets : std::max<int64_t>(1, d.num_users));
+  if (user_buckets <= 0) spec.mutable_user_id()->set_vocab_file(kUserVocabFile);
   spec.mutable_item_id()->set_name("item_id");
-  spec.mutable_item_id()->set_num_buckets(std::max<int64_t>(1, d.num_items));
-  spec.mutable_item_id()->set_vocab_file(kItemVocabFile);
+  spec.mutable_item_id()->set_num_buckets(
+      item_buckets > 0 ? item_buckets : std::max<int64_t>(1, d.num_items));
+  if (item_buckets <= 0) spec.mutable_item_id()->set_vocab_file(kItemVocabFile);
   spec.set_history_length(history_length);
   for (size_t f = 0; f < d.user_cat_names.size(); ++f) {
     auto* c = spec.add_user_categorical();
@@ -149,8 +162,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     t->fit_ = t->fit_split_.get();
   }
   const Dataset& fit = *t->fit_;
-  auto enc = FeatureEncoder::Create(SpecForDataset(d, c.history_length),
-                                    Vocabulary(Range(d.num_users)), Vocabulary(Range(d.num_items)));
+  auto enc = FeatureEncoder::Create(
+      SpecForDataset(d, c.history_length, c.user_id_buckets, c.item_id_buckets),
+      c.user_id_buckets > 0 ? Vocabulary() : Vocabulary(ExternalUserIds(d)),
+      c.item_id_buckets > 0 ? Vocabulary() : Vocabulary(ExternalItemIds(d)));
   if (!enc.ok()) return enc.status();
   t->encoder_ = *enc;
   const FeatureEncoder& e = *t->encoder_;
@@ -158,7 +173,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   t->user_row_.resize(d.num_users);
   t->user_cat_rows_.assign(d.num_users, std::vector<int64_t>(d.user_cat_names.size()));
   for (int64_t u = 0; u < d.num_users; ++u) {
-    t->user_row_[u] = e.UserRow(u);
+    t->user_row_[u] = e.UserRow(d.ExternalUserId(u));
     for (size_t f = 0; f < d.user_cat_names.size(); ++f) {
       t->user_cat_rows_[u][f] = e.UserCategoricalRow(static_cast<int>(f), d.user_cat_values[f][u]);
     }
@@ -166,7 +181,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   t->item_row_.resize(d.num_items);
   t->item_cat_rows_.assign(d.num_items, std::vector<int64_t>(d.item_cat_names.size()));
   for (int64_t i = 0; i < d.num_items; ++i) {
-    t->item_row_[i] = e.ItemRow(i);
+    t->item_row_[i] = e.ItemRow(d.ExternalItemId(i));
     for (size_t f = 0; f < d.item_cat_names.size(); ++f) {
       t->item_cat_rows_[i][f] = e.ItemCategoricalRow(static_cast<int>(f), d.item_cat_values[f][i]);
     }
@@ -789,16 +804,19 @@ absl::StatusOr<std::string> Trainer::Export(const std::string& model_base,
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("saving towers: ", e.what()));
   }
-  if (auto s = Vocabulary(Range(dataset_.num_users)).Save((dir / kUserVocabFile).string()); !s.ok()) {
-    return s;
+  // What the server sees are external ids: the vocabularies and the index hold those.
+  if (!spec().user_id().vocab_file().empty()) {
+    auto s = Vocabulary(ExternalUserIds(dataset_)).Save((dir / kUserVocabFile).string());
+    if (!s.ok()) return s;
   }
-  if (auto s = Vocabulary(Range(dataset_.num_items)).Save((dir / kItemVocabFile).string()); !s.ok()) {
-    return s;
+  if (!spec().item_id().vocab_file().empty()) {
+    auto s = Vocabulary(ExternalItemIds(dataset_)).Save((dir / kItemVocabFile).string());
+    if (!s.ok()) return s;
   }
   torch::Tensor items = EmbedAllItems();
   auto index = EmbeddingIndex::Create(static_cast<int>(items.size(1)), index_factory);
   if (!index.ok()) return index.status();
-  const auto ids = Range(dataset_.num_items);
+  const auto ids = ExternalItemIds(dataset_);
   if (auto s = (*index)->Build(ids, items.data_ptr<float>()); !s.ok()) return s;
   if (auto s = (*index)->Save((dir / kIndexFile).string()); !s.ok()) return s;
 

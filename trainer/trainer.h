@@ -60,6 +60,8 @@ struct TrainConfig {
   // InfoNCE; user side, two views of each user whose id and history items are masked the same
   // way. (Reordering a history is no view for a mean-pooling tower: it is order-invariant.)
   double user_id_dropout = 0;   // training: replace a user's id by the OOV row with this probability
+  int64_t user_id_buckets = 0;  // > 0: hash user ids into this many rows instead of a vocabulary
+  int64_t item_id_buckets = 0;  // > 0: the same for item ids (the item table and the history's)
   double history_dropout = 0;   // training: drop each history item of the main loss with this probability
   double item_ssl_weight = 0;
   double user_ssl_weight = 0;

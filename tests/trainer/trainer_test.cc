@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "index/embedding_index.h"
+#include "model/model_version.h"
 #include "trainer/synthetic.h"
 
 #include <unistd.h>
@@ -153,6 +155,72 @@ TEST(Trainer, NumericItemFeaturesEmbedColdItems) {
   // Chance is 1/6: cold items are placed by their features alone.
   EXPECT_GT(with, 0.6) << "with numeric features " << with << ", without " << without;
   EXPECT_LT(without, 0.35) << "without features " << without;
+}
+
+// Publishes a small model and loads it back as the server does.
+std::unique_ptr<ModelVersion> PublishAndLoad(const Dataset& d, const TrainConfig& c,
+                                             const std::string& name, std::vector<int64_t>* index_ids) {
+  auto t = Trainer::Create(d, c);
+  EXPECT_TRUE(t.ok()) << t.status();
+  EXPECT_TRUE((*t)->Train().ok());
+  const std::string base = (std::filesystem::temp_directory_path() /
+                            (name + "_" + std::to_string(::getpid()))).string();
+  std::filesystem::remove_all(base);
+  auto dir = (*t)->Export(base, "Flat", (*t)->Evaluate(), {});
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  auto index = EmbeddingIndex::Load(*dir + "/items.faiss", "Flat");
+  EXPECT_TRUE(index.ok()) << index.status();
+  *index_ids = (*index)->Ids();
+  auto model = ModelVersion::Load(*dir);
+  EXPECT_TRUE(model.ok()) << model.status();
+  std::filesystem::remove_all(base);
+  return model.ok() ? std::move(*model) : nullptr;
+}
+
+TEST(Trainer, PublishedVersionServesExternalIds) {
+  Dataset d = SmallSynthetic();
+  for (int64_t u = 0; u < d.num_users; ++u) d.user_ids.push_back(1000 + 3 * u);
+  for (int64_t i = 0; i < d.num_items; ++i) d.item_ids.push_back(-500 + 7 * i);
+  ASSERT_TRUE(d.Validate().ok());
+  TrainConfig c = SmallConfig();
+  c.epochs = 1;
+  std::vector<int64_t> ids;
+  auto model = PublishAndLoad(d, c, "recall_external_ids", &ids);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(ids, d.item_ids);  // the index answers with external ids
+  const FeatureEncoder& e = model->encoder();
+  EXPECT_EQ(e.ItemRow(d.item_ids[5]), 6);  // external id -> its row
+  EXPECT_EQ(e.ItemRow(5), 0);              // a dense id is not an id of this catalog
+  EXPECT_EQ(e.UserRow(d.user_ids[3]), 4);
+}
+
+TEST(Trainer, HashedIdsPublishNoVocabularyAndStillServe) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.epochs = 1;
+  c.item_id_buckets = 64;
+  c.user_id_buckets = 32;
+  std::vector<int64_t> ids;
+  auto model = PublishAndLoad(d, c, "recall_hashed_ids", &ids);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(static_cast<int64_t>(ids.size()), d.num_items);
+  const auto& spec = model->encoder().spec();
+  EXPECT_EQ(spec.item_id().num_buckets(), 64);
+  EXPECT_TRUE(spec.item_id().vocab_file().empty());
+  EXPECT_TRUE(spec.user_id().vocab_file().empty());
+  // Every id, even one never seen, hashes into a real row 1..64.
+  for (int64_t id : {int64_t{0}, int64_t{299}, int64_t{123456789}}) {
+    const int64_t row = model->encoder().ItemRow(id);
+    EXPECT_GE(row, 1);
+    EXPECT_LE(row, 64);
+  }
+  recall::v1::UserFeatures u;
+  u.set_user_id(7);
+  u.add_history_item_ids(3);
+  const recall::v1::UserFeatures* up = &u;
+  auto emb = model->EmbedUsers(model->encoder().EncodeUsers({&up, 1}));
+  ASSERT_TRUE(emb.ok()) << emb.status();
+  EXPECT_NEAR(emb->norm().item<float>(), 1.0f, 1e-4);
 }
 
 TEST(Trainer, MomentumEncoderLagsTheOnlineTower) {
