@@ -4,12 +4,14 @@
 # index) to bench/results/ablation.{md,json}.
 #
 # usage: bench/ablation.sh [variant ...]   (default: all; names in VARIANTS below)
-# env: DATA (../shared/data/gowalla), EPOCHS (max epochs per variant, default 12: each stops
-#      early on validation), BASE (extra flags appended to every run), OUT_DIR (bench/results)
+#        bench/ablation.sh --table        (rebuild the table from bench/results/ablation/)
+# env: DATA (../shared/data/gowalla), EPOCHS (max epochs per variant, default 40: each stops
+#      early on validation; the first rows ran with 12, which only logq_queue reached),
+#      BASE (extra flags appended to every run), OUT_DIR (bench/results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/gowalla}
-EPOCHS=${EPOCHS:-12}
+EPOCHS=${EPOCHS:-40}
 OUT_DIR=${OUT_DIR:-bench/results}
 BIN=${BUILD_DIR:-build}/trainer/recall-train
 if [ ! -f "$DATA/train.txt" ]; then
@@ -30,9 +32,16 @@ declare -A VARIANTS=(
   [logq_no_l2]="--temperature=0.1 --logq --nol2_normalize"
   [logq_item_ssl]="--temperature=0.1 --logq --item_ssl_weight=0.1"
   [logq_user_ssl]="--temperature=0.1 --logq --user_ssl_weight=0.1"
+  [logq_hd0.5]="--temperature=0.1 --logq --history_dropout=0.5"
+  [logq_hd0.75]="--temperature=0.1 --logq --history_dropout=0.75"
+  [logq_hd0.5_user_ssl]="--temperature=0.1 --logq --history_dropout=0.5 --user_ssl_weight=0.3"
+  [logq_hd0.5_item_ssl]="--temperature=0.1 --logq --history_dropout=0.5 --item_ssl_weight=0.1"
 )
-ORDER=(inbatch logq logq_queue logq_mixed logq_tau0.05 logq_tau0.2 logq_no_l2 logq_item_ssl logq_user_ssl)
+ALL=(inbatch logq logq_queue logq_mixed logq_tau0.05 logq_tau0.2 logq_no_l2 logq_item_ssl logq_user_ssl
+     logq_hd0.5 logq_hd0.75 logq_hd0.5_user_ssl logq_hd0.5_item_ssl)
+ORDER=("${ALL[@]}")
 [ $# -gt 0 ] && ORDER=("$@")
+[ "${1:-}" = "--table" ] && ORDER=()  # only rebuild the table from the results so far
 mkdir -p "$OUT_DIR/ablation"
 for v in "${ORDER[@]}"; do
   [ -n "${VARIANTS[$v]+x}" ] || { echo "unknown variant $v"; exit 64; }
@@ -44,7 +53,6 @@ for v in "${ORDER[@]}"; do
   echo "{\"variant\": \"$v\", \"flags\": \"${VARIANTS[$v]}\", \"wall_sec\": $(( $(date +%s) - start ))}" > "$out.meta"
 done
 # The table lists every variant measured so far (runs of single variants accumulate).
-ALL=(inbatch logq logq_queue logq_mixed logq_tau0.05 logq_tau0.2 logq_no_l2 logq_item_ssl logq_user_ssl)
 /usr/bin/python3 - "$OUT_DIR" "${ALL[@]}" <<'PYEOF'
 import json, os, sys
 out_dir, order = sys.argv[1], sys.argv[2:]

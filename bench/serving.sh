@@ -11,7 +11,8 @@
 # usage: bench/serving.sh [rounds=3]
 # env: ITEMS (1000000), USERS (50000), K (100), RECALL_TARGET (0.95), DURATION (10 s per point),
 #      WARMUP (2), CONCURRENCY (1,2,4,8,16,32,64), SERVER_CPUS (0), BENCH_CPUS (1),
-#      PY_WORKERS (8), UPSERT_RATE (5000), WORK (run/bench_serving), OUT_DIR (bench/results)
+#      PY_WORKERS (8), UPSERT_RATE (5000), ITEM_BUCKETS (131072), WORK (run/bench_serving),
+#      OUT_DIR (bench/results)
 # output: $OUT_DIR/serving.json, serving.md, serving.png (p99 against offered load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ SERVER_CPUS=${SERVER_CPUS:-0}
 BENCH_CPUS=${BENCH_CPUS:-1}
 PY_WORKERS=${PY_WORKERS:-8}
 UPSERT_RATE=${UPSERT_RATE:-5000}
+ITEM_BUCKETS=${ITEM_BUCKETS:-131072}
 WORK=${WORK:-run/bench_serving}
 OUT_DIR=${OUT_DIR:-bench/results}
 B=${BUILD_DIR:-build}
@@ -40,11 +42,14 @@ echo "blas: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
 
 # 1. The version: synthetic users and items, one epoch (the towers only need to be real, not
 #    good), published with an HNSW32 index; no test evaluation (full ranking over 1M items).
+#    Item ids are hashed into ITEM_BUCKETS rows, as a production tower for a large catalog
+#    would, so the towers do not hold two 1M-row tables next to the index.
 if [ ! -f "$MODELS/1/MANIFEST.json" ]; then
   echo "== training and publishing the $ITEMS-item version into $MODELS"
   "$B/trainer/recall-train" --dataset=synthetic --synthetic_items="$ITEMS" \
     --synthetic_users="$USERS" --synthetic_categories=100 --epochs=1 --batch_size=2048 \
     --history_length=50 --logq --skip_eval --index_factory=HNSW32 --model_base="$MODELS" \
+    --item_id_buckets="$ITEM_BUCKETS" \
     --publish_version=1 --progress=none
 fi
 INDEX_BYTES=$(stat -c %s "$MODELS/1/items.faiss")
