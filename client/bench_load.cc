@@ -22,6 +22,9 @@ using recall::v1::RecallRequest;
 using recall::v1::RecallResponse;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+Clock::duration After(double sec) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(sec));
+}
 
 // Collects the outcomes of calls that fall into the measured window.
 class Recorder {
@@ -278,10 +281,7 @@ std::unique_ptr<Target> MakeFunctionTarget(
 LatencyStats RunClosedLoop(Target& target, const std::vector<RecallRequest>& pool,
                            int concurrency, double warmup_sec, double duration_sec) {
   const auto t0 = Clock::now();
-  const auto start = t0 + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(warmup_sec));
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(duration_sec));
+  const auto start = t0 + After(warmup_sec), end = start + After(duration_sec);
   Recorder rec(start, end);
   const int c = std::max(1, concurrency);
   Latch finished(c);
@@ -301,10 +301,7 @@ LatencyStats RunStreamClosedLoop(const std::string& addr, int channels,
   std::vector<std::unique_ptr<recall::v1::RecallService::Stub>> stubs;
   for (auto& ch : MakeChannels(addr, channels)) stubs.push_back(recall::v1::RecallService::NewStub(ch));
   const auto t0 = Clock::now();
-  const auto start = t0 + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(warmup_sec));
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(duration_sec));
+  const auto start = t0 + After(warmup_sec), end = start + After(duration_sec);
   Recorder rec(start, end);
   const int c = std::max(1, concurrency);
   Latch finished(c);
@@ -323,17 +320,13 @@ LatencyStats RunOpenLoop(Target& target, const std::vector<RecallRequest>& pool,
     Clock::time_point scheduled;
   };
   const auto t0 = Clock::now();
-  const auto start = t0 + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(warmup_sec));
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(duration_sec));
+  const auto start = t0 + After(warmup_sec), end = start + After(duration_sec);
   Recorder rec(start, end);
   std::atomic<int> outstanding{0};
   Latch drained(1);  // 1 = the dispatcher itself
   const double interval = 1.0 / std::max(1e-9, rate);
   for (int64_t i = 0;; ++i) {
-    const auto scheduled = t0 + std::chrono::duration_cast<Clock::duration>(
-                                    std::chrono::duration<double>(interval * i));
+    const auto scheduled = t0 + After(interval * i);
     if (scheduled >= end) break;
     std::this_thread::sleep_until(scheduled);
     if (outstanding.load(std::memory_order_relaxed) >= max_outstanding) {
@@ -368,8 +361,7 @@ UpsertLoad::UpsertLoad(const std::string& addr, int dim, int64_t model_version,
     const auto t0 = Clock::now();
     int64_t next_id = 0;
     for (int64_t call = 0; !stop_.load(); ++call) {
-      std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(interval * call)));
+      std::this_thread::sleep_until(t0 + After(interval * call));
       recall::v1::UpsertItemsRequest req;
       for (int i = 0; i < b; ++i) {
         auto* v = req.add_items()->mutable_vector();

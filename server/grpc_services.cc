@@ -9,25 +9,34 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Runs `body` (returning absl::Status) with exception safety, finishes the reactor and records
-// the request's metrics.
+// body(), with any exception turned into INTERNAL.
+template <typename Body>
+absl::Status Guarded(Body&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
+  }
+}
+
+// Records the call's metrics (it entered in flight at `start`) and finishes it with `s`.
+void FinishCall(grpc::ServerUnaryReactor* reactor, Metrics* metrics, const char* method,
+                Clock::time_point start, const absl::Status& s) {
+  grpc::Status gs = ToGrpcStatus(s);
+  metrics->in_flight().Decrement();
+  metrics->ObserveRequest(method, GrpcCodeName(gs.error_code()),
+                          std::chrono::duration<double>(Clock::now() - start).count());
+  reactor->Finish(gs);
+}
+
+// Runs `body` (returning absl::Status) on this thread and finishes the call.
 template <typename Body>
 grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, Metrics* metrics,
                                  const char* method, Body&& body) {
   const auto start = Clock::now();
   metrics->in_flight().Increment();
-  absl::Status s;
-  try {
-    s = body();
-  } catch (const std::exception& e) {
-    s = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
-  }
-  grpc::Status gs = ToGrpcStatus(s);
-  metrics->in_flight().Decrement();
-  metrics->ObserveRequest(method, GrpcCodeName(gs.error_code()),
-                          std::chrono::duration<double>(Clock::now() - start).count());
   auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(gs);
+  FinishCall(reactor, metrics, method, start, Guarded(body));
   return reactor;
 }
 
@@ -80,13 +89,8 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   batcher_->Submit(req, resp,
                    [this, reactor, start](const absl::Status& s, const RecallTimings& t, int) {
-                     grpc::Status gs = ToGrpcStatus(s);
                      metrics_->ObserveQueueWait(t.queue_sec);
-                     metrics_->in_flight().Decrement();
-                     metrics_->ObserveRequest(
-                         "Recall", GrpcCodeName(gs.error_code()),
-                         std::chrono::duration<double>(Clock::now() - start).count());
-                     reactor->Finish(gs);
+                     FinishCall(reactor, metrics_, "Recall", start, s);
                    });
   return reactor;
 }
@@ -153,13 +157,8 @@ class RecallStreamReactor
       });
       return;
     }
-    absl::Status s;
     RecallTimings t;
-    try {
-      s = engine_->Recall(req_, &resp_, &t);
-    } catch (const std::exception& e) {
-      s = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
-    }
+    const absl::Status s = Guarded([&] { return engine_->Recall(req_, &resp_, &t); });
     if (s.ok()) {
       metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
       metrics_->ObserveBatch(1);
@@ -239,17 +238,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::OnAdminThread(grpc::CallbackServe
   metrics_->in_flight().Increment();
   absl::MutexLock lock(&mu_);
   queue_.push_back([this, reactor, method, start, body = std::move(body)] {
-    absl::Status s;
-    try {
-      s = body();
-    } catch (const std::exception& e) {
-      s = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
-    }
-    grpc::Status gs = ToGrpcStatus(s);
-    metrics_->in_flight().Decrement();
-    metrics_->ObserveRequest(method, GrpcCodeName(gs.error_code()),
-                             std::chrono::duration<double>(Clock::now() - start).count());
-    reactor->Finish(gs);
+    FinishCall(reactor, metrics_, method, start, Guarded(body));
   });
   return reactor;
 }

@@ -144,17 +144,23 @@ absl::Status OnlineWrites::Install(Servable& candidate, const std::function<void
   return absl::OkStatus();
 }
 
+absl::StatusOr<uint64_t> OnlineWrites::LogIfServing(const std::shared_ptr<Servable>& servable,
+                                                    const VersionManager& versions,
+                                                    const recall::v1::WriteAheadRecord& rec) {
+  if (versions.Current() != servable) {
+    return absl::AbortedError("the serving model version changed during the write; retry");
+  }
+  return wal_->Append(rec.SerializeAsString());
+}
+
 absl::Status OnlineWrites::Upsert(const std::shared_ptr<Servable>& servable,
                                   const recall::v1::UpsertItemsRequest& req,
                                   const std::vector<float>& feature_vectors,
                                   const VersionManager& versions) {
   absl::ReaderMutexLock barrier(&barrier_);
-  if (versions.Current() != servable) {
-    return absl::AbortedError("the serving model version changed during the write; retry");
-  }
   recall::v1::WriteAheadRecord rec;
   *rec.mutable_upsert() = req;
-  auto wal_seq = wal_->Append(rec.SerializeAsString());
+  auto wal_seq = LogIfServing(servable, versions, rec);
   if (!wal_seq.ok()) return wal_seq.status();
 
   const int dim = servable->model->dim();
@@ -191,12 +197,9 @@ absl::StatusOr<int64_t> OnlineWrites::Delete(const std::shared_ptr<Servable>& se
                                              const recall::v1::DeleteItemsRequest& req,
                                              const VersionManager& versions) {
   absl::ReaderMutexLock barrier(&barrier_);
-  if (versions.Current() != servable) {
-    return absl::AbortedError("the serving model version changed during the write; retry");
-  }
   recall::v1::WriteAheadRecord rec;
   *rec.mutable_delete_() = req;
-  auto wal_seq = wal_->Append(rec.SerializeAsString());
+  auto wal_seq = LogIfServing(servable, versions, rec);
   if (!wal_seq.ok()) return wal_seq.status();
   absl::StatusOr<int64_t> removed;
   {

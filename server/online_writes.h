@@ -81,6 +81,12 @@ class OnlineWrites {
     recall::v1::ItemUpsert upsert;  // when !deleted
   };
   explicit OnlineWrites(Options options) : options_(std::move(options)) {}
+  // Appends `rec` to the log if `servable` is still the serving version (Aborted otherwise:
+  // the caller validated and embedded against it). Returns the record's log position.
+  absl::StatusOr<uint64_t> LogIfServing(const std::shared_ptr<Servable>& servable,
+                                        const VersionManager& versions,
+                                        const recall::v1::WriteAheadRecord& rec)
+      ABSL_SHARED_LOCKS_REQUIRED(barrier_);
   // Records a logged write (logical sequence number `seq`) in the folded state.
   void Fold(uint64_t seq, const recall::v1::WriteAheadRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);

@@ -20,21 +20,14 @@ using testing::Deadline;
 class OperationsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(testing::FreshTempDir("recall_ops"));
-    dataset_ = new trainer::Dataset(trainer::GenerateSynthetic(testing::SmallSyntheticConfig()));
-    auto t = trainer::Trainer::Create(*dataset_, testing::SmallTrainConfig());
-    ASSERT_TRUE(t.ok()) << t.status();
-    trainer_ = t->release();
-    ASSERT_TRUE(trainer_->Train().ok());
-    metrics_ = new trainer::RankingMetrics(trainer_->Evaluate());
+    model_ = new testing::SmallTrainedModel("recall_ops");
+    ASSERT_NE(model_->trainer, nullptr);
+    dir_ = &model_->dir;
+    dataset_ = &model_->dataset;
+    trainer_ = model_->trainer.get();
+    metrics_ = &model_->metrics;
   }
-  static void TearDownTestSuite() {
-    delete metrics_;
-    delete trainer_;
-    delete dataset_;
-    fs::remove_all(*dir_);
-    delete dir_;
-  }
+  static void TearDownTestSuite() { delete model_; }
 
   // A model base holding versions 1..n of the trained model.
   std::string ModelBase(const std::string& name, int versions) {
@@ -101,12 +94,14 @@ class OperationsTest : public ::testing::Test {
     return resp.job_id();
   }
 
+  static testing::SmallTrainedModel* model_;
   static std::string* dir_;
   static trainer::Dataset* dataset_;
   static trainer::Trainer* trainer_;
   static trainer::RankingMetrics* metrics_;
 };
 
+testing::SmallTrainedModel* OperationsTest::model_ = nullptr;
 std::string* OperationsTest::dir_ = nullptr;
 trainer::Dataset* OperationsTest::dataset_ = nullptr;
 trainer::Trainer* OperationsTest::trainer_ = nullptr;

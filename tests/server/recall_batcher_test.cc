@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -19,19 +18,17 @@
 namespace recall::server {
 namespace {
 
-namespace fs = std::filesystem;
 using recall::v1::RecallRequest;
 using recall::v1::RecallResponse;
 
 class RecallBatcherTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(testing::FreshTempDir("recall_batcher_test"));
-    dataset_ = new trainer::Dataset(trainer::GenerateSynthetic(testing::SmallSyntheticConfig()));
-    auto t = trainer::Trainer::Create(*dataset_, testing::SmallTrainConfig());
-    ASSERT_TRUE(t.ok()) << t.status();
-    ASSERT_TRUE((*t)->Train().ok());
-    ASSERT_TRUE((*t)->Export(*dir_ + "/models", "Flat", (*t)->Evaluate(), {}).ok());
+    model_ = new testing::SmallTrainedModel("recall_batcher_test");
+    ASSERT_NE(model_->trainer, nullptr);
+    dir_ = &model_->dir;
+    dataset_ = &model_->dataset;
+    ASSERT_TRUE(model_->trainer->Export(*dir_ + "/models", "Flat", model_->metrics, {}).ok());
     versions_ = new VersionManager({*dir_ + "/models", 0, 0});
     ASSERT_TRUE(versions_->LoadNewest().ok());
     EngineLimits limits;
@@ -41,9 +38,7 @@ class RecallBatcherTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete engine_;
     delete versions_;
-    delete dataset_;
-    fs::remove_all(*dir_);
-    delete dir_;
+    delete model_;
   }
 
   // Request i: a user with part of their history, k and exclusions varying with i.
@@ -79,11 +74,13 @@ class RecallBatcherTest : public ::testing::Test {
     EXPECT_EQ(a.model_version(), b.model_version());
   }
 
+  static testing::SmallTrainedModel* model_;
   static std::string* dir_;
   static trainer::Dataset* dataset_;
   static VersionManager* versions_;
   static RecallEngine* engine_;
 };
+testing::SmallTrainedModel* RecallBatcherTest::model_ = nullptr;
 std::string* RecallBatcherTest::dir_ = nullptr;
 trainer::Dataset* RecallBatcherTest::dataset_ = nullptr;
 VersionManager* RecallBatcherTest::versions_ = nullptr;

@@ -4,6 +4,7 @@
 #define RECALL_TESTS_SERVER_SERVER_PROCESS_H_
 
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -45,6 +46,32 @@ inline std::string FreshTempDir(const std::string& name) {
   fs::create_directories(p);
   return p.string();
 }
+
+// A fresh temp dir, the small synthetic dataset and a model trained on it: what the loopback
+// suites share (make one in SetUpTestSuite, delete it in TearDownTestSuite).
+struct SmallTrainedModel {
+  explicit SmallTrainedModel(const std::string& name)
+      : dir(FreshTempDir(name)), dataset(trainer::GenerateSynthetic(SmallSyntheticConfig())) {
+    auto t = trainer::Trainer::Create(dataset, SmallTrainConfig());
+    if (!t.ok()) {
+      ADD_FAILURE() << t.status();
+      return;
+    }
+    trainer = std::move(*t);
+    if (!trainer->Train().ok()) {
+      ADD_FAILURE() << "training the small model failed";
+      trainer.reset();
+      return;
+    }
+    metrics = trainer->Evaluate();
+  }
+  ~SmallTrainedModel() { std::filesystem::remove_all(dir); }
+
+  std::string dir;
+  trainer::Dataset dataset;  // the trainer keeps a reference: declared before it
+  std::unique_ptr<trainer::Trainer> trainer;
+  trainer::RankingMetrics metrics;
+};
 
 // recall-server as a child process on free loopback ports.
 class ServerProcess {

@@ -26,21 +26,14 @@ constexpr int kWriters = 2;
 class WalFaultTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(testing::FreshTempDir("recall_wal_fault"));
-    dataset_ = new trainer::Dataset(trainer::GenerateSynthetic(testing::SmallSyntheticConfig()));
-    auto t = trainer::Trainer::Create(*dataset_, testing::SmallTrainConfig());
-    ASSERT_TRUE(t.ok()) << t.status();
-    trainer_ = t->release();
-    ASSERT_TRUE(trainer_->Train().ok());
-    metrics_ = new trainer::RankingMetrics(trainer_->Evaluate());
+    model_ = new testing::SmallTrainedModel("recall_wal_fault");
+    ASSERT_NE(model_->trainer, nullptr);
+    dir_ = &model_->dir;
+    dataset_ = &model_->dataset;
+    trainer_ = model_->trainer.get();
+    metrics_ = &model_->metrics;
   }
-  static void TearDownTestSuite() {
-    delete metrics_;
-    delete trainer_;
-    delete dataset_;
-    fs::remove_all(*dir_);
-    delete dir_;
-  }
+  static void TearDownTestSuite() { delete model_; }
 
   void SetUp() override {
     base_ = *dir_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
@@ -83,6 +76,7 @@ class WalFaultTest : public ::testing::Test {
     return up;
   }
 
+  static testing::SmallTrainedModel* model_;
   static std::string* dir_;
   static trainer::Dataset* dataset_;
   static trainer::Trainer* trainer_;
@@ -92,6 +86,7 @@ class WalFaultTest : public ::testing::Test {
   testing::ServerProcess server_;
 };
 
+testing::SmallTrainedModel* WalFaultTest::model_ = nullptr;
 std::string* WalFaultTest::dir_ = nullptr;
 trainer::Dataset* WalFaultTest::dataset_ = nullptr;
 trainer::Trainer* WalFaultTest::trainer_ = nullptr;
