@@ -36,9 +36,10 @@ declare -A VARIANTS=(
   [logq_hd0.75]="--temperature=0.1 --logq --history_dropout=0.75"
   [logq_hd0.5_user_ssl]="--temperature=0.1 --logq --history_dropout=0.5 --user_ssl_weight=0.3"
   [logq_hd0.5_item_ssl]="--temperature=0.1 --logq --history_dropout=0.5 --item_ssl_weight=0.1"
+  [logq_hd0.5_item_ssl0.3]="--temperature=0.1 --logq --history_dropout=0.5 --item_ssl_weight=0.3"
 )
 ALL=(inbatch logq logq_queue logq_mixed logq_tau0.05 logq_tau0.2 logq_no_l2 logq_item_ssl logq_user_ssl
-     logq_hd0.5 logq_hd0.75 logq_hd0.5_user_ssl logq_hd0.5_item_ssl)
+     logq_hd0.5 logq_hd0.75 logq_hd0.5_user_ssl logq_hd0.5_item_ssl logq_hd0.5_item_ssl0.3)
 ORDER=("${ALL[@]}")
 [ $# -gt 0 ] && ORDER=("$@")
 [ "${1:-}" = "--table" ] && ORDER=()  # only rebuild the table from the results so far
