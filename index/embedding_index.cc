@@ -35,6 +35,26 @@ namespace {
 
 using idx_t = faiss::Index::idx_t;
 
+// Adds a bulk load (Build, Compact) to `index`. An HNSW graph built in bulk gets
+// efConstruction kBulkEfConstruction for a better graph (FAISS's default of 40 leaves 1M
+// clustered vectors at recall@100 ~0.6 even with a large efSearch); the structure's own value,
+// kept for online Upserts where insertion cost matters, is restored afterwards.
+void AddBulk(faiss::Index* index, int64_t n, const float* vectors) {
+  auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index);
+  const int saved = hnsw ? hnsw->hnsw.efConstruction : 0;
+  if (hnsw) {
+    hnsw->hnsw.efConstruction =
+        std::max(saved, recall::EmbeddingIndex::kBulkEfConstruction);
+  }
+  try {
+    index->add(n, vectors);
+  } catch (...) {
+    if (hnsw) hnsw->hnsw.efConstruction = saved;
+    throw;
+  }
+  if (hnsw) hnsw->hnsw.efConstruction = saved;
+}
+
 // Runs f() and turns any exception into a status. FAISS errors get `faiss_code`.
 template <typename F>
 absl::Status Guard(absl::StatusCode faiss_code, absl::string_view what, F&& f) {
@@ -439,7 +459,7 @@ absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* v
   }
   if (n > 0) {
     absl::Status s = Guard(absl::StatusCode::kInternal, "adding vectors to FAISS",
-                           [&] { fresh->add(n, vectors); });
+                           [&] { AddBulk(fresh.get(), n, vectors); });
     if (!s.ok()) return s;
   }
   absl::flat_hash_map<int64_t, int64_t> id_to_label;
@@ -528,7 +548,7 @@ absl::Status EmbeddingIndex::Compact() {
   const int64_t n = static_cast<int64_t>(live_ids.size());
   if (n > 0) {
     absl::Status s = Guard(absl::StatusCode::kInternal, "re-adding live vectors",
-                           [&] { fresh->add(n, vectors.data()); });
+                           [&] { AddBulk(fresh.get(), n, vectors.data()); });
     if (!s.ok()) return s;
   }
   absl::flat_hash_map<int64_t, int64_t> id_to_label;

@@ -50,6 +50,9 @@ class EmbeddingIndex {
   // Default HNSW efSearch and IVF nprobe (capped at nlist) of a newly created index.
   static constexpr int kDefaultEfSearch = 64;
   static constexpr int kDefaultNprobe = 16;
+  // HNSW efConstruction of bulk loads (Build, Compact); online Upserts use the structure's own
+  // value (FAISS's 40), since each insertion costs about efConstruction distance evaluations.
+  static constexpr int kBulkEfConstruction = 200;
   // The reserved external id: FAISS uses -1 for "no result" and for hidden entries in the file.
   static constexpr int64_t kReservedId = -1;
 
