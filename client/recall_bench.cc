@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -70,19 +71,19 @@ using recall::bench::LatencyStats;
 using recall::v1::RecallRequest;
 using recall::v1::RecallResponse;
 
-std::vector<int> ParseInts(const std::string& s) {
-  std::vector<int> out;
+// The positive numbers of a comma-separated list (others are skipped).
+template <typename T>
+std::vector<T> ParsePositives(const std::string& s) {
+  std::vector<T> out;
   for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) {
-    int v = 0;
-    if (absl::SimpleAtoi(p, &v) && v > 0) out.push_back(v);
-  }
-  return out;
-}
-std::vector<double> ParseDoubles(const std::string& s) {
-  std::vector<double> out;
-  for (absl::string_view p : absl::StrSplit(s, ',', absl::SkipEmpty())) {
-    double v = 0;
-    if (absl::SimpleAtod(p, &v) && v > 0) out.push_back(v);
+    T v = 0;
+    bool ok;
+    if constexpr (std::is_integral_v<T>) {
+      ok = absl::SimpleAtoi(p, &v);
+    } else {
+      ok = absl::SimpleAtod(p, &v);
+    }
+    if (ok && v > 0) out.push_back(v);
   }
   return out;
 }
@@ -233,7 +234,7 @@ int main(int argc, char** argv) {
   int best_c = 0;
   if (FLAGS_mode == "sweep" || FLAGS_mode == "closed") {
     std::vector<std::string> points;
-    for (int c : ParseInts(FLAGS_concurrency)) {
+    for (int c : ParsePositives<int>(FLAGS_concurrency)) {
       LatencyStats s = closed(c);
       std::cerr << absl::StrFormat("  closed c=%-3d qps=%8.1f p50=%.2fms p99=%.2fms errors=%d\n",
                                    c, s.qps, s.p50_ms, s.p99_ms, s.errors);
@@ -253,7 +254,7 @@ int main(int argc, char** argv) {
     if (FLAGS_mode == "open") {
       rates = {FLAGS_rate};
     } else {
-      for (double f : ParseDoubles(FLAGS_load_fractions)) rates.push_back(f * max_qps);
+      for (double f : ParsePositives<double>(FLAGS_load_fractions)) rates.push_back(f * max_qps);
     }
     std::unique_ptr<recall::bench::UpsertLoad> upserts;
     if (FLAGS_upsert_rate > 0 && FLAGS_target == "grpc") {
