@@ -17,17 +17,11 @@ using recall::v1::RecallRequest;
 using recall::v1::RecallResponse;
 using testing::Deadline;
 
-class OperationsTest : public ::testing::Test {
+class OperationsTest : public testing::SmallModelSuite<OperationsTest> {
+ public:
+  static constexpr char kTempName[] = "recall_ops";
+
  protected:
-  static void SetUpTestSuite() {
-    model_ = new testing::SmallTrainedModel("recall_ops");
-    ASSERT_NE(model_->trainer, nullptr);
-    dir_ = &model_->dir;
-    dataset_ = &model_->dataset;
-    trainer_ = model_->trainer.get();
-    metrics_ = &model_->metrics;
-  }
-  static void TearDownTestSuite() { delete model_; }
 
   // A model base holding versions 1..n of the trained model.
   std::string ModelBase(const std::string& name, int versions) {
@@ -93,19 +87,8 @@ class OperationsTest : public ::testing::Test {
     if (status) *status = s;
     return resp.job_id();
   }
-
-  static testing::SmallTrainedModel* model_;
-  static std::string* dir_;
-  static trainer::Dataset* dataset_;
-  static trainer::Trainer* trainer_;
-  static trainer::RankingMetrics* metrics_;
 };
 
-testing::SmallTrainedModel* OperationsTest::model_ = nullptr;
-std::string* OperationsTest::dir_ = nullptr;
-trainer::Dataset* OperationsTest::dataset_ = nullptr;
-trainer::Trainer* OperationsTest::trainer_ = nullptr;
-trainer::RankingMetrics* OperationsTest::metrics_ = nullptr;
 
 // Concurrent Recall callers that record every failure and every answering version.
 class RecallLoad {

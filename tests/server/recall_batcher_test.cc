@@ -21,13 +21,14 @@ namespace {
 using recall::v1::RecallRequest;
 using recall::v1::RecallResponse;
 
-class RecallBatcherTest : public ::testing::Test {
+class RecallBatcherTest : public testing::SmallModelSuite<RecallBatcherTest> {
+ public:
+  static constexpr char kTempName[] = "recall_batcher_test";
+
  protected:
   static void SetUpTestSuite() {
-    model_ = new testing::SmallTrainedModel("recall_batcher_test");
-    ASSERT_NE(model_->trainer, nullptr);
-    dir_ = &model_->dir;
-    dataset_ = &model_->dataset;
+    SmallModelSuite::SetUpTestSuite();
+    if (HasFatalFailure()) return;
     ASSERT_TRUE(model_->trainer->Export(*dir_ + "/models", "Flat", model_->metrics, {}).ok());
     versions_ = new VersionManager({*dir_ + "/models", 0, 0});
     ASSERT_TRUE(versions_->LoadNewest().ok());
@@ -38,7 +39,7 @@ class RecallBatcherTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete engine_;
     delete versions_;
-    delete model_;
+    SmallModelSuite::TearDownTestSuite();
   }
 
   // Request i: a user with part of their history, k and exclusions varying with i.
@@ -74,15 +75,9 @@ class RecallBatcherTest : public ::testing::Test {
     EXPECT_EQ(a.model_version(), b.model_version());
   }
 
-  static testing::SmallTrainedModel* model_;
-  static std::string* dir_;
-  static trainer::Dataset* dataset_;
   static VersionManager* versions_;
   static RecallEngine* engine_;
 };
-testing::SmallTrainedModel* RecallBatcherTest::model_ = nullptr;
-std::string* RecallBatcherTest::dir_ = nullptr;
-trainer::Dataset* RecallBatcherTest::dataset_ = nullptr;
 VersionManager* RecallBatcherTest::versions_ = nullptr;
 RecallEngine* RecallBatcherTest::engine_ = nullptr;
 

@@ -73,6 +73,31 @@ struct SmallTrainedModel {
   trainer::RankingMetrics metrics;
 };
 
+// Fixture base of a suite that shares one SmallTrainedModel: Derived names its temp dir with
+// `static constexpr char kTempName[]`. A suite that needs more set-up calls these first.
+template <typename Derived>
+class SmallModelSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = new SmallTrainedModel(Derived::kTempName);
+    ASSERT_NE(model_->trainer, nullptr);
+    dir_ = &model_->dir;
+    dataset_ = &model_->dataset;
+    trainer_ = model_->trainer.get();
+    metrics_ = &model_->metrics;
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+  }
+
+  static inline SmallTrainedModel* model_ = nullptr;
+  static inline std::string* dir_ = nullptr;
+  static inline trainer::Dataset* dataset_ = nullptr;
+  static inline trainer::Trainer* trainer_ = nullptr;
+  static inline trainer::RankingMetrics* metrics_ = nullptr;
+};
+
 // recall-server as a child process on free loopback ports.
 class ServerProcess {
  public:

@@ -23,17 +23,11 @@ constexpr int64_t kFirstOnlineId = 100000;
 constexpr int64_t kOnlineIds = 1500;  // online ids per writer thread
 constexpr int kWriters = 2;
 
-class WalFaultTest : public ::testing::Test {
+class WalFaultTest : public testing::SmallModelSuite<WalFaultTest> {
+ public:
+  static constexpr char kTempName[] = "recall_wal_fault";
+
  protected:
-  static void SetUpTestSuite() {
-    model_ = new testing::SmallTrainedModel("recall_wal_fault");
-    ASSERT_NE(model_->trainer, nullptr);
-    dir_ = &model_->dir;
-    dataset_ = &model_->dataset;
-    trainer_ = model_->trainer.get();
-    metrics_ = &model_->metrics;
-  }
-  static void TearDownTestSuite() { delete model_; }
 
   void SetUp() override {
     base_ = *dir_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
@@ -76,21 +70,11 @@ class WalFaultTest : public ::testing::Test {
     return up;
   }
 
-  static testing::SmallTrainedModel* model_;
-  static std::string* dir_;
-  static trainer::Dataset* dataset_;
-  static trainer::Trainer* trainer_;
-  static trainer::RankingMetrics* metrics_;
   std::string base_;
   std::set<int64_t> trained_;
   testing::ServerProcess server_;
 };
 
-testing::SmallTrainedModel* WalFaultTest::model_ = nullptr;
-std::string* WalFaultTest::dir_ = nullptr;
-trainer::Dataset* WalFaultTest::dataset_ = nullptr;
-trainer::Trainer* WalFaultTest::trainer_ = nullptr;
-trainer::RankingMetrics* WalFaultTest::metrics_ = nullptr;
 
 // What one writer knows: the last acknowledged state of each of its ids (true = live), and the
 // one write that was in flight when the server died (either outcome is allowed for it).
