@@ -38,8 +38,10 @@ DEFINE_int32(epochs, 10, "training epochs");
 DEFINE_int32(batch_size, 1024, "examples per step; every other positive in the batch is a negative");
 DEFINE_double(lr, 1e-3, "Adam learning rate");
 DEFINE_double(temperature, 0.1, "InfoNCE temperature tau");
-DEFINE_string(loss, "softmax", "softmax (InfoNCE) | ccl (cosine contrastive loss over the "
-              "uniform --global_negatives, SimpleX; --temperature and --logq do not apply)");
+DEFINE_string(loss, "softmax", "softmax (InfoNCE over in-batch/queue/global negatives) | "
+              "full_softmax (exact softmax over every item each step; no sampled negatives) | "
+              "ccl (cosine contrastive loss over the uniform --global_negatives, SimpleX; "
+              "--temperature and --logq do not apply)");
 DEFINE_double(ccl_margin, 0.9, "ccl: negatives below this cosine cost nothing");
 DEFINE_double(ccl_negative_weight, 150, "ccl: weight of the mean negative hinge term");
 DEFINE_bool(logq, false,

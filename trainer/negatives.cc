@@ -170,6 +170,13 @@ torch::Tensor CosineContrastiveLoss(const torch::Tensor& user, const torch::Tens
   return (positive_term + weight * negative_term).mean();
 }
 
+torch::Tensor FullSoftmaxLoss(const torch::Tensor& user, const torch::Tensor& all_items,
+                              const torch::Tensor& pos_ids, double temperature) {
+  // 1/tau on the [B, d] side, not on the [B, N] logits: one full-size pass fewer.
+  const torch::Tensor logits = torch::matmul(user / temperature, all_items.t());
+  return torch::nn::functional::cross_entropy(logits, pos_ids);
+}
+
 torch::Tensor InfoNceLoss(const torch::Tensor& logits) {
   torch::Tensor target = torch::arange(logits.size(0), torch::kInt64);
   return torch::nn::functional::cross_entropy(logits, target);

@@ -79,6 +79,12 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
 // Mean InfoNCE over rows whose target is column r (the in-batch diagonal).
 torch::Tensor InfoNceLoss(const torch::Tensor& logits);
 
+// Mean exact softmax cross-entropy of each row's positive among every item:
+// -log softmax(user @ all_items^T / temperature)[r, pos_ids[r]]. all_items: [N, dim], row i =
+// dense item i; pos_ids: [B] dense item ids.
+torch::Tensor FullSoftmaxLoss(const torch::Tensor& user, const torch::Tensor& all_items,
+                              const torch::Tensor& pos_ids, double temperature);
+
 // SimpleX's cosine contrastive loss, mean over rows r of
 //   (1 - cos(user_r, pos_r)) + weight * mean_j max(0, cos(user_r, neg_j) - margin)
 // with neg_j the queue and global columns (not the in-batch ones); columns holding row r's own

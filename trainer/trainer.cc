@@ -137,8 +137,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   }
   if (c.batch_size < 2) return absl::InvalidArgumentError("--batch_size must be >= 2");
   if (!(c.temperature > 0)) return absl::InvalidArgumentError("--temperature must be > 0");
-  if (c.loss != "softmax" && c.loss != "ccl") {
-    return absl::InvalidArgumentError("--loss must be softmax or ccl");
+  if (c.loss != "softmax" && c.loss != "full_softmax" && c.loss != "ccl") {
+    return absl::InvalidArgumentError("--loss must be softmax, full_softmax or ccl");
+  }
+  if (c.loss == "full_softmax" &&
+      (c.logq_correction || c.queue_size > 0 || c.global_negatives > 0)) {
+    return absl::InvalidArgumentError(
+        "--loss=full_softmax scores every item: --logq, --queue_size and --global_negatives "
+        "do not apply");
   }
   if (c.loss == "ccl" && c.global_negatives <= 0) {
     return absl::InvalidArgumentError("--loss=ccl needs --global_negatives > 0");
@@ -305,6 +311,15 @@ UserBatch Trainer::HistoryUserBatch(const Dataset& source,
   });
 }
 
+const ItemBatch& Trainer::AllItemsBatch() {
+  if (!all_items_batch_) {
+    std::vector<int64_t> all(dataset_.num_items);
+    for (int64_t i = 0; i < dataset_.num_items; ++i) all[i] = i;
+    all_items_batch_ = std::make_unique<ItemBatch>(ItemBatchFor(all));
+  }
+  return *all_items_batch_;
+}
+
 ItemBatch Trainer::ItemBatchFor(const std::vector<int64_t>& items) const {
   const int64_t b = static_cast<int64_t>(items.size());
   const int64_t nc = dataset_.item_cat_names.size(), nn = dataset_.item_num_names.size();
@@ -359,7 +374,10 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
   v = v.narrow(0, 0, b);
 
   torch::Tensor loss;
-  if (config_.loss == "ccl") {
+  if (config_.loss == "full_softmax") {
+    loss = FullSoftmaxLoss(u, towers_.item.forward(AllItemsBatch().Inputs()).toTensor(), ids,
+                           config_.temperature);
+  } else if (config_.loss == "ccl") {
     loss = CosineContrastiveLoss(u, v, ids, queued, global, config_.ccl_margin,
                                  config_.ccl_negative_weight);
   } else {

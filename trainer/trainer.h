@@ -40,6 +40,9 @@ struct TrainConfig {
   // 2021), (1 - cos(u, pos)) + ccl_negative_weight * mean_j max(0, cos(u, neg_j) - ccl_margin)
   // over the uniform global negatives (and the queue, if any), not the popularity-drawn
   // in-batch ones; needs global_negatives > 0. temperature and logQ do not apply.
+  // "full_softmax": the exact softmax over the whole catalog, every item tower output scored
+  // against every user of the step (no sampling, so no logQ, queue or global negatives; costs
+  // B x N x dim per step, affordable for catalogs of ~10^5 items).
   std::string loss = "softmax";
   double ccl_margin = 0.9;
   double ccl_negative_weight = 150;
@@ -174,6 +177,8 @@ class Trainer {
   // A masked view for the SSL losses (see TrainConfig); draws from rng.
   UserBatch MaskedView(const UserBatch& b, std::mt19937_64& rng) const;
   ItemBatch MaskedView(const ItemBatch& b, std::mt19937_64& rng) const;
+  // Every item of the dataset in dense id order, built on first use (loss=full_softmax).
+  const ItemBatch& AllItemsBatch();
   void RestoreParameters(const std::vector<torch::Tensor>& snapshot);
 
   const Dataset& dataset_;
@@ -189,6 +194,7 @@ class Trainer {
   std::vector<int64_t> user_row_, item_row_;
   std::vector<std::vector<int64_t>> user_cat_rows_, item_cat_rows_;  // [entity][feature]
   std::vector<std::vector<float>> user_num_rows_, item_num_rows_;    // standardized, [entity][feature]
+  std::unique_ptr<ItemBatch> all_items_batch_;
   torch::Tensor log_q_;  // [num_items] log of each item's share of train interactions
   torch::jit::Module key_tower_;  // momentum copy of towers_.item (queue_size > 0)
   KeyQueue queue_;

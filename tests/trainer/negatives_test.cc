@@ -118,6 +118,25 @@ TEST(InfoNceLoss, IsCrossEntropyOnTheDiagonal) {
   EXPECT_NEAR(InfoNceLoss(l).item<double>(), expected, 1e-6);
 }
 
+TEST(FullSoftmaxLoss, IsCrossEntropyOverEveryItemAtTemperature) {
+  // Two users, three items; row r's positive is item pos[r] among all three.
+  torch::Tensor user = torch::tensor({{1.0, 0.0}, {0.0, 1.0}});
+  torch::Tensor items = torch::tensor({{0.5, 0.1}, {0.2, 0.9}, {-0.3, 0.4}});
+  torch::Tensor pos = torch::tensor({0, 2}, torch::kInt64);
+  const double tau = 0.5;
+  double expected = 0;
+  for (int r = 0; r < 2; ++r) {
+    double denom = 0, target = 0;
+    for (int j = 0; j < 3; ++j) {
+      const double s = (user[r] * items[j]).sum().item<double>() / tau;
+      denom += std::exp(s);
+      if (j == pos[r].item<int64_t>()) target = s;
+    }
+    expected += -(target - std::log(denom)) / 2;
+  }
+  EXPECT_NEAR(FullSoftmaxLoss(user, items, pos, tau).item<double>(), expected, 1e-6);
+}
+
 TEST(CosineContrastiveLoss, HingeOverUniformNegativesWithoutTheRowsOwnPositive) {
   // Unit vectors in 2-D: user = (1, 0); cosines are the x coordinates.
   auto unit = [](double x) { return std::vector<float>{float(x), float(std::sqrt(1 - x * x))}; };

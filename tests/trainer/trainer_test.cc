@@ -77,11 +77,11 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
 
 TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
   // MoCo keys, re-encoded queue ids, global negatives, SSL views, a shared item table, user id
-  // dropout, history dropout: each
-  // trains to well above popularity on the synthetic data.
+  // dropout, history dropout, the exact full softmax: each trains to well above popularity on
+  // the synthetic data.
   Dataset d = SmallSynthetic();
   const double pop = EvaluatePopularity(d).values.at("recall@20");
-  for (int variant = 0; variant < 6; ++variant) {
+  for (int variant = 0; variant < 7; ++variant) {
     TrainConfig c = FullMethodConfig();
     if (variant == 1) c.queue_reencode = true;
     if (variant == 2) {
@@ -91,6 +91,12 @@ TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
     if (variant == 3) c.tower.share_item_embeddings = true;
     if (variant == 4) c.user_id_dropout = 0.5;
     if (variant == 5) c.history_dropout = 0.5;
+    if (variant == 6) {
+      c.loss = "full_softmax";
+      c.logq_correction = false;
+      c.queue_size = 0;
+      c.global_negatives = 0;
+    }
     auto t = Trainer::Create(d, c);
     ASSERT_TRUE(t.ok());
     ASSERT_TRUE((*t)->Train().ok());
