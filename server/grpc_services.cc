@@ -29,16 +29,25 @@ void FinishCall(grpc::ServerUnaryReactor* reactor, Metrics* metrics, const char*
   reactor->Finish(gs);
 }
 
-// Runs `body` (returning absl::Status) on this thread and finishes the call.
+// Runs `body` (returning absl::Status) on this thread and finishes the call; a call that
+// fails `gate` (authorization) finishes with that status without running body.
 template <typename Body>
 grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, Metrics* metrics,
-                                 const char* method, Body&& body) {
+                                 const char* method, const absl::Status& gate, Body&& body) {
   const auto start = Clock::now();
   metrics->in_flight().Increment();
   auto* reactor = ctx->DefaultReactor();
-  FinishCall(reactor, metrics, method, start, Guarded(body));
+  FinishCall(reactor, metrics, method, start, gate.ok() ? Guarded(body) : gate);
   return reactor;
 }
+
+absl::Status Authorize(const CallAuthorizer* auth, const grpc::CallbackServerContext* ctx,
+                       CallAuthorizer::Scope scope) {
+  return auth == nullptr ? absl::OkStatus() : auth->Check(ctx->client_metadata(), scope);
+}
+
+constexpr auto kRead = CallAuthorizer::Scope::kRead;
+constexpr auto kAdmin = CallAuthorizer::Scope::kAdmin;
 
 }  // namespace
 
@@ -74,7 +83,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
                                                     const recall::v1::RecallRequest* req,
                                                     recall::v1::RecallResponse* resp) {
   if (batcher_ == nullptr) {
-    return Handle(ctx, metrics_, "Recall", [&] {
+    return Handle(ctx, metrics_, "Recall", Authorize(auth_, ctx, kRead), [&] {
       RecallTimings t;
       absl::Status s = engine_->Recall(*req, resp, &t);
       if (s.ok()) {
@@ -83,6 +92,9 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
       }
       return s;
     });
+  }
+  if (absl::Status gate = Authorize(auth_, ctx, kRead); !gate.ok()) {
+    return Handle(ctx, metrics_, "Recall", gate, [] { return absl::OkStatus(); });
   }
   const auto start = Clock::now();
   metrics_->in_flight().Increment();
@@ -98,7 +110,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
     grpc::CallbackServerContext* ctx, const recall::v1::UpsertItemsRequest* req,
     recall::v1::UpsertItemsResponse* resp) {
-  return Handle(ctx, metrics_, "UpsertItems", [&] {
+  return Handle(ctx, metrics_, "UpsertItems", Authorize(auth_, ctx, kAdmin), [&] {
     absl::Status s = engine_->UpsertItems(*req, resp);
     if (s.ok()) {
       metrics_->AddUpserts(resp->upserted());
@@ -111,7 +123,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
 grpc::ServerUnaryReactor* RecallServiceImpl::DeleteItems(
     grpc::CallbackServerContext* ctx, const recall::v1::DeleteItemsRequest* req,
     recall::v1::DeleteItemsResponse* resp) {
-  return Handle(ctx, metrics_, "DeleteItems", [&] {
+  return Handle(ctx, metrics_, "DeleteItems", Authorize(auth_, ctx, kAdmin), [&] {
     absl::Status s = engine_->DeleteItems(*req, resp);
     if (s.ok()) {
       metrics_->AddDeletes(resp->deleted());
@@ -124,7 +136,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::DeleteItems(
 grpc::ServerUnaryReactor* RecallServiceImpl::GetIndexInfo(
     grpc::CallbackServerContext* ctx, const recall::v1::GetIndexInfoRequest*,
     recall::v1::GetIndexInfoResponse* resp) {
-  return Handle(ctx, metrics_, "GetIndexInfo", [&] {
+  return Handle(ctx, metrics_, "GetIndexInfo", Authorize(auth_, ctx, kRead), [&] {
     absl::Status s = engine_->GetIndexInfo(resp);
     if (s.ok()) metrics_->SetIndexItems(resp->num_items(), resp->num_hidden());
     return s;
@@ -136,8 +148,14 @@ grpc::ServerUnaryReactor* RecallServiceImpl::GetIndexInfo(
 class RecallStreamReactor
     : public grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse> {
  public:
-  RecallStreamReactor(const RecallEngine* engine, Metrics* metrics, RecallBatcher* batcher)
+  RecallStreamReactor(const RecallEngine* engine, Metrics* metrics, RecallBatcher* batcher,
+                      const absl::Status& gate)
       : engine_(engine), metrics_(metrics), batcher_(batcher) {
+    if (!gate.ok()) {
+      metrics_->ObserveRequest("RecallStream", GrpcCodeName(ToGrpcStatus(gate).error_code()), 0);
+      Finish(ToGrpcStatus(gate));
+      return;
+    }
     StartRead(&req_);
   }
 
@@ -197,13 +215,13 @@ class RecallStreamReactor
 };
 
 grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse>*
-RecallServiceImpl::RecallStream(grpc::CallbackServerContext*) {
-  return new RecallStreamReactor(engine_, metrics_, batcher_);
+RecallServiceImpl::RecallStream(grpc::CallbackServerContext* ctx) {
+  return new RecallStreamReactor(engine_, metrics_, batcher_, Authorize(auth_, ctx, kRead));
 }
 
 TrainingServiceImpl::TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs,
-                                         Metrics* metrics)
-    : versions_(versions), jobs_(jobs), metrics_(metrics) {
+                                         Metrics* metrics, const CallAuthorizer* auth)
+    : versions_(versions), jobs_(jobs), metrics_(metrics), auth_(auth) {
   admin_ = std::thread([this] {
     absl::MutexLock lock(&mu_);
     while (true) {
@@ -233,6 +251,9 @@ TrainingServiceImpl::~TrainingServiceImpl() {
 grpc::ServerUnaryReactor* TrainingServiceImpl::OnAdminThread(grpc::CallbackServerContext* ctx,
                                                              const char* method,
                                                              std::function<absl::Status()> body) {
+  if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
+    return Handle(ctx, metrics_, method, gate, [] { return absl::OkStatus(); });
+  }
   auto* reactor = ctx->DefaultReactor();
   const auto start = Clock::now();
   metrics_->in_flight().Increment();
@@ -258,7 +279,7 @@ void TrainingServiceImpl::FillVersions(recall::v1::ListVersionsResponse* resp) c
 grpc::ServerUnaryReactor* TrainingServiceImpl::TriggerRetrain(
     grpc::CallbackServerContext* ctx, const recall::v1::TriggerRetrainRequest* req,
     recall::v1::TriggerRetrainResponse* resp) {
-  return Handle(ctx, metrics_, "TriggerRetrain", [&] {
+  return Handle(ctx, metrics_, "TriggerRetrain", Authorize(auth_, ctx, kAdmin), [&] {
     auto id = jobs_->Trigger(*req);
     if (!id.ok()) return id.status();
     resp->set_job_id(*id);
@@ -269,7 +290,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::TriggerRetrain(
 grpc::ServerUnaryReactor* TrainingServiceImpl::GetRetrainJob(
     grpc::CallbackServerContext* ctx, const recall::v1::GetRetrainJobRequest* req,
     recall::v1::RetrainJob* resp) {
-  return Handle(ctx, metrics_, "GetRetrainJob", [&] {
+  return Handle(ctx, metrics_, "GetRetrainJob", Authorize(auth_, ctx, kRead), [&] {
     auto job = jobs_->Get(req->job_id());
     if (!job.ok()) return job.status();
     *resp = *std::move(job);
@@ -291,7 +312,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::CancelRetrain(
 grpc::ServerUnaryReactor* TrainingServiceImpl::ListVersions(
     grpc::CallbackServerContext* ctx, const recall::v1::ListVersionsRequest*,
     recall::v1::ListVersionsResponse* resp) {
-  return Handle(ctx, metrics_, "ListVersions", [&] {
+  return Handle(ctx, metrics_, "ListVersions", Authorize(auth_, ctx, kRead), [&] {
     FillVersions(resp);
     return absl::OkStatus();
   });

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "recall/v1/recall.grpc.pb.h"
+#include "server/call_auth.h"
 #include "server/metrics.h"
 #include "server/recall_batcher.h"
 #include "server/recall_engine.h"
@@ -26,10 +27,11 @@ std::string GrpcCodeName(grpc::StatusCode code);
 class RecallServiceImpl final : public recall::v1::RecallService::CallbackService {
  public:
   // `batcher` (nullable): Recall and RecallStream requests go through it; without it each
-  // request runs alone on the gRPC thread that received it.
+  // request runs alone on the gRPC thread that received it. `auth` (nullable = every call
+  // allowed): Recall, RecallStream and GetIndexInfo need the read scope, writes the admin one.
   RecallServiceImpl(const RecallEngine* engine, Metrics* metrics,
-                    RecallBatcher* batcher = nullptr)
-      : engine_(engine), metrics_(metrics), batcher_(batcher) {}
+                    RecallBatcher* batcher = nullptr, const CallAuthorizer* auth = nullptr)
+      : engine_(engine), metrics_(metrics), batcher_(batcher), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Recall(grpc::CallbackServerContext* ctx,
                                    const recall::v1::RecallRequest* req,
@@ -50,6 +52,7 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
   const RecallEngine* engine_;
   Metrics* metrics_;
   RecallBatcher* batcher_;
+  const CallAuthorizer* auth_;
 };
 
 // Training and version RPCs. Those that wait for a model load or a child process
@@ -57,7 +60,10 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
 // slow load never holds a gRPC thread that requests need.
 class TrainingServiceImpl final : public recall::v1::TrainingService::CallbackService {
  public:
-  TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs, Metrics* metrics);
+  // `auth` (nullable): TriggerRetrain, CancelRetrain, SetServingVersion and ReloadVersions need
+  // the admin scope; GetRetrainJob and ListVersions the read scope.
+  TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs, Metrics* metrics,
+                      const CallAuthorizer* auth = nullptr);
   ~TrainingServiceImpl() override;  // finishes queued admin calls, joins the admin thread
 
   grpc::ServerUnaryReactor* TriggerRetrain(grpc::CallbackServerContext* ctx,
@@ -88,6 +94,7 @@ class TrainingServiceImpl final : public recall::v1::TrainingService::CallbackSe
   VersionManager* const versions_;
   RetrainJobs* const jobs_;
   Metrics* const metrics_;
+  const CallAuthorizer* const auth_;
   absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -59,6 +59,12 @@ DEFINE_double(retrain_gate_margin, 0.05, "refuse to promote a retrained version 
 DEFINE_string(retrain_gate_metric, "recall@20", "metric the quality gate compares (validation "
               "figure when both versions have one)");
 
+DEFINE_string(admin_token_file, "", "file holding the bearer token the admin RPCs require "
+              "(UpsertItems, DeleteItems, TriggerRetrain, CancelRetrain, SetServingVersion, "
+              "ReloadVersions); empty = admin RPCs open (loopback development only)");
+DEFINE_string(recall_token_file, "", "file holding a bearer token Recall and the read-only RPCs "
+              "require (the admin token is accepted too); empty = open");
+
 namespace {
 
 // recall-train beside this binary: installed side by side, or the build tree's trainer/.
@@ -149,6 +155,15 @@ int main(int argc, char** argv) {
   recall::server::EngineLimits limits;
   limits.max_k = FLAGS_max_k;
   limits.max_history = FLAGS_max_history;
+  auto auth = recall::server::CallAuthorizer::FromFiles(FLAGS_admin_token_file,
+                                                        FLAGS_recall_token_file);
+  if (!auth.ok()) {
+    std::cerr << "error: " << auth.status().message() << "\n";
+    return 64;
+  }
+  if (auth->admin_open()) {
+    LOG(WARNING) << "no --admin_token_file: write and admin RPCs accept any caller";
+  }
   recall::server::RecallEngine engine(&versions, limits, writes->get());
   std::unique_ptr<recall::server::RecallBatcher> batcher;
   if (FLAGS_batching) {
@@ -165,7 +180,8 @@ int main(int argc, char** argv) {
     batcher = std::make_unique<recall::server::RecallBatcher>(&engine, bo);
   }
   // The server is shut down (every call answered) before the batcher and the engine go away.
-  recall::server::RecallServiceImpl recall_service(&engine, &metrics, batcher.get());
+  recall::server::RecallServiceImpl recall_service(&engine, &metrics, batcher.get(),
+                                                    &*auth);
 
   recall::server::RetrainJobs::Options ro;
   ro.command = absl::StrSplit(FLAGS_retrain_command, ' ', absl::SkipEmpty());
@@ -176,7 +192,7 @@ int main(int argc, char** argv) {
   ro.on_finish = [&metrics](const std::string& r) { metrics.ObserveRetrainFinished(r); };
   ro.on_running = [&metrics](bool running) { metrics.SetRetrainRunning(running); };
   recall::server::RetrainJobs jobs(ro, &versions);
-  recall::server::TrainingServiceImpl training_service(&versions, &jobs, &metrics);
+  recall::server::TrainingServiceImpl training_service(&versions, &jobs, &metrics, &*auth);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
