@@ -13,8 +13,9 @@ PACKAGES=(
   libfaiss-dev libopenblas0-openmp libopenblas-openmp-dev
   # LibTorch 1.13
   libtorch-dev
-  # Abseil, glog/gflags, prometheus-cpp, OpenSSL (sha256)
-  libabsl-dev libgoogle-glog-dev libgflags-dev prometheus-cpp-dev libssl-dev
+  # Abseil, glog/gflags, prometheus-cpp, OpenSSL (sha256, token compare; the openssl CLI makes
+  # the TLS tests' certificates)
+  libabsl-dev libgoogle-glog-dev libgflags-dev prometheus-cpp-dev libssl-dev openssl
   # tcmalloc: the trainer's and server's allocator (see README "Allocator")
   libgoogle-perftools-dev
   # tests

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -65,7 +66,48 @@ DEFINE_string(admin_token_file, "", "file holding the bearer token the admin RPC
 DEFINE_string(recall_token_file, "", "file holding a bearer token Recall and the read-only RPCs "
               "require (the admin token is accepted too); empty = open");
 
+DEFINE_string(tls_cert_file, "", "PEM server certificate chain: serve gRPC over TLS (with "
+              "--tls_key_file); empty = plaintext");
+DEFINE_string(tls_key_file, "", "PEM private key of --tls_cert_file");
+DEFINE_string(tls_client_ca_file, "", "PEM CA bundle: require and verify a client certificate "
+              "signed by it (mutual TLS); needs --tls_cert_file");
+
 namespace {
+
+// The gRPC port's credentials from the --tls_* flags; an error names the flag at fault.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFlags() {
+  if (FLAGS_tls_cert_file.empty() && FLAGS_tls_key_file.empty()) {
+    if (!FLAGS_tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError("--tls_client_ca_file needs --tls_cert_file and --tls_key_file");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (FLAGS_tls_cert_file.empty() || FLAGS_tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together");
+  }
+  auto read = [](const std::string& flag, const std::string& path) -> absl::StatusOr<std::string> {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (!in || ss.str().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+    }
+    return ss.str();
+  };
+  auto cert = read("--tls_cert_file", FLAGS_tls_cert_file);
+  if (!cert.ok()) return cert.status();
+  auto key = read("--tls_key_file", FLAGS_tls_key_file);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions opts;
+  opts.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!FLAGS_tls_client_ca_file.empty()) {
+    auto ca = read("--tls_client_ca_file", FLAGS_tls_client_ca_file);
+    if (!ca.ok()) return ca.status();
+    opts.pem_root_certs = *ca;
+    opts.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(opts);
+}
 
 // recall-train beside this binary: installed side by side, or the build tree's trainer/.
 std::string DefaultTrainerPath(const char* argv0) {
@@ -196,10 +238,14 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  auto credentials = ServerCredentialsFromFlags();
+  if (!credentials.ok()) {
+    std::cerr << "error: " << credentials.status().message() << "\n";
+    return 64;
+  }
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(absl::StrCat(FLAGS_host, ":", FLAGS_port),
-                           grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(absl::StrCat(FLAGS_host, ":", FLAGS_port), *credentials, &grpc_port);
   builder.RegisterService(&recall_service);
   builder.RegisterService(&training_service);
   if (FLAGS_grpc_threads > 0) {

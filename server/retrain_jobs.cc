@@ -178,6 +178,12 @@ absl::StatusOr<std::string> RetrainJobs::Trigger(const recall::v1::TriggerRetrai
 
 void RetrainJobs::SetState(const std::shared_ptr<Job>& job, RetrainState state,
                            const std::string& message) {
+  if (Terminal(state) && !job->staging_base.empty()) {
+    // Before the state is visible: a caller that sees the job finished must not find its
+    // staging directory still under model_base (operations_test caught this race).
+    std::error_code e;
+    fs::remove_all(job->staging_base, e);
+  }
   bool finished;
   {
     absl::MutexLock lock(&mu_);

@@ -109,6 +109,8 @@ class ServerProcess {
     std::vector<std::string> argv = {server_bin, "--model_base=" + model_base, "--port=0",
                                      "--metrics_port=0", "--port_file=" + port_file_};
     argv.insert(argv.end(), flags.begin(), flags.end());
+    // Another ServerProcess in the same work_dir may have left this name behind.
+    std::filesystem::remove(port_file_);
     child_ = std::make_unique<ChildProcess>();
     if (!child_->Start(argv, log_)) return false;
     if (!WaitForPorts(port_file_, *child_, &grpc_port_, &metrics_port_)) return false;
@@ -134,6 +136,7 @@ class ServerProcess {
   }
   const std::string& log() const { return log_; }
   int metrics_port() const { return metrics_port_; }
+  int grpc_port() const { return grpc_port_; }
   ChildProcess* child() { return child_.get(); }
 
  private:
