@@ -41,6 +41,12 @@ grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, Metrics* metr
   return reactor;
 }
 
+// Finishes a call refused before any work (authorization), recording it like any other.
+grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, Metrics* metrics,
+                                 const char* method, const absl::Status& why) {
+  return Handle(ctx, metrics, method, why, [] { return absl::OkStatus(); });
+}
+
 absl::Status Authorize(const CallAuthorizer* auth, const grpc::CallbackServerContext* ctx,
                        CallAuthorizer::Scope scope) {
   return auth == nullptr ? absl::OkStatus() : auth->Check(ctx->client_metadata(), scope);
@@ -94,7 +100,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
     });
   }
   if (absl::Status gate = Authorize(auth_, ctx, kRead); !gate.ok()) {
-    return Handle(ctx, metrics_, "Recall", gate, [] { return absl::OkStatus(); });
+    return Refuse(ctx, metrics_, "Recall", gate);
   }
   const auto start = Clock::now();
   metrics_->in_flight().Increment();
@@ -252,7 +258,7 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::OnAdminThread(grpc::CallbackServe
                                                              const char* method,
                                                              std::function<absl::Status()> body) {
   if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
-    return Handle(ctx, metrics_, method, gate, [] { return absl::OkStatus(); });
+    return Refuse(ctx, metrics_, method, gate);
   }
   auto* reactor = ctx->DefaultReactor();
   const auto start = Clock::now();

@@ -11,12 +11,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "model/openmp_env.h"
+#include "model/whole_file.h"
 #include "absl/time/time.h"
 #include "server/grpc_services.h"
 #include "server/metrics.h"
@@ -86,13 +86,10 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFromFl
     return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together");
   }
   auto read = [](const std::string& flag, const std::string& path) -> absl::StatusOr<std::string> {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    if (!in || ss.str().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
-    }
-    return ss.str();
+    absl::StatusOr<std::string> text = recall::ReadWholeFile(path);
+    if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", text.status().message()));
+    if (text->empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " is empty"));
+    return text;
   };
   auto cert = read("--tls_cert_file", FLAGS_tls_cert_file);
   if (!cert.ok()) return cert.status();

@@ -8,6 +8,7 @@ add_library(recall_trainer_data STATIC
 target_include_directories(recall_trainer_data PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(recall_trainer_data
   PUBLIC
+    recall_files
     absl::status
     absl::statusor
     absl::strings
