@@ -55,6 +55,24 @@ absl::Status Authorize(const CallAuthorizer* auth, const grpc::CallbackServerCon
 constexpr auto kRead = CallAuthorizer::Scope::kRead;
 constexpr auto kAdmin = CallAuthorizer::Scope::kAdmin;
 
+// The call's deadline on the steady clock (max() = none).
+Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx) {
+  const auto deadline = ctx->deadline();
+  const auto now = std::chrono::system_clock::now();
+  // gRPC reports "no deadline" as a far-future time; anything beyond a day counts as none.
+  if (deadline - now > std::chrono::hours(24)) return Clock::time_point::max();
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
+}
+
+absl::Status DeadlinePassed() {
+  return absl::DeadlineExceededError("the call's deadline passed before it was handled");
+}
+
+absl::Status Overloaded(const InFlightLimit& limit, const char* flag) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "server overloaded: ", limit.limit(), " calls of this kind in flight (", flag, ")"));
+}
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
@@ -88,8 +106,20 @@ std::string GrpcCodeName(grpc::StatusCode code) {
 grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext* ctx,
                                                     const recall::v1::RecallRequest* req,
                                                     recall::v1::RecallResponse* resp) {
+  if (absl::Status gate = Authorize(auth_, ctx, kRead); !gate.ok()) {
+    return Refuse(ctx, metrics_, "Recall", gate);
+  }
+  const Clock::time_point deadline = SteadyDeadline(ctx);
   if (batcher_ == nullptr) {
-    return Handle(ctx, metrics_, "Recall", Authorize(auth_, ctx, kRead), [&] {
+    if (deadline <= Clock::now()) {
+      metrics_->AddShed("deadline");
+      return Refuse(ctx, metrics_, "Recall", DeadlinePassed());
+    }
+    if (!recalls_.TryAcquire()) {
+      metrics_->AddShed("in_flight");
+      return Refuse(ctx, metrics_, "Recall", Overloaded(recalls_, "--max_in_flight_recalls"));
+    }
+    auto* reactor = Handle(ctx, metrics_, "Recall", absl::OkStatus(), [&] {
       RecallTimings t;
       absl::Status s = engine_->Recall(*req, resp, &t);
       if (s.ok()) {
@@ -98,25 +128,37 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
       }
       return s;
     });
-  }
-  if (absl::Status gate = Authorize(auth_, ctx, kRead); !gate.ok()) {
-    return Refuse(ctx, metrics_, "Recall", gate);
+    recalls_.Release();
+    return reactor;
   }
   const auto start = Clock::now();
   metrics_->in_flight().Increment();
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  batcher_->Submit(req, resp,
-                   [this, reactor, start](const absl::Status& s, const RecallTimings& t, int) {
-                     metrics_->ObserveQueueWait(t.queue_sec);
-                     FinishCall(reactor, metrics_, "Recall", start, s);
-                   });
+  batcher_->Submit(
+      req, resp,
+      [this, reactor, start](const absl::Status& s, const RecallTimings& t, int) {
+        if (s.ok()) metrics_->ObserveQueueWait(t.queue_sec);
+        FinishCall(reactor, metrics_, "Recall", start, s);
+      },
+      deadline);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
     grpc::CallbackServerContext* ctx, const recall::v1::UpsertItemsRequest* req,
     recall::v1::UpsertItemsResponse* resp) {
-  return Handle(ctx, metrics_, "UpsertItems", Authorize(auth_, ctx, kAdmin), [&] {
+  if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
+    return Refuse(ctx, metrics_, "UpsertItems", gate);
+  }
+  if (!writes_.TryAcquire()) {
+    metrics_->AddShed("in_flight");
+    return Refuse(ctx, metrics_, "UpsertItems", Overloaded(writes_, "--max_in_flight_writes"));
+  }
+  struct Release {
+    InFlightLimit* l;
+    ~Release() { l->Release(); }
+  } release{&writes_};
+  return Handle(ctx, metrics_, "UpsertItems", absl::OkStatus(), [&] {
     absl::Status s = engine_->UpsertItems(*req, resp);
     if (s.ok()) {
       metrics_->AddUpserts(resp->upserted());
@@ -129,7 +171,18 @@ grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
 grpc::ServerUnaryReactor* RecallServiceImpl::DeleteItems(
     grpc::CallbackServerContext* ctx, const recall::v1::DeleteItemsRequest* req,
     recall::v1::DeleteItemsResponse* resp) {
-  return Handle(ctx, metrics_, "DeleteItems", Authorize(auth_, ctx, kAdmin), [&] {
+  if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
+    return Refuse(ctx, metrics_, "DeleteItems", gate);
+  }
+  if (!writes_.TryAcquire()) {
+    metrics_->AddShed("in_flight");
+    return Refuse(ctx, metrics_, "DeleteItems", Overloaded(writes_, "--max_in_flight_writes"));
+  }
+  struct Release {
+    InFlightLimit* l;
+    ~Release() { l->Release(); }
+  } release{&writes_};
+  return Handle(ctx, metrics_, "DeleteItems", absl::OkStatus(), [&] {
     absl::Status s = engine_->DeleteItems(*req, resp);
     if (s.ok()) {
       metrics_->AddDeletes(resp->deleted());
@@ -155,8 +208,8 @@ class RecallStreamReactor
     : public grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse> {
  public:
   RecallStreamReactor(const RecallEngine* engine, Metrics* metrics, RecallBatcher* batcher,
-                      const absl::Status& gate)
-      : engine_(engine), metrics_(metrics), batcher_(batcher) {
+                      InFlightLimit* limit, const absl::Status& gate, Clock::time_point deadline)
+      : engine_(engine), metrics_(metrics), batcher_(batcher), limit_(limit), deadline_(deadline) {
     if (!gate.ok()) {
       metrics_->ObserveRequest("RecallStream", GrpcCodeName(ToGrpcStatus(gate).error_code()), 0);
       Finish(ToGrpcStatus(gate));
@@ -174,15 +227,28 @@ class RecallStreamReactor
     resp_.Clear();
     if (batcher_ != nullptr) {
       // req_ and resp_ stay untouched until the answer: the next read starts after the write.
-      batcher_->Submit(&req_, &resp_, [this, start](const absl::Status& s, const RecallTimings& t,
-                                                    int) {
-        metrics_->ObserveQueueWait(t.queue_sec);
-        Answer(s, start);
-      });
+      batcher_->Submit(
+          &req_, &resp_,
+          [this, start](const absl::Status& s, const RecallTimings& t, int) {
+            if (s.ok()) metrics_->ObserveQueueWait(t.queue_sec);
+            Answer(s, start);
+          },
+          deadline_);
+      return;
+    }
+    if (deadline_ <= start) {
+      metrics_->AddShed("deadline");
+      Answer(DeadlinePassed(), start);
+      return;
+    }
+    if (!limit_->TryAcquire()) {
+      metrics_->AddShed("in_flight");
+      Answer(Overloaded(*limit_, "--max_in_flight_recalls"), start);
       return;
     }
     RecallTimings t;
     const absl::Status s = Guarded([&] { return engine_->Recall(req_, &resp_, &t); });
+    limit_->Release();
     if (s.ok()) {
       metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
       metrics_->ObserveBatch(1);
@@ -216,13 +282,16 @@ class RecallStreamReactor
   const RecallEngine* engine_;
   Metrics* metrics_;
   RecallBatcher* batcher_;
+  InFlightLimit* limit_;
+  const Clock::time_point deadline_;
   recall::v1::RecallRequest req_;
   recall::v1::RecallResponse resp_;
 };
 
 grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse>*
 RecallServiceImpl::RecallStream(grpc::CallbackServerContext* ctx) {
-  return new RecallStreamReactor(engine_, metrics_, batcher_, Authorize(auth_, ctx, kRead));
+  return new RecallStreamReactor(engine_, metrics_, batcher_, &recalls_,
+                                 Authorize(auth_, ctx, kRead), SteadyDeadline(ctx));
 }
 
 TrainingServiceImpl::TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs,

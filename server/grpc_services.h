@@ -6,6 +6,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <thread>
@@ -24,14 +25,48 @@ namespace recall::server {
 grpc::Status ToGrpcStatus(const absl::Status& s);
 std::string GrpcCodeName(grpc::StatusCode code);
 
+// Bounds the calls of one kind that are being handled at once (admission control): beyond the
+// limit a call is refused RESOURCE_EXHAUSTED before any work, so overload costs the caller a
+// fast retry elsewhere instead of a queue that grows without bound. 0 = no limit. Thread-safe.
+class InFlightLimit {
+ public:
+  explicit InFlightLimit(int limit) : limit_(limit) {}
+  bool TryAcquire() {
+    int cur = count_.load(std::memory_order_relaxed);
+    do {
+      if (limit_ > 0 && cur >= limit_) return false;
+    } while (!count_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel));
+    return true;
+  }
+  void Release() { count_.fetch_sub(1, std::memory_order_acq_rel); }
+  int limit() const { return limit_; }
+
+ private:
+  const int limit_;
+  std::atomic<int> count_{0};
+};
+
+// The service's admission limits (recall-server flags). Recall requests through the batcher
+// are bounded by its queue (RecallBatcher::Options::max_queued) instead.
+struct ServiceLimits {
+  int max_in_flight_recalls = 0;  // Recall / RecallStream requests without the batcher
+  int max_in_flight_writes = 0;   // UpsertItems + DeleteItems
+};
+
 class RecallServiceImpl final : public recall::v1::RecallService::CallbackService {
  public:
   // `batcher` (nullable): Recall and RecallStream requests go through it; without it each
   // request runs alone on the gRPC thread that received it. `auth` (nullable = every call
   // allowed): Recall, RecallStream and GetIndexInfo need the read scope, writes the admin one.
   RecallServiceImpl(const RecallEngine* engine, Metrics* metrics,
-                    RecallBatcher* batcher = nullptr, const CallAuthorizer* auth = nullptr)
-      : engine_(engine), metrics_(metrics), batcher_(batcher), auth_(auth) {}
+                    RecallBatcher* batcher = nullptr, const CallAuthorizer* auth = nullptr,
+                    ServiceLimits limits = {})
+      : engine_(engine),
+        metrics_(metrics),
+        batcher_(batcher),
+        auth_(auth),
+        recalls_(limits.max_in_flight_recalls),
+        writes_(limits.max_in_flight_writes) {}
 
   grpc::ServerUnaryReactor* Recall(grpc::CallbackServerContext* ctx,
                                    const recall::v1::RecallRequest* req,
@@ -53,6 +88,8 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
   Metrics* metrics_;
   RecallBatcher* batcher_;
   const CallAuthorizer* auth_;
+  InFlightLimit recalls_;  // only without the batcher
+  InFlightLimit writes_;
 };
 
 // Training and version RPCs. Those that wait for a model load or a child process

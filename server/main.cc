@@ -41,6 +41,13 @@ DEFINE_int32(batch_max_size, 32, "most requests in one batch");
 DEFINE_int32(batch_max_wait_us, 200, "longest a queued request waits for its batch to fill "
              "(microseconds, counted from its arrival; 0 = never wait)");
 DEFINE_int32(batch_workers, 0, "threads that run batches (0 = one per core)");
+DEFINE_int32(max_queued_requests, 0, "overload bound: most Recall requests waiting for a batch "
+             "worker; beyond it a request is refused RESOURCE_EXHAUSTED at once (0 = one full "
+             "batch per worker, --batch_max_size x workers)");
+DEFINE_int32(max_in_flight_recalls, 0, "overload bound without --batching: most Recall requests "
+             "handled at once (0 = 4 per core)");
+DEFINE_int32(max_in_flight_writes, 64, "overload bound: most UpsertItems/DeleteItems calls "
+             "handled at once (0 = no bound)");
 DEFINE_int32(max_k, 1000, "largest k a Recall may ask for");
 DEFINE_int32(max_history, 1000, "longest history a Recall may carry");
 DEFINE_int32(ef_search, 0, "HNSW efSearch (0 = the index's default)");
@@ -161,6 +168,7 @@ int main(int argc, char** argv) {
   wo.sync = *sync;
   wo.compact_bytes = FLAGS_wal_compact_bytes;
   wo.on_commit = [&metrics](uint64_t bytes, double sec) { metrics.ObserveWalCommit(bytes, sec); };
+  wo.on_error = [&metrics](const absl::Status&) { metrics.AddWalWriteError(); };
   recall::server::WalRecoveryInfo recovery;
   auto writes = recall::server::OnlineWrites::Open(wo, &recovery);
   if (!writes.ok()) {
@@ -212,15 +220,27 @@ int main(int argc, char** argv) {
     bo.num_workers = FLAGS_batch_workers > 0
                          ? FLAGS_batch_workers
                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    bo.max_queued = FLAGS_max_queued_requests > 0 ? FLAGS_max_queued_requests
+                                                  : bo.max_batch_size * bo.num_workers;
     bo.on_batch = [&metrics](int n, const recall::server::RecallTimings& t) {
       metrics.ObserveBatch(n);
       metrics.ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
     };
     batcher = std::make_unique<recall::server::RecallBatcher>(&engine, bo);
+    batcher->set_on_shed([&metrics](recall::server::RecallBatcher::Shed why) {
+      metrics.AddShed(why == recall::server::RecallBatcher::Shed::kDeadline ? "deadline"
+                                                                             : "queue_full");
+    });
   }
+  recall::server::ServiceLimits service_limits;
+  service_limits.max_in_flight_recalls =
+      FLAGS_max_in_flight_recalls > 0
+          ? FLAGS_max_in_flight_recalls
+          : 4 * std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  service_limits.max_in_flight_writes = std::max(0, FLAGS_max_in_flight_writes);
   // The server is shut down (every call answered) before the batcher and the engine go away.
-  recall::server::RecallServiceImpl recall_service(&engine, &metrics, batcher.get(),
-                                                    &*auth);
+  recall::server::RecallServiceImpl recall_service(&engine, &metrics, batcher.get(), &*auth,
+                                                    service_limits);
 
   recall::server::RetrainJobs::Options ro;
   ro.command = absl::StrSplit(FLAGS_retrain_command, ' ', absl::SkipEmpty());

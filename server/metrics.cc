@@ -141,6 +141,21 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                                      .Name("recall_retrain_last_success_timestamp_seconds")
                                      .Help("Unix time of the last successful retrain (0 = none)")
                                      .Register(*registry_));
+  shed_ = &prometheus::BuildCounter()
+               .Name("recall_shed_requests_total")
+               .Help("Requests answered without work under overload, by reason: queue_full and "
+                     "in_flight (RESOURCE_EXHAUSTED), deadline (DEADLINE_EXCEEDED)")
+               .Register(*registry_);
+  for (const char* r : {"queue_full", "in_flight", "deadline"}) shed_reasons_[r] = &shed_->Add({{"reason", r}});
+  wal_errors_ = Single(prometheus::BuildCounter()
+                           .Name("recall_wal_write_errors_total")
+                           .Help("Write-ahead log appends that failed (disk full, I/O error); the "
+                                 "writes were refused UNAVAILABLE and not applied")
+                           .Register(*registry_));
+}
+
+void Metrics::AddShed(const std::string& reason) {
+  if (auto it = shed_reasons_.find(reason); it != shed_reasons_.end()) it->second->Increment();
 }
 
 void Metrics::ObserveWalCommit(uint64_t bytes, double sync_seconds) {

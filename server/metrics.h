@@ -48,6 +48,9 @@ class Metrics {
   void SetRetrainRunning(bool running) { retrain_running_->Set(running ? 1 : 0); }
   void AddUpserts(int64_t n) { upserts_->Increment(static_cast<double>(n)); }
   void AddDeletes(int64_t n) { deletes_->Increment(static_cast<double>(n)); }
+  // A request refused before any work: "queue_full", "in_flight" or "deadline".
+  void AddShed(const std::string& reason);
+  void AddWalWriteError() { wal_errors_->Increment(); }
   prometheus::Gauge& in_flight() { return *in_flight_; }
   std::shared_ptr<prometheus::Registry> registry() { return registry_; }
 
@@ -76,6 +79,9 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* retrain_jobs_;
   absl::flat_hash_map<std::string, prometheus::Counter*> retrain_results_;  // fixed at start
   prometheus::Gauge *retrain_running_, *retrain_last_success_;
+  prometheus::Family<prometheus::Counter>* shed_;
+  absl::flat_hash_map<std::string, prometheus::Counter*> shed_reasons_;  // fixed at start
+  prometheus::Counter* wal_errors_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, prometheus::Counter*> request_counters_ ABSL_GUARDED_BY(mu_);

@@ -22,6 +22,7 @@ absl::StatusOr<std::unique_ptr<OnlineWrites>> OnlineWrites::Open(Options options
   wo.path = w->options_.wal_path;
   wo.sync = w->options_.sync;
   wo.on_commit = w->options_.on_commit;
+  wo.on_error = w->options_.on_error;
   OnlineWrites* self = w.get();
   auto wal = WriteAheadLog::Open(
       wo,
@@ -150,7 +151,13 @@ absl::StatusOr<uint64_t> OnlineWrites::LogIfServing(const std::shared_ptr<Servab
   if (versions.Current() != servable) {
     return absl::AbortedError("the serving model version changed during the write; retry");
   }
-  return wal_->Append(rec.SerializeAsString());
+  absl::StatusOr<uint64_t> seq = wal_->Append(rec.SerializeAsString());
+  if (seq.ok() || absl::IsInvalidArgument(seq.status())) return seq;
+  // Disk full, unwritable or failed log: the write is refused and not applied, and the caller
+  // may retry later or elsewhere; reads are unaffected.
+  return absl::UnavailableError(
+      absl::StrCat("write-ahead log: the write was not logged, so not applied: ",
+                   seq.status().message()));
 }
 
 absl::Status OnlineWrites::Upsert(const std::shared_ptr<Servable>& servable,

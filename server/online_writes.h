@@ -43,6 +43,7 @@ class OnlineWrites {
     // compaction (0 = only at start-up).
     uint64_t compact_bytes = 64ull << 20;
     std::function<void(uint64_t bytes, double sync_seconds)> on_commit;  // metrics
+    std::function<void(const absl::Status&)> on_error;                   // metrics: failed appends
   };
 
   // Opens (creates) the log and folds every complete record into memory; a torn tail is cut

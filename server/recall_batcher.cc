@@ -25,9 +25,28 @@ RecallBatcher::~RecallBatcher() {
 }
 
 void RecallBatcher::Submit(const recall::v1::RecallRequest* req,
-                           recall::v1::RecallResponse* resp, Done done) {
+                           recall::v1::RecallResponse* resp, Done done,
+                           Clock::time_point deadline) {
+  const auto now = Clock::now();
+  absl::Status refused;
+  if (deadline <= now) {
+    refused = absl::DeadlineExceededError("the call's deadline passed before it was queued");
+  } else {
+    absl::MutexLock lock(&mu_);
+    if (options_.max_queued <= 0 || static_cast<int>(queue_.size()) < options_.max_queued) {
+      queue_.push_back(Pending{req, resp, std::move(done), now, deadline});
+      return;
+    }
+    refused = absl::ResourceExhaustedError(absl::StrCat(
+        "server overloaded: ", queue_.size(), " requests already queued (--max_queued_requests)"));
+  }
+  if (on_shed_) on_shed_(absl::IsDeadlineExceeded(refused) ? Shed::kDeadline : Shed::kQueueFull);
+  done(refused, RecallTimings{}, 0);
+}
+
+int RecallBatcher::queued() const {
   absl::MutexLock lock(&mu_);
-  queue_.push_back(Pending{req, resp, std::move(done), Clock::now()});
+  return static_cast<int>(queue_.size());
 }
 
 bool RecallBatcher::QueueFullOrStopping() const {
@@ -67,6 +86,23 @@ void RecallBatcher::Work() {
       }
     }
     const auto start = Clock::now();
+    // Requests whose caller gave up while they waited are answered without work: under overload
+    // that work would only delay the requests somebody still waits for.
+    size_t live = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].deadline <= start) {
+        if (on_shed_) on_shed_(Shed::kDeadline);
+        RecallTimings t;
+        t.queue_sec = std::chrono::duration<double>(start - batch[i].arrived).count();
+        batch[i].done(absl::DeadlineExceededError("the call's deadline passed while it was queued"),
+                      t, 0);
+      } else {
+        if (live != i) batch[live] = std::move(batch[i]);
+        ++live;
+      }
+    }
+    batch.resize(live);
+    if (batch.empty()) continue;
     reqs.clear();
     resps.clear();
     for (const Pending& p : batch) {

@@ -8,6 +8,13 @@
 // batch fills by itself (requests queue while the workers are busy) without any waiting.
 // With `max_wait_us` = 0 a worker never waits: it takes what is queued.
 //
+// Overload (issue 6): the queue is bounded by `max_queued`. A request that finds it full is
+// answered RESOURCE_EXHAUSTED at once, without work, instead of growing a queue whose every
+// entry would wait longer than its caller will: shedding at the door keeps the latency of the
+// admitted requests at about one batch round, and the server recovers as soon as the load
+// drops. A request whose deadline has passed (on arrival, or while it waited) is answered
+// DEADLINE_EXCEEDED and never reaches the tower or the index.
+//
 // Completion: `done` runs on a worker thread once the response is filled (or with the error);
 // it must not block for long (gRPC reactors only schedule a write or finish).
 //
@@ -37,6 +44,9 @@ class RecallBatcher {
     int max_batch_size = 32;
     int max_wait_us = 200;
     int num_workers = 1;
+    // Most requests waiting for a worker (0 = unbounded). recall-server's default is two
+    // batches per worker: one being formed while the other runs.
+    int max_queued = 0;
     // Called once per batch, on the worker, after the batch ran (metrics: batch size and the
     // encode/tower/search stages, which belong to the batch, not to one request).
     std::function<void(int batch_size, const RecallTimings&)> on_batch;
@@ -50,18 +60,31 @@ class RecallBatcher {
   RecallBatcher(const RecallBatcher&) = delete;
   RecallBatcher& operator=(const RecallBatcher&) = delete;
 
-  // Queues `req`; `req` and `resp` must stay valid until `done` has run.
-  void Submit(const recall::v1::RecallRequest* req, recall::v1::RecallResponse* resp, Done done);
+  // Why a request was answered without work (metrics).
+  enum class Shed { kQueueFull, kDeadline };
+  using OnShed = std::function<void(Shed)>;
+
+  using Clock = std::chrono::steady_clock;
+  // Queues `req`; `req` and `resp` must stay valid until `done` has run. `deadline` (the
+  // caller's; Clock::time_point::max() = none) passed -> DEADLINE_EXCEEDED without work. A full
+  // queue -> RESOURCE_EXHAUSTED; in both cases `done` runs on the calling thread before Submit
+  // returns.
+  void Submit(const recall::v1::RecallRequest* req, recall::v1::RecallResponse* resp, Done done,
+              Clock::time_point deadline = Clock::time_point::max());
+
+  // Requests waiting for a worker now.
+  int queued() const;
+  void set_on_shed(OnShed f) { on_shed_ = std::move(f); }
 
   const Options& options() const { return options_; }
 
  private:
-  using Clock = std::chrono::steady_clock;
   struct Pending {
     const recall::v1::RecallRequest* req;
     recall::v1::RecallResponse* resp;
     Done done;
     Clock::time_point arrived;
+    Clock::time_point deadline;
   };
 
   void Work();
@@ -69,7 +92,8 @@ class RecallBatcher {
 
   const RecallEngine* const engine_;
   const Options options_;
-  absl::Mutex mu_;
+  OnShed on_shed_;  // set before the first Submit
+  mutable absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;

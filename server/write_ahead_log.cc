@@ -362,14 +362,32 @@ absl::StatusOr<uint64_t> WriteAheadLog::Append(absl::string_view payload) {
     // The followers' payloads stay alive: they are blocked in Append until we mark them done.
     mu_.Unlock();
     double sync_seconds = 0;
+    // Only the leader moves the end of the file, so the size before this group is stable.
+    const uint64_t group_start = [&] {
+      absl::MutexLock relock(&mu_);
+      return stats_.file_bytes;
+    }();
+    bool poison = false;
     status = WriteFully(fd_, iov.data(), iov.size(), options_.path);
-    if (status.ok() && options_.sync == WalSyncPolicy::kAlways) {
+    if (!status.ok()) {
+      // A failed write (ENOSPC, EFBIG, EIO) may have left part of the group on disk. Cutting
+      // the file back to the group's start keeps it a sequence of whole records, so the log
+      // stays usable: once space is freed, the next Append succeeds. Only if the cut fails is
+      // the log's tail unknown, and then it is poisoned (the next Open cuts the torn record).
+      if (::ftruncate(fd_, static_cast<off_t>(group_start)) != 0) poison = true;
+    } else if (options_.sync == WalSyncPolicy::kAlways) {
       const auto start = std::chrono::steady_clock::now();
-      if (::fdatasync(fd_) != 0) status = IoError(errno, "fdatasync", options_.path);
+      if (::fdatasync(fd_) != 0) {
+        // After a failed fdatasync the kernel may have dropped the dirty pages and cleared the
+        // error: a retry could "succeed" without the data on disk. Never trust this file again.
+        status = IoError(errno, "fdatasync", options_.path);
+        poison = true;
+      }
       sync_seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
     if (status.ok() && options_.on_commit) options_.on_commit(bytes, sync_seconds);
+    if (!status.ok() && options_.on_error) options_.on_error(status);
     mu_.Lock();
     if (status.ok()) {
       stats_.appended_records += n;
@@ -377,9 +395,12 @@ absl::StatusOr<uint64_t> WriteAheadLog::Append(absl::string_view payload) {
       stats_.file_bytes += bytes;
       stats_.groups += 1;
       if (options_.sync == WalSyncPolicy::kAlways) stats_.syncs += 1;
-    } else {
+    } else if (poison) {
       LOG(ERROR) << "WAL " << options_.path << " is now unusable: " << status;
       poison_ = status;
+    } else {
+      LOG(WARNING) << "WAL " << options_.path << ": append of " << n
+                   << " records failed and was rolled back: " << status;
     }
   }
   const uint64_t first_seq = stats_.next_sequence;

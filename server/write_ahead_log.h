@@ -81,6 +81,8 @@ class WriteAheadLog {
     // in fdatasync (0 under kNone). It runs on the committing thread, without the log's mutex
     // but before the group's waiters are released: keep it cheap.
     std::function<void(uint64_t bytes, double sync_seconds)> on_commit;
+    // Called once per group whose write or sync failed, with the error (metrics, alerts).
+    std::function<void(const absl::Status&)> on_error;
   };
 
   using ReplayFn = std::function<absl::Status(uint64_t seq, absl::string_view payload)>;
@@ -107,9 +109,13 @@ class WriteAheadLog {
   // usable). Concurrent callers are group-committed as in leveldb's DBImpl::Write: the caller at
   // the head of the queue becomes the leader, takes every queued record (up to ~1 MiB), and does
   // one write() and one fdatasync for the whole group without holding the mutex, then hands each
-  // follower its result. After an I/O error the log is poisoned: that group and every later
-  // Append or Rewrite fail with the error (the file may end in a partial record, which the next
-  // Open cuts). Sequence numbers are assigned in queue order, so they match file order.
+  // follower its result. A failed write() (disk full, file too large, I/O error) fails that
+  // group only: the file is cut back to the group's start, so it still ends on a record
+  // boundary, and later Appends work again once the cause is gone. A failed fdatasync, or a
+  // failed cut, poisons the log: that group and every later Append or Rewrite fail with the
+  // error (the file may end in a partial record, which the next Open cuts), because the kernel
+  // may have dropped pages it could not write. Sequence numbers are assigned in queue order, so
+  // they match file order.
   absl::StatusOr<uint64_t> Append(absl::string_view payload);
 
   // Atomically replaces the whole log with `payloads` (compaction): writes "<path>.rewrite",

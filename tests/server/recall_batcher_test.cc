@@ -220,5 +220,99 @@ TEST_F(RecallBatcherTest, NoVersionLoadedIsUnavailableForEveryRequest) {
   EXPECT_EQ(st[1].code(), absl::StatusCode::kInvalidArgument);
 }
 
+
+// Overload: a full queue refuses at once (on the caller's thread, before Submit returns) instead
+// of growing; the queued requests are still answered.
+TEST_F(RecallBatcherTest, FullQueueRefusesResourceExhaustedAtOnce) {
+  RecallBatcher::Options o;
+  o.max_batch_size = 100;
+  o.max_wait_us = 300000;  // the worker holds the queue open: it stays full while we submit
+  o.num_workers = 1;
+  o.max_queued = 4;
+  std::atomic<int> shed_full{0};
+  std::vector<RecallRequest> reqs(6);
+  std::vector<RecallResponse> resps(6);
+  std::vector<absl::Status> got(6, absl::UnknownError("not answered"));
+  std::vector<absl::Notification> answered(6);
+  {
+    RecallBatcher batcher(engine_, o);
+    batcher.set_on_shed([&](RecallBatcher::Shed why) {
+      if (why == RecallBatcher::Shed::kQueueFull) ++shed_full;
+    });
+    for (int i = 0; i < 6; ++i) {
+      reqs[i] = Request(i);
+      batcher.Submit(&reqs[i], &resps[i], [&, i](const absl::Status& s, const RecallTimings&, int) {
+        got[i] = s;
+        answered[i].Notify();
+      });
+      if (i >= 4) {
+        // Refused synchronously: the answer is there when Submit returns.
+        ASSERT_TRUE(answered[i].HasBeenNotified()) << i;
+        EXPECT_EQ(got[i].code(), absl::StatusCode::kResourceExhausted) << got[i];
+        EXPECT_NE(got[i].message().find("--max_queued_requests"), std::string::npos);
+      }
+    }
+    EXPECT_LE(batcher.queued(), 4);
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(answered[i].WaitForNotificationWithTimeout(absl::Seconds(30)));
+      EXPECT_TRUE(got[i].ok()) << i << ": " << got[i];
+      EXPECT_GT(resps[i].items_size(), 0);
+    }
+  }
+  EXPECT_EQ(shed_full.load(), 2);
+}
+
+// Deadlines: passed on arrival -> DEADLINE_EXCEEDED at once; passed while queued -> answered
+// DEADLINE_EXCEEDED without running (its batch holds only the live request).
+TEST_F(RecallBatcherTest, ExpiredDeadlinesAreAnsweredWithoutWork) {
+  RecallBatcher::Options o;
+  o.max_batch_size = 100;
+  o.max_wait_us = 200000;
+  o.num_workers = 1;
+  std::vector<int> batch_sizes;
+  std::mutex mu;
+  o.on_batch = [&](int n, const RecallTimings&) {
+    std::lock_guard<std::mutex> l(mu);
+    batch_sizes.push_back(n);
+  };
+  std::atomic<int> shed_deadline{0};
+  RecallRequest r0 = Request(1), r1 = Request(2), r2 = Request(3);
+  RecallResponse p0, p1, p2;
+  absl::Status s0, s1, s2;
+  absl::Notification n0, n1, n2;
+  {
+    RecallBatcher batcher(engine_, o);
+    batcher.set_on_shed([&](RecallBatcher::Shed why) {
+      if (why == RecallBatcher::Shed::kDeadline) ++shed_deadline;
+    });
+    const auto now = RecallBatcher::Clock::now();
+    batcher.Submit(&r0, &p0, [&](const absl::Status& s, const RecallTimings&, int) {
+      s0 = s;
+      n0.Notify();
+    }, now - std::chrono::milliseconds(1));
+    ASSERT_TRUE(n0.HasBeenNotified());
+    EXPECT_EQ(s0.code(), absl::StatusCode::kDeadlineExceeded) << s0;
+    // Expires while the worker waits 200 ms for its batch to fill.
+    batcher.Submit(&r1, &p1, [&](const absl::Status& s, const RecallTimings&, int) {
+      s1 = s;
+      n1.Notify();
+    }, now + std::chrono::milliseconds(20));
+    batcher.Submit(&r2, &p2, [&](const absl::Status& s, const RecallTimings&, int) {
+      s2 = s;
+      n2.Notify();
+    });
+    ASSERT_TRUE(n1.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    ASSERT_TRUE(n2.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  }
+  EXPECT_EQ(s1.code(), absl::StatusCode::kDeadlineExceeded) << s1;
+  EXPECT_EQ(p1.items_size(), 0);
+  EXPECT_TRUE(s2.ok()) << s2;
+  EXPECT_GT(p2.items_size(), 0);
+  EXPECT_EQ(shed_deadline.load(), 2);
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(batch_sizes.size(), 1u);
+  EXPECT_EQ(batch_sizes[0], 1);  // only the live request ran
+}
+
 }  // namespace
 }  // namespace recall::server
