@@ -288,13 +288,17 @@ int main(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&signals, &sig);
-  LOG(INFO) << "signal " << sig << ": draining in-flight calls (up to " << FLAGS_shutdown_grace_s
+  LOG(INFO) << "signal " << sig << ": refusing new calls, draining "
+            << metrics.in_flight().Value() << " in-flight calls (up to " << FLAGS_shutdown_grace_s
             << "s)";
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::seconds(FLAGS_shutdown_grace_s));
   versions.Stop();
   server->Wait();
-  LOG(INFO) << "recall-server stopped";
+  // Every accepted call has been answered by now (a handler finishes its call before it leaves
+  // the in-flight count); tests/server/fault_test.cc checks this line.
+  LOG(INFO) << "recall-server stopped; calls left unanswered: " << metrics.in_flight().Value()
+            << "; calls answered: " << metrics.RequestCounts();
   return 0;
 }

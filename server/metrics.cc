@@ -9,7 +9,9 @@
 
 #include <cerrno>
 #include <chrono>
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -263,6 +265,16 @@ void Metrics::ObserveRequest(const std::string& method, const std::string& code,
   }
   c->Increment();
   h->Observe(seconds);
+}
+
+std::string Metrics::RequestCounts() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<std::string, double>> rows;
+  for (const auto& [key, counter] : request_counters_) rows.emplace_back(key, counter->Value());
+  std::sort(rows.begin(), rows.end());
+  std::string out;
+  for (const auto& [key, n] : rows) absl::StrAppend(&out, out.empty() ? "" : " ", key, "=", n);
+  return out;
 }
 
 void Metrics::ObserveStages(double encode_sec, double tower_sec, double search_sec) {

@@ -35,6 +35,8 @@ class Metrics {
 
   void ObserveRequest(const std::string& method, const std::string& code, double seconds);
   void ObserveStages(double encode_sec, double tower_sec, double search_sec);
+  // "Method/CODE=count ..." of every call answered so far, sorted (logged at shutdown).
+  std::string RequestCounts();
   // Time a request waited in the batcher's queue before its batch started.
   void ObserveQueueWait(double seconds) { stage_queue_->Observe(seconds); }
   void SetServingVersion(int64_t version, const std::string& index_factory, int64_t items,

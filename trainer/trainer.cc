@@ -811,6 +811,11 @@ absl::StatusOr<std::string> Trainer::Export(const std::string& model_base,
                                             const std::map<std::string, std::string>& config_echo,
                                             int64_t version) {
   if (version <= 0) version = NextVersionNumber(model_base);
+  // Staging dirs of publishers that died (recall-train killed mid-publish) are never read by
+  // anyone; the next publisher clears them so they do not pile up.
+  if (const int stale = RemoveStaleStagingDirs(model_base); stale > 0) {
+    LOG(INFO) << "removed " << stale << " staging dir(s) left by dead publishers in " << model_base;
+  }
   auto staging = CreateStagingDir(model_base, version);
   if (!staging.ok()) return staging.status();
   const fs::path dir(*staging);
