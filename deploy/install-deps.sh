@@ -20,6 +20,8 @@ PACKAGES=(
   libgoogle-perftools-dev
   # tests
   libgtest-dev libgmock-dev
+  # fuzzing (deploy/fuzz.sh, tests/fuzz): clang with libFuzzer and the sanitizer runtimes
+  clang-14 libclang-rt-14-dev
   # Python peers for benchmarks (Debian's interpreter: /usr/bin/python3)
   python3 python3-torch python3-numpy python3-grpcio python3-protobuf python3-faiss
   # tools used by examples and tests: curl for /metrics

@@ -227,8 +227,15 @@ absl::StatusOr<recall::v1::ModelManifest> VerifyVersionDir(const std::string& di
     }
     listed.push_back(f.path());
   }
-  for (const std::string& needed :
-       {manifest->user_tower_file(), manifest->item_tower_file(), manifest->index_file()}) {
+  // Every file the loader reads must be checksummed: the towers, the index and the spec's
+  // vocabularies (ModelVersion::Load reads those too).
+  std::vector<std::string> required = {manifest->user_tower_file(), manifest->item_tower_file(),
+                                       manifest->index_file()};
+  const auto& spec = manifest->feature_spec();
+  for (const std::string* vocab : {&spec.user_id().vocab_file(), &spec.item_id().vocab_file()}) {
+    if (!vocab->empty()) required.push_back(*vocab);
+  }
+  for (const std::string& needed : required) {
     if (std::find(listed.begin(), listed.end(), needed) == listed.end()) {
       return absl::DataLossError(absl::StrCat(dir, "/", needed.empty() ? "<unnamed>" : needed,
                                               ": not listed in the manifest"));

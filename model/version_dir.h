@@ -49,8 +49,8 @@ absl::StatusOr<std::string> PublishVersion(const std::string& base, const std::s
                                            recall::v1::ModelManifest manifest);
 
 // Reads and checks a published version: the manifest parses, its version matches the
-// directory name, every listed file exists with the recorded size and sha256, and the tower
-// and index files it names are listed. Errors name the offending file.
+// directory name, every listed file exists with the recorded size and sha256, and the tower,
+// index and vocabulary files it names are listed. Errors name the offending file.
 absl::StatusOr<recall::v1::ModelManifest> VerifyVersionDir(const std::string& dir);
 
 // Parses MANIFEST.json without checking the files (for listing).
