@@ -268,7 +268,11 @@ absl::Status AppendFeatureTsv(const std::string& id_col, const std::vector<std::
   for (int64_t e = 0; e < n; ++e) {
     absl::StrAppend(out, e);
     for (size_t f = 0; f < names.size(); ++f) {
-      absl::string_view v = e < static_cast<int64_t>(values[f].size()) ? values[f][e] : "";
+      // Both arms string_view: with `: ""` the conditional's type is std::string, a temporary
+      // the view would outlive (ASan: stack-use-after-scope).
+      const absl::string_view v = e < static_cast<int64_t>(values[f].size())
+                                      ? absl::string_view(values[f][e])
+                                      : absl::string_view();
       if (v.find_first_of("\t\n\r") != absl::string_view::npos) {
         return absl::InvalidArgumentError(absl::StrCat(what, " ", e, " feature '", names[f],
                                                        "' contains a tab or newline"));

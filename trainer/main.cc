@@ -47,6 +47,8 @@ DEFINE_double(ccl_negative_weight, 150, "ccl: weight of the mean negative hinge 
 DEFINE_bool(logq, false,
             "logQ correction: subtract log of each negative's sampling probability (item "
             "frequency for in-batch and queue negatives, mixed with 1/N for global ones)");
+DEFINE_double(logq_weight, 1.0, "with --logq: subtract this multiple alpha of log q (1: the "
+              "full correction; below 1 keeps part of the popularity prior)");
 DEFINE_int64(queue_size, 0, "MoCo queue of momentum-encoder item keys used as negatives (0: off)");
 DEFINE_double(momentum, 0.99, "MoCo key encoder momentum m: k = m*k + (1-m)*q after each step");
 DEFINE_bool(queue_reencode, false,
@@ -284,6 +286,7 @@ int main(int argc, char** argv) {
   cfg.learning_rate = FLAGS_lr;
   cfg.temperature = FLAGS_temperature;
   cfg.logq_correction = FLAGS_logq;
+  cfg.logq_weight = FLAGS_logq_weight;
   cfg.loss = FLAGS_loss;
   cfg.ccl_margin = FLAGS_ccl_margin;
   cfg.ccl_negative_weight = FLAGS_ccl_negative_weight;

@@ -106,6 +106,7 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
       lq = torch::log(torch::exp(lq) + uniform_share);
     }
     user_side = torch::cat({user_side, torch::ones({b, 1}, user.options())}, 1);
+    if (options.log_q_weight != 1.0) lq = lq * options.log_q_weight;
     column_side = torch::cat({column_side, -lq.unsqueeze(1).to(cand.dtype())}, 1);
   }
   torch::Tensor logits = torch::matmul(user_side, column_side.t());

@@ -69,6 +69,10 @@ struct ContrastiveOptions {
   double temperature = 0.1;
   // log q(i) for every dense item id ([num_items]); undefined = no logQ correction.
   torch::Tensor log_q;
+  // alpha: the correction subtracted is alpha * log q(i). 1 = the full correction (Yi et al.
+  // 2019, an estimate of the unbiased softmax); below 1 keeps part of the popularity prior in
+  // the learned scores, which full-ranking metrics on popularity-skewed test sets can reward.
+  double log_q_weight = 1.0;
 };
 
 // The [B, B + Q + M] logits described above. user, pos: [B, dim]; pos_ids: [B] int64.

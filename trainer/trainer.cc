@@ -383,7 +383,10 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
   } else {
     ContrastiveOptions opt;
     opt.temperature = config_.temperature;
-    if (config_.logq_correction) opt.log_q = log_q_;
+    if (config_.logq_correction) {
+      opt.log_q = log_q_;
+      opt.log_q_weight = config_.logq_weight;
+    }
     loss = InfoNceLoss(ContrastiveLogits(u, v, ids, queued, global, opt));
   }
   ContrastiveOptions ssl;

@@ -36,6 +36,7 @@ struct TrainConfig {
   // item j (its share of train interactions), from every logit, so the softmax estimates
   // p(item | user) instead of p(item | user) / q(item).
   bool logq_correction = false;
+  double logq_weight = 1.0;  // alpha: subtract alpha * log q (1 = the full correction)
   // "softmax" (InfoNCE above) or "ccl": the cosine contrastive loss of SimpleX (Mao et al.
   // 2021), (1 - cos(u, pos)) + ccl_negative_weight * mean_j max(0, cos(u, neg_j) - ccl_margin)
   // over the uniform global negatives (and the queue, if any), not the popularity-drawn

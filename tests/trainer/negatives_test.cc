@@ -73,6 +73,11 @@ TEST(ContrastiveLogits, LogQSubtractsExactlyLogQ) {
   torch::Tensor b = ContrastiveLogits(u, v, ids, {}, {}, corrected);
   EXPECT_TRUE(torch::allclose(a, torch::matmul(u, v.t()) / 0.5));
   EXPECT_TRUE(torch::allclose(b - a, -q.log().unsqueeze(0).expand({4, 4}), 1e-6, 1e-6));
+  // A partial correction subtracts exactly alpha * log q.
+  ContrastiveOptions partial = corrected;
+  partial.log_q_weight = 0.25;
+  torch::Tensor c = ContrastiveLogits(u, v, ids, {}, {}, partial);
+  EXPECT_TRUE(torch::allclose(c - a, -0.25 * q.log().unsqueeze(0).expand({4, 4}), 1e-6, 1e-6));
 }
 
 TEST(ContrastiveLogits, MixtureCorrectionWithGlobalNegatives) {
