@@ -109,4 +109,27 @@ TEST_F(VersionDirTest, ManifestVersionMustMatchDirectory) {
 }
 
 }  // namespace
+// A vocabulary the spec names is read by the loader, so it must be checksummed like the towers:
+// a manifest that names one it does not list is refused (a fuzz finding, tests/fuzz/README.md).
+TEST_F(VersionDirTest, VocabularyNamedByTheSpecButNotListedIsRefused) {
+  auto staging = CreateStagingDir(base_, 4);
+  ASSERT_TRUE(staging.ok());
+  for (const char* name : {kUserTowerFile, kItemTowerFile, kIndexFile}) {
+    std::ofstream(fs::path(*staging) / name) << "payload of " << name;
+  }
+  recall::v1::ModelManifest m;
+  m.set_version(4);
+  m.set_embedding_dim(8);
+  m.mutable_feature_spec()->mutable_user_id()->set_vocab_file(kUserVocabFile);
+  auto path = PublishVersion(base_, *staging, m);
+  ASSERT_TRUE(path.ok()) << path.status();
+  // Written after publication, so present on disk but absent from the manifest's list.
+  std::ofstream(fs::path(*path) / kUserVocabFile) << "unchecked bytes";
+  auto verified = VerifyVersionDir(*path);
+  ASSERT_FALSE(verified.ok());
+  EXPECT_EQ(verified.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(verified.status().message().find(kUserVocabFile), std::string::npos)
+      << verified.status();
+}
+
 }  // namespace recall
