@@ -36,7 +36,7 @@ trap 'rm -rf "$work"' EXIT
 
 # LSan: leaks on; the suppressions cover only third-party process-lifetime allocations.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1:detect_stack_use_after_return=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export LSAN_OPTIONS="suppressions=$root/tests/fuzz/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export LSAN_OPTIONS="suppressions=$root/tests/sanitizers/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 # LibTorch and OpenMP threads are not needed for one-row tensors; fewer threads, faster runs.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
