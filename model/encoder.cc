@@ -1,9 +1,11 @@
 #include "model/encoder.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "model/hashing.h"
 
 namespace recall {
@@ -11,6 +13,11 @@ namespace {
 
 using recall::v1::CategoricalFeatureSpec;
 using recall::v1::NumericFeatureSpec;
+
+// Bound on the rows of one embedding table (ids) or of one side's shared categorical table,
+// far beyond anything that fits in memory; it keeps the row arithmetic (num_buckets + 1, offsets
+// summed over features) from overflowing on a corrupt or hostile feature spec.
+constexpr int64_t kMaxRows = int64_t{1} << 40;
 
 // Per-feature seed so that equal values of different features land in unrelated buckets.
 uint64_t FeatureSeed(absl::string_view name) { return StableHash(name, 0x7265'6361'6c6cULL); }
@@ -27,11 +34,17 @@ absl::Status CheckNames(absl::flat_hash_set<std::string>& seen, const std::strin
 template <typename Cats, typename Nums>
 absl::Status ValidateSide(const Cats& cats, const Nums& nums, absl::string_view side) {
   absl::flat_hash_set<std::string> seen;
+  int64_t rows = 0;  // of the shared categorical table; <= kMaxRows before each addition
   for (const CategoricalFeatureSpec& c : cats) {
     if (auto s = CheckNames(seen, c.name(), side); !s.ok()) return s;
     if (c.num_buckets() < 1) {
       return absl::InvalidArgumentError(
           absl::StrCat(side, " categorical \"", c.name(), "\": num_buckets must be >= 1"));
+    }
+    if (c.num_buckets() > kMaxRows || (rows += c.num_buckets() + 1) > kMaxRows) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          side, " categorical \"", c.name(), "\": num_buckets ", c.num_buckets(),
+          " takes the ", side, " categorical rows past the limit of ", kMaxRows));
     }
   }
   for (const NumericFeatureSpec& n : nums) {
@@ -66,25 +79,66 @@ int64_t CategoricalRow(const CategoricalFeatureSpec& spec, int64_t offset,
   return offset + HashBucket(StableHash(value, FeatureSeed(spec.name())), spec.num_buckets());
 }
 
+// A feature name as it appears in a message: quoted, cut to a readable length (the name comes
+// from the caller and may be anything).
+std::string QuoteName(absl::string_view name) {
+  constexpr size_t kMax = 64;
+  return name.size() <= kMax ? std::string(name)
+                             : absl::StrCat(name.substr(0, kMax), "...(", name.size(), " bytes)");
+}
+
+// "a, b, c" (sorted) or "none": the names a caller may use instead of an unknown one.
+std::string NameList(const absl::flat_hash_map<std::string, int>& index) {
+  std::vector<absl::string_view> names;
+  for (const auto& [name, f] : index) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return names.empty() ? "none" : absl::StrJoin(names, ", ");
+}
+
+// Why `name` is not a feature of the kind `kind` ("categorical" / "numeric"): a feature of the
+// other kind sent in the wrong map gets told where it belongs, an unknown one the known names.
+absl::Status UnknownFeature(absl::string_view prefix, absl::string_view kind,
+                            const std::string& name,
+                            const absl::flat_hash_map<std::string, int>& same_kind,
+                            const absl::flat_hash_map<std::string, int>& other_kind,
+                            absl::string_view other) {
+  const std::string field = absl::StrCat(prefix, ".", kind, "[\"", QuoteName(name), "\"]");
+  if (other_kind.contains(name)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": \"", name, "\" is a ", other,
+                                                   " feature of the model; send it in ", prefix,
+                                                   ".", other));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(field, ": not a ", kind,
+                                                 " feature of the model (its ", kind,
+                                                 " features: ", NameList(same_kind), ")"));
+}
+
+// `normalize(f, x)` is the standardization the encoder applies to numeric feature f.
+template <typename Normalize>
 absl::Status ValidateMaps(const google::protobuf::Map<std::string, std::string>& cat,
                           const google::protobuf::Map<std::string, float>& num,
                           const absl::flat_hash_map<std::string, int>& cat_index,
                           const absl::flat_hash_map<std::string, int>& num_index,
-                          absl::string_view prefix) {
+                          absl::string_view prefix, const Normalize& normalize) {
   for (const auto& [name, value] : cat) {
     if (!cat_index.contains(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          prefix, ".categorical[\"", name, "\"]: not a categorical feature of the model"));
+      return UnknownFeature(prefix, "categorical", name, cat_index, num_index, "numeric");
     }
   }
   for (const auto& [name, value] : num) {
-    if (!num_index.contains(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          prefix, ".numeric[\"", name, "\"]: not a numeric feature of the model"));
+    auto f = num_index.find(name);
+    if (f == num_index.end()) {
+      return UnknownFeature(prefix, "numeric", name, num_index, cat_index, "categorical");
     }
     if (!std::isfinite(value)) {
       return absl::InvalidArgumentError(
           absl::StrCat(prefix, ".numeric[\"", name, "\"]: must be finite, got ", value));
+    }
+    // A finite value can still overflow float once standardized (|x - mean| / std with a small
+    // std), which would hand the tower an infinity.
+    if (!std::isfinite(normalize(f->second, value))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          prefix, ".numeric[\"", name, "\"]: ", value, " is out of range for this feature"));
     }
   }
   return absl::OkStatus();
@@ -95,6 +149,10 @@ absl::Status ValidateMaps(const google::protobuf::Map<std::string, std::string>&
 absl::Status ValidateFeatureSpec(const recall::v1::FeatureSpec& spec) {
   if (spec.user_id().num_buckets() < 1 || spec.item_id().num_buckets() < 1) {
     return absl::InvalidArgumentError("feature spec: user_id and item_id need num_buckets >= 1");
+  }
+  if (spec.user_id().num_buckets() > kMaxRows || spec.item_id().num_buckets() > kMaxRows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("feature spec: user_id and item_id need num_buckets <= ", kMaxRows));
   }
   if (spec.history_length() < 0 || spec.history_length() > 10000) {
     return absl::InvalidArgumentError("feature spec: history_length must be in [0, 10000]");
@@ -159,13 +217,13 @@ absl::Status FeatureEncoder::ValidateUser(const recall::v1::UserFeatures& user, 
                      " entries exceed the maximum of ", max_history));
   }
   return ValidateMaps(user.categorical(), user.numeric(), user_cat_index_, user_num_index_,
-                      prefix);
+                      prefix, [this](int f, float x) { return NormalizeUserNumeric(f, x); });
 }
 
 absl::Status FeatureEncoder::ValidateItem(const recall::v1::ItemFeatures& item,
                                           absl::string_view prefix) const {
   return ValidateMaps(item.categorical(), item.numeric(), item_cat_index_, item_num_index_,
-                      prefix);
+                      prefix, [this](int f, float x) { return NormalizeItemNumeric(f, x); });
 }
 
 UserBatch FeatureEncoder::EncodeUsers(

@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -58,6 +60,69 @@ bool SafeValue(absl::string_view v) {
     }
   }
   return true;
+}
+
+// A caller's string as it appears in a message: cut to a readable length.
+std::string Echo(absl::string_view v) {
+  constexpr size_t kMax = 64;
+  return v.size() <= kMax ? std::string(v) : absl::StrCat(v.substr(0, kMax), "...");
+}
+
+// The value type of each allowlisted trainer flag, checked before a job starts so that a typo
+// is an INVALID_ARGUMENT naming the override instead of a job that fails in the trainer's
+// flag parser. Ranges are only the obviously impossible (a count below 1, a negative weight, a
+// probability above 1); the trainer checks the rest.
+enum class Kind { kCount, kNonNegativeInt, kPositiveReal, kNonNegativeReal, kProbability,
+                  kBool, kText };
+
+Kind OverrideKind(absl::string_view flag) {
+  static const auto* kKinds = new absl::flat_hash_map<std::string, Kind>{
+      {"epochs", Kind::kCount}, {"batch_size", Kind::kCount}, {"lr", Kind::kPositiveReal},
+      {"temperature", Kind::kPositiveReal}, {"logq", Kind::kBool},
+      {"queue_size", Kind::kNonNegativeInt}, {"momentum", Kind::kProbability},
+      {"queue_reencode", Kind::kBool}, {"global_negatives", Kind::kNonNegativeInt},
+      {"weight_decay", Kind::kNonNegativeReal}, {"user_id_dropout", Kind::kProbability},
+      {"item_ssl_weight", Kind::kNonNegativeReal}, {"user_ssl_weight", Kind::kNonNegativeReal},
+      {"ssl_mask_prob", Kind::kProbability}, {"history_length", Kind::kNonNegativeInt},
+      {"dim", Kind::kCount}, {"id_dim", Kind::kCount}, {"cat_dim", Kind::kCount},
+      {"seed", Kind::kNonNegativeInt}, {"threads", Kind::kNonNegativeInt},
+      {"validation_users", Kind::kNonNegativeInt}, {"patience", Kind::kNonNegativeInt},
+      {"synthetic_users", Kind::kCount}, {"synthetic_items", Kind::kCount},
+      {"synthetic_categories", Kind::kCount}, {"test_fraction", Kind::kProbability}};
+  auto it = kKinds->find(flag);
+  return it == kKinds->end() ? Kind::kText : it->second;  // hidden sizes, factory, paths
+}
+
+// "" when `v` suits the kind of flag `k`, else what it should be.
+std::string CheckOverrideValue(absl::string_view k, absl::string_view v) {
+  switch (OverrideKind(k)) {
+    case Kind::kCount:
+    case Kind::kNonNegativeInt: {
+      const int64_t min = OverrideKind(k) == Kind::kCount ? 1 : 0;
+      int64_t x;
+      if (!absl::SimpleAtoi(v, &x) || x < min) {
+        return absl::StrCat("must be an integer >= ", min);
+      }
+      return "";
+    }
+    case Kind::kPositiveReal:
+    case Kind::kNonNegativeReal:
+    case Kind::kProbability: {
+      double x;
+      if (!absl::SimpleAtod(v, &x) || !std::isfinite(x)) return "must be a finite number";
+      if (OverrideKind(k) == Kind::kPositiveReal && !(x > 0)) return "must be > 0";
+      if (OverrideKind(k) == Kind::kNonNegativeReal && x < 0) return "must be >= 0";
+      if (OverrideKind(k) == Kind::kProbability && (x < 0 || x > 1)) return "must be in [0, 1]";
+      return "";
+    }
+    case Kind::kBool: {
+      bool b;
+      return absl::SimpleAtob(v, &b) ? "" : "must be true or false";
+    }
+    case Kind::kText:
+      return "";
+  }
+  return "";
 }
 
 // `"key": <number>` from one of the trainer's JSON progress lines.
@@ -124,21 +189,51 @@ std::shared_ptr<RetrainJobs::Job> RetrainJobs::Find(const std::string& job_id) c
 }
 
 absl::StatusOr<std::string> RetrainJobs::Trigger(const recall::v1::TriggerRetrainRequest& req) {
+  // Whether a dataset path exists is left to the trainer (the job fails naming it): with
+  // --retrain_command the trainer may run elsewhere (a Kubernetes Job) and see other files.
   const std::string& ds = req.dataset();
-  if (!(ds == "synthetic" || absl::StartsWith(ds, "lightgcn:") || absl::StartsWith(ds, "dir:") ||
-        absl::StartsWith(ds, "interactions:")) ||
-      !SafeValue(ds)) {
+  constexpr absl::string_view kForms =
+      "must be 'synthetic', 'lightgcn:<dir>', 'dir:<dir>' or 'interactions:<file>'";
+  if (ds.empty()) return absl::InvalidArgumentError(absl::StrCat("dataset: empty; ", kForms));
+  absl::string_view path;
+  bool known = ds == "synthetic";
+  for (absl::string_view prefix : {"lightgcn:", "dir:", "interactions:"}) {
+    if (absl::StartsWith(ds, prefix)) {
+      known = true;
+      path = absl::string_view(ds).substr(prefix.size());
+      if (path.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("dataset: '", ds, "' names no path; ", kForms));
+      }
+    }
+  }
+  if (!known) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset: unknown dataset '", Echo(ds), "'; ", kForms));
+  }
+  if (!SafeValue(ds)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "dataset: must be 'synthetic', 'lightgcn:<dir>', 'dir:<dir>' or 'interactions:<file>' "
-        "with a plain path, got '", ds, "'"));
+        "dataset: '", Echo(ds), "' is not a plain path (letters, digits and . _ - , : / + only, ",
+        "at most 256 characters)"));
   }
   std::vector<std::string> extra;
   for (const auto& [k, v] : req.overrides()) {
+    const std::string field = absl::StrCat("overrides[\"", Echo(k), "\"]");
     if (!AllowedOverrides().contains(k)) {
-      return absl::InvalidArgumentError(absl::StrCat("overrides: '", k, "' is not an allowlisted trainer flag"));
+      std::vector<absl::string_view> allowed(AllowedOverrides().begin(),
+                                             AllowedOverrides().end());
+      std::sort(allowed.begin(), allowed.end());
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": not an allowlisted trainer flag (allowed: ", absl::StrJoin(allowed, ", "),
+          ")"));
     }
     if (!SafeValue(v)) {
-      return absl::InvalidArgumentError(absl::StrCat("overrides[", k, "]: unsafe or empty value '", v, "'"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": ", v.empty() ? "empty value" : absl::StrCat("unsafe value '", Echo(v), "'"),
+          " (letters, digits and . _ - , : / + only, at most 256 characters)"));
+    }
+    if (const std::string why = CheckOverrideValue(k, v); !why.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", why, ", got '", Echo(v), "'"));
     }
     extra.push_back(absl::StrCat("--", k, "=", v));
   }
@@ -369,8 +464,9 @@ absl::StatusOr<recall::v1::RetrainJob> RetrainJobs::Get(const std::string& job_i
   absl::MutexLock lock(&mu_);
   std::shared_ptr<Job> j = Find(job_id);
   if (!j) {
-    return absl::NotFoundError(job_id.empty() ? "no retrain job has run yet"
-                                              : absl::StrCat("job_id: no job '", job_id, "'"));
+    return absl::NotFoundError(job_id.empty()
+                                   ? "job_id: empty (= the latest job), and no retrain job has run yet"
+                                   : absl::StrCat("job_id: no job '", Echo(job_id), "'"));
   }
   recall::v1::RetrainJob out = j->info;
   for (const auto& l : j->tail) out.add_log_tail(l);
@@ -382,7 +478,11 @@ absl::StatusOr<recall::v1::RetrainJob> RetrainJobs::Cancel(const std::string& jo
   {
     absl::MutexLock lock(&mu_);
     std::shared_ptr<Job> j = Find(job_id);
-    if (!j) return absl::NotFoundError(absl::StrCat("job_id: no job '", job_id, "'"));
+    if (!j) {
+      return absl::NotFoundError(job_id.empty()
+                                     ? "job_id: empty (= the latest job), and no retrain job has run yet"
+                                     : absl::StrCat("job_id: no job '", Echo(job_id), "'"));
+    }
     if (!Terminal(j->info.state())) {
       j->cancel_requested = true;
       pid = j->pid;

@@ -141,11 +141,14 @@ absl::Status VersionManager::Reconcile() {
 }
 
 absl::Status VersionManager::SetServingVersion(int64_t version) {
-  if (version < 0) return absl::InvalidArgumentError("version: must be >= 0");
+  if (version < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("version: must be >= 0 (0 = follow the newest), got ", version));
+  }
   absl::MutexLock lock(&load_mu_);
   if (version > 0 && !fs::exists(VersionPath(options_.model_base, version))) {
     return absl::NotFoundError(absl::StrCat("version: ", version, " is not under ",
-                                            options_.model_base));
+                                            options_.model_base, " (ListVersions shows them)"));
   }
   int64_t previous;
   {

@@ -31,6 +31,21 @@ namespace fs = std::filesystem;
 // Ids must stay below this bound: it keeps a corrupt file from asking for terabytes of memory.
 constexpr int64_t kMaxId = int64_t{1} << 31;
 
+// Dense-id formats (LightGCN files, items.tsv/users.tsv) size their tables by the largest id, so
+// one stray huge id (a timestamp in the wrong column, a hashed id) would allocate gigabytes of
+// empty entities and crash the trainer. Ids may leave gaps, but the largest must stay below
+// kDenseSlack + kDenseFactor * (distinct ids seen); real dense files are far inside it.
+constexpr int64_t kDenseSlack = int64_t{1} << 20;
+constexpr int64_t kDenseFactor = 16;
+
+// The item id the index reserves (EmbeddingIndex::kReservedId, FAISS's "no result" label): an
+// item carrying it could never be served, so files that name external item ids refuse it.
+constexpr int64_t kReservedItemId = -1;
+
+bool TooSparse(int64_t max_id, int64_t distinct) {
+  return max_id >= kDenseSlack + kDenseFactor * distinct;
+}
+
 void SortUnique(std::vector<int64_t>* v) {
   std::sort(v->begin(), v->end());
   v->erase(std::unique(v->begin(), v->end()), v->end());
@@ -74,14 +89,32 @@ bool ParseId(absl::string_view tok, int64_t* out) {
   return true;
 }
 
-// Reads one LightGCN file into lists[user], growing lists as needed; tracks the max item id.
-absl::Status ReadLightGcnFile(const std::string& path, std::vector<std::vector<int64_t>>* lists,
-                              int64_t* max_item) {
+// Parses any int64 (the external ids of the generic formats); false on anything else.
+bool ParseExternalId(absl::string_view tok, int64_t* out) {
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+  if (tok.empty() || ec != std::errc() || p != tok.data() + tok.size()) return false;
+  *out = v;
+  return true;
+}
+
+// One LightGCN file, parsed: its lines as (user, items), and where the largest ids are.
+struct LightGcnFile {
+  std::string path;
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> lines;
+  int64_t max_user = -1, max_user_line = 0, max_item = -1, max_item_line = 0;
+  int64_t num_items = 0;  // item tokens over all lines
+};
+
+// Reads one LightGCN file. An empty file (no user line at all) is InvalidArgument: it is a
+// truncated or misnamed file, never a dataset.
+absl::StatusOr<LightGcnFile> ReadLightGcnFile(const std::string& path) {
   absl::StatusOr<std::string> text = ReadWholeFile(path);
   if (!text.ok()) return text.status();
-  return ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
+  LightGcnFile out;
+  out.path = path;
+  absl::Status s = ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
     size_t i = 0;
-    int64_t user = -1;
     std::vector<int64_t>* items = nullptr;
     while (true) {
       while (i < line.size() && IsSpace(line[i])) ++i;
@@ -92,20 +125,42 @@ absl::Status ReadLightGcnFile(const std::string& path, std::vector<std::vector<i
       int64_t id;
       if (!ParseId(tok, &id)) {
         return absl::InvalidArgumentError(
-            absl::StrCat(path, ":", line_no, ": invalid ", user < 0 ? "user" : "item", " id '",
-                         tok.substr(0, 40), "' (want an integer in [0, 2^31))"));
+            absl::StrCat(path, ":", line_no, ": invalid ", items == nullptr ? "user" : "item",
+                         " id '", tok.substr(0, 40), "' (want an integer in [0, 2^31))"));
       }
-      if (user < 0) {
-        user = id;
-        if (static_cast<int64_t>(lists->size()) <= user) lists->resize(user + 1);
-        items = &(*lists)[user];
+      if (items == nullptr) {
+        out.lines.emplace_back(id, std::vector<int64_t>());
+        items = &out.lines.back().second;
+        if (id > out.max_user) {
+          out.max_user = id;
+          out.max_user_line = line_no;
+        }
       } else {
         items->push_back(id);
-        *max_item = std::max(*max_item, id);
+        ++out.num_items;
+        if (id > out.max_item) {
+          out.max_item = id;
+          out.max_item_line = line_no;
+        }
       }
     }
     return absl::OkStatus();
   });
+  if (!s.ok()) return s;
+  if (out.lines.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": empty file (no user lines)"));
+  }
+  return out;
+}
+
+// InvalidArgument naming where the largest id of a dense-id file is, if it leaves most of the
+// id range empty (see kDenseSlack).
+absl::Status CheckDense(const std::string& path, int64_t line_no, absl::string_view what,
+                        int64_t max_id, int64_t distinct) {
+  if (!TooSparse(max_id, distinct)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, ":", line_no, ": ", what, " id ", max_id, " is out of range: the ids are dense ",
+      "(0..n-1) and only ", distinct, " distinct ", what, " ids were seen"));
 }
 
 constexpr absl::string_view kNumericSuffix = ":num";
@@ -192,6 +247,26 @@ std::vector<absl::string_view> SplitTabs(absl::string_view line) {
   return absl::StrSplit(line, '\t');
 }
 
+// The feature column names of a header (after its id column): none empty, none twice (a
+// ":num" column counts under its name without the suffix, which is the feature's name).
+absl::Status CheckHeaderNames(const std::string& path, int64_t line_no,
+                              const std::vector<std::string>& names) {
+  absl::flat_hash_set<absl::string_view> seen;
+  for (size_t j = 0; j < names.size(); ++j) {
+    absl::string_view n = names[j];
+    if (IsNumericColumn(n)) n.remove_suffix(kNumericSuffix.size());
+    if (absl::StripAsciiWhitespace(n).empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": column ", j + 2, " has an empty name"));
+    }
+    if (!seen.insert(n).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", line_no, ": duplicate column '", n, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Reads dir/<file> (header "<id_col>\t<name>...") into names/values; grows *num_entities.
 absl::Status ReadFeatureTsv(const std::string& path, const std::string& id_col,
                             std::vector<std::string>* names,
@@ -202,7 +277,7 @@ absl::Status ReadFeatureTsv(const std::string& path, const std::string& id_col,
   bool have_header = false;
   std::vector<std::pair<int64_t, std::vector<std::string>>> rows;
   absl::flat_hash_set<int64_t> seen;
-  int64_t max_id = -1;
+  int64_t max_id = -1, max_line = 0;
   absl::Status s = ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
     if (!have_header) {
       std::vector<absl::string_view> f = SplitTabs(line);
@@ -213,7 +288,7 @@ absl::Status ReadFeatureTsv(const std::string& path, const std::string& id_col,
       names->clear();
       for (size_t j = 1; j < f.size(); ++j) names->emplace_back(f[j]);
       have_header = true;
-      return absl::OkStatus();
+      return CheckHeaderNames(path, line_no, *names);
     }
     if (line.empty()) return absl::OkStatus();
     std::vector<absl::string_view> f = SplitTabs(line);
@@ -231,7 +306,23 @@ absl::Status ReadFeatureTsv(const std::string& path, const std::string& id_col,
       return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": duplicate id ", id));
     }
     if (absl::Status c = CheckNumericCells(path, line_no, *names, f); !c.ok()) return c;
-    max_id = std::max(max_id, id);
+    // The external id column WriteDatasetFiles adds (TakeExternalIdColumn reads it later,
+    // when the line is no longer known).
+    if (!names->empty() && (*names)[0] == "external_id") {
+      int64_t ext;
+      if (!ParseExternalId(f[1], &ext)) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": external_id '",
+                                                       f[1].substr(0, 40), "' is not an int64"));
+      }
+      if (id_col == "item_id" && ext == kReservedItemId) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ":", line_no, ": external_id -1 is reserved (the index's \"no result\" id)"));
+      }
+    }
+    if (id > max_id) {
+      max_id = id;
+      max_line = line_no;
+    }
     std::vector<std::string> vals;
     vals.reserve(f.size() - 1);
     for (size_t j = 1; j < f.size(); ++j) vals.emplace_back(f[j]);
@@ -240,6 +331,12 @@ absl::Status ReadFeatureTsv(const std::string& path, const std::string& id_col,
   });
   if (!s.ok()) return s;
   if (!have_header) return absl::InvalidArgumentError(absl::StrCat(path, ": empty file, no header"));
+  // Ids up to the interaction files' count are fine; beyond it they must stay dense.
+  if (max_id >= *num_entities) {
+    s = CheckDense(path, max_line, id_col == "item_id" ? "item" : "user", max_id,
+                   std::max<int64_t>(*num_entities, static_cast<int64_t>(rows.size())));
+    if (!s.ok()) return s;
+  }
   *num_entities = std::max(*num_entities, max_id + 1);
   values->assign(names->size(), std::vector<std::string>(*num_entities));
   for (auto& [id, vals] : rows) {
@@ -316,16 +413,10 @@ std::vector<absl::string_view> SplitFields(absl::string_view line, Sep sep) {
   return f;
 }
 
-bool ParseExternalId(absl::string_view tok, int64_t* out) {
-  int64_t v = 0;
-  auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
-  if (tok.empty() || ec != std::errc() || p != tok.data() + tok.size()) return false;
-  *out = v;
-  return true;
-}
-
-// Header "<id column><sep><name>..." then "<external id><sep><value>..." rows.
-absl::Status ReadExternalFeatures(const std::string& path, std::vector<std::string>* names,
+// Header "<id column><sep><name>..." then "<external id><sep><value>..." rows. `items`: the
+// ids are item ids, which must not be the index's reserved id.
+absl::Status ReadExternalFeatures(const std::string& path, bool items,
+                                  std::vector<std::string>* names,
                                   absl::flat_hash_map<int64_t, std::vector<std::string>>* rows) {
   absl::StatusOr<std::string> text = ReadWholeFile(path);
   if (!text.ok()) return text.status();
@@ -339,7 +430,7 @@ absl::Status ReadExternalFeatures(const std::string& path, std::vector<std::stri
       names->clear();
       for (size_t j = 1; j < f.size(); ++j) names->emplace_back(f[j]);
       have_header = true;
-      return absl::OkStatus();
+      return CheckHeaderNames(path, line_no, *names);
     }
     std::vector<absl::string_view> f = SplitFields(line, sep);
     if (f.size() != names->size() + 1) {
@@ -350,6 +441,10 @@ absl::Status ReadExternalFeatures(const std::string& path, std::vector<std::stri
     if (!ParseExternalId(f[0], &id)) {
       return absl::InvalidArgumentError(
           absl::StrCat(path, ":", line_no, ": invalid id '", f[0].substr(0, 40), "'"));
+    }
+    if (items && id == kReservedItemId) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", line_no, ": item id -1 is reserved (the index's \"no result\" id)"));
     }
     if (absl::Status c = CheckNumericCells(path, line_no, *names, f); !c.ok()) return c;
     std::vector<std::string> vals;
@@ -481,13 +576,41 @@ absl::StatusOr<Dataset> LoadLightGcn(const std::string& dir) {
   Dataset d;
   fs::path p(dir);
   d.name = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
-  int64_t max_item = -1;
-  absl::Status s = ReadLightGcnFile((p / "train.txt").string(), &d.train, &max_item);
-  if (!s.ok()) return s;
-  s = ReadLightGcnFile((p / "test.txt").string(), &d.test, &max_item);
-  if (!s.ok()) return s;
-  d.num_users = static_cast<int64_t>(std::max(d.train.size(), d.test.size()));
-  d.num_items = max_item + 1;
+  absl::StatusOr<LightGcnFile> train = ReadLightGcnFile((p / "train.txt").string());
+  if (!train.ok()) return train.status();
+  if (train->num_items == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(train->path, ": no interactions (no line lists an item)"));
+  }
+  absl::StatusOr<LightGcnFile> test = ReadLightGcnFile((p / "test.txt").string());
+  if (!test.ok()) return test.status();
+  // Nothing is allocated by id before the ids are known to be dense enough.
+  absl::flat_hash_set<int64_t> users, items;
+  for (const LightGcnFile* f : {&*train, &*test}) {
+    for (const auto& [user, list] : f->lines) {
+      users.insert(user);
+      items.insert(list.begin(), list.end());
+    }
+  }
+  for (const LightGcnFile* f : {&*train, &*test}) {
+    absl::Status s = CheckDense(f->path, f->max_user_line, "user", f->max_user,
+                                static_cast<int64_t>(users.size()));
+    if (s.ok()) {
+      s = CheckDense(f->path, f->max_item_line, "item", f->max_item,
+                     static_cast<int64_t>(items.size()));
+    }
+    if (!s.ok()) return s;
+  }
+  d.num_users = std::max(train->max_user, test->max_user) + 1;
+  d.num_items = std::max(train->max_item, test->max_item) + 1;
+  d.train.resize(d.num_users);
+  d.test.resize(d.num_users);
+  for (auto [f, lists] : {std::make_pair(&*train, &d.train), std::make_pair(&*test, &d.test)}) {
+    for (auto& [user, list] : f->lines) {
+      auto& l = (*lists)[user];
+      l.insert(l.end(), list.begin(), list.end());
+    }
+  }
   d.Normalize();
   return d;
 }
@@ -579,6 +702,10 @@ absl::StatusOr<Dataset> LoadInteractions(const std::string& path, const Interact
       return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": invalid item id '",
                                                      f[1].substr(0, 40), "'"));
     }
+    if (item == kReservedItemId) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", line_no, ": item id -1 is reserved (the index's \"no result\" id)"));
+    }
     double ts = 0.0;
     if (num_fields == 3 && (!absl::SimpleAtod(f[2], &ts) || !std::isfinite(ts))) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": invalid timestamp '",
@@ -588,15 +715,19 @@ absl::StatusOr<Dataset> LoadInteractions(const std::string& path, const Interact
     return absl::OkStatus();
   });
   if (!s.ok()) return s;
+  if (rows.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, first ? ": empty file" : ": no interaction rows (only a header)"));
+  }
 
   std::vector<std::string> user_names, item_names;
   absl::flat_hash_map<int64_t, std::vector<std::string>> user_feats, item_feats;
   if (!o.user_features.empty()) {
-    s = ReadExternalFeatures(o.user_features, &user_names, &user_feats);
+    s = ReadExternalFeatures(o.user_features, false, &user_names, &user_feats);
     if (!s.ok()) return s;
   }
   if (!o.item_features.empty()) {
-    s = ReadExternalFeatures(o.item_features, &item_names, &item_feats);
+    s = ReadExternalFeatures(o.item_features, true, &item_names, &item_feats);
     if (!s.ok()) return s;
   }
 

@@ -61,7 +61,10 @@ struct Dataset {
 // (whitespace separated, 0-based ids). Blank lines are skipped; a line with a user and no items
 // is allowed; a user on several lines gets the union. Malformed lines (non-integer or negative
 // token, id >= 2^31) give InvalidArgument naming the file and the 1-based line number; a
-// missing file gives NotFound. num_users / num_items = max id + 1 over both files.
+// missing file gives NotFound. num_users / num_items = max id + 1 over both files. The ids are
+// dense: a largest user (item) id at or past 2^20 + 16 * (distinct user (item) ids) is
+// InvalidArgument naming the line that holds it (one stray id would otherwise size the tables
+// by it). A file with no user line, or a train.txt that lists no item, is InvalidArgument.
 // name = the directory's last path component.
 absl::StatusOr<Dataset> LoadLightGcn(const std::string& dir);
 
@@ -70,7 +73,10 @@ absl::StatusOr<Dataset> LoadLightGcn(const std::string& dir);
 // come in any order; entities without a row get "" (NaN) for every feature. A column whose
 // header ends in ":num" is numeric: each cell is empty (missing) or a finite number, anything
 // else is InvalidArgument naming file:line. An id beyond
-// num_items/num_users grows the dataset (so entities with no interactions survive a round trip).
+// num_items/num_users grows the dataset (so entities with no interactions survive a round trip),
+// within the same density bound as LoadLightGcn. Column names must be non-empty and unique
+// ("price" and "price:num" clash); an "external_id" column holds int64s, and -1 (the index's
+// reserved id) is refused for items.
 absl::Status LoadFeatureFiles(const std::string& dir, Dataset* d);
 
 // LoadLightGcn(dir) followed by LoadFeatureFiles(dir): reads back what WriteDatasetFiles wrote.
@@ -78,7 +84,8 @@ absl::StatusOr<Dataset> LoadDatasetDir(const std::string& dir);
 
 // Generic interactions file: one "user<sep>item[<sep>timestamp]" row per interaction, where
 // <sep> is a tab, a comma or runs of spaces (detected from the first line), ids are int64
-// external ids (any value), timestamp is a number (any unit). A first line whose first field is
+// external ids (any value but -1 for items: the index reserves it), timestamp is a finite number
+// (any unit). A file with no data row is InvalidArgument. A first line whose first field is
 // not an integer is a header. All data rows have the same field count. Repeated (user, item)
 // pairs collapse to one (keeping the latest timestamp).
 // Dense ids are assigned in ascending external-id order (Dataset::user_ids / item_ids map back).
@@ -88,7 +95,7 @@ absl::StatusOr<Dataset> LoadDatasetDir(const std::string& dir);
 // Optional feature files (user_features / item_features): a header "<id column><sep><name>..."
 // then "<external id><sep><value>..." rows; entities that only appear there (e.g. cold items
 // with no interactions) are added with empty train/test lists. "<name>:num" columns are numeric
-// as in LoadFeatureFiles.
+// as in LoadFeatureFiles; column names as there.
 // Errors: NotFound for a missing file, InvalidArgument naming file:line for a malformed row.
 struct InteractionsOptions {
   double test_fraction = 0.2;

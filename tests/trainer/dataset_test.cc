@@ -344,5 +344,143 @@ TEST(InteractionsTest, RandomSplitIsSeededAndErrorsNameTheLine) {
   EXPECT_EQ(LoadInteractions(dir + "/missing.csv").status().code(), absl::StatusCode::kNotFound);
 }
 
+// Every loader refuses a malformed file with InvalidArgument "path:line: what is wrong" (or
+// "path: what is wrong" for a property of the whole file) instead of crashing or skipping it.
+TEST(MalformedFilesTest, EveryLoaderNamesTheFileAndLine) {
+  enum Loader { kLightGcn, kDir, kInteractions };
+  struct Case {
+    const char* name;
+    Loader loader;
+    std::vector<std::pair<std::string, std::string>> files;  // written over the valid ones
+    std::string want;  // substring of the message
+  };
+  const std::vector<Case> cases = {
+      // LightGCN split files.
+      {"non-integer item", kLightGcn, {{"train.txt", "0 1\n1 2 x9\n"}}, "train.txt:2: invalid item id 'x9'"},
+      {"non-integer user", kLightGcn, {{"train.txt", "u0 1\n"}}, "train.txt:1: invalid user id 'u0'"},
+      {"negative user", kLightGcn, {{"train.txt", "0 1\n-1 2\n"}}, "train.txt:2: invalid user id '-1'"},
+      {"negative item", kLightGcn, {{"test.txt", "0 -4\n"}}, "test.txt:1: invalid item id '-4'"},
+      {"fractional id", kLightGcn, {{"train.txt", "0 1.5\n"}}, "train.txt:1: invalid item id '1.5'"},
+      {"id past 2^31", kLightGcn, {{"train.txt", "0 2147483648\n"}}, "train.txt:1: invalid item id"},
+      {"stray huge user id", kLightGcn, {{"train.txt", "0 1\n1 2\n2000000000 3\n"}},
+       "train.txt:3: user id 2000000000 is out of range"},
+      {"stray huge item id", kLightGcn, {{"test.txt", "0 1\n1 40000000\n"}},
+       "test.txt:2: item id 40000000 is out of range"},
+      {"empty train file", kLightGcn, {{"train.txt", ""}}, "train.txt: empty file"},
+      {"blank train file", kLightGcn, {{"train.txt", "\n  \n\r\n"}}, "train.txt: empty file"},
+      {"train file without items", kLightGcn, {{"train.txt", "0\n1\n"}}, "train.txt: no interactions"},
+      {"empty test file", kLightGcn, {{"test.txt", ""}}, "test.txt: empty file"},
+      // items.tsv / users.tsv next to them.
+      {"feature row with too few fields", kDir, {{"items.tsv", "item_id\tbrand\n0\tacme\n1\n"}},
+       "items.tsv:3: expected 2 tab-separated fields, got 1"},
+      {"feature row with too many fields", kDir, {{"items.tsv", "item_id\tbrand\n0\tacme\tx\n"}},
+       "items.tsv:2: expected 2"},
+      {"negative feature id", kDir, {{"items.tsv", "item_id\tbrand\n-1\tacme\n"}},
+       "items.tsv:2: invalid id '-1'"},
+      {"non-integer feature id", kDir, {{"users.tsv", "user_id\tregion\nseven\tr1\n"}},
+       "users.tsv:2: invalid id 'seven'"},
+      {"duplicate feature id", kDir, {{"items.tsv", "item_id\tbrand\n0\ta\n0\tb\n"}},
+       "items.tsv:3: duplicate id 0"},
+      {"stray huge feature id", kDir, {{"items.tsv", "item_id\tbrand\n0\ta\n9000000\tb\n"}},
+       "items.tsv:3: item id 9000000 is out of range"},
+      {"empty feature file", kDir, {{"items.tsv", ""}}, "items.tsv: empty file"},
+      {"wrong id column", kDir, {{"users.tsv", "uid\tregion\n0\tr1\n"}},
+       "users.tsv:1: header must start with 'user_id'"},
+      {"duplicate feature column", kDir, {{"items.tsv", "item_id\tbrand\tbrand\n0\ta\tb\n"}},
+       "items.tsv:1: duplicate column 'brand'"},
+      {"numeric and categorical column of one name", kDir,
+       {{"items.tsv", "item_id\tprice\tprice:num\n0\ta\t1\n"}}, "items.tsv:1: duplicate column 'price'"},
+      {"empty feature column name", kDir, {{"items.tsv", "item_id\t\tbrand\n0\t\ta\n"}},
+       "items.tsv:1: column 2 has an empty name"},
+      {"non-numeric numeric cell", kDir, {{"items.tsv", "item_id\tprice:num\n0\tcheap\n"}},
+       "items.tsv:2: column 'price:num' needs a finite number"},
+      {"infinite numeric cell", kDir, {{"users.tsv", "user_id\tage:num\n1\tinf\n"}},
+       "users.tsv:2: column 'age:num'"},
+      {"external item id -1", kDir, {{"items.tsv", "item_id\texternal_id\n0\t-1\n"}},
+       "items.tsv:2: external_id -1 is reserved"},
+      {"external id not an integer", kDir, {{"users.tsv", "user_id\texternal_id\n0\tabc\n"}},
+       "users.tsv:2: external_id 'abc' is not an int64"},
+      // Generic interactions file and its feature files.
+      {"empty interactions file", kInteractions, {{"ev.csv", ""}}, "ev.csv: empty file"},
+      {"header only", kInteractions, {{"ev.csv", "user,item\n"}}, "ev.csv: no interaction rows"},
+      {"one column", kInteractions, {{"ev.csv", "1\n"}}, "ev.csv:1: expected user, item[, timestamp]"},
+      {"four columns", kInteractions, {{"ev.csv", "user,item\n1,2,3,4\n"}}, "ev.csv:2: expected user"},
+      {"column count changes", kInteractions, {{"ev.csv", "1,2,5\n1,3\n"}},
+       "ev.csv:2: expected 3 fields like the first row, got 2"},
+      {"non-integer user", kInteractions, {{"ev.csv", "1,2\nbob,3\n"}}, "ev.csv:2: invalid user id 'bob'"},
+      {"non-integer item", kInteractions, {{"ev.csv", "1,2\n1,3.5\n"}}, "ev.csv:2: invalid item id '3.5'"},
+      {"item id past int64", kInteractions, {{"ev.csv", "1,99999999999999999999\n"}},
+       "ev.csv:1: invalid item id"},
+      {"reserved item id", kInteractions, {{"ev.csv", "1,2\n1,-1\n"}}, "ev.csv:2: item id -1 is reserved"},
+      {"bad timestamp", kInteractions, {{"ev.csv", "1,2,5\n1,3,soon\n"}}, "ev.csv:2: invalid timestamp 'soon'"},
+      {"infinite timestamp", kInteractions, {{"ev.csv", "1,2,inf\n"}}, "ev.csv:1: invalid timestamp 'inf'"},
+      {"feature file reserved item id", kInteractions, {{"items.csv", "item,brand\n2,a\n-1,b\n"}},
+       "items.csv:3: item id -1 is reserved"},
+      {"feature file row with too few fields", kInteractions, {{"items.csv", "item,brand,color\n2,a\n"}},
+       "items.csv:2: expected 3 fields, got 2"},
+      {"feature file bad id", kInteractions, {{"users.csv", "user,age:num\nx1,3\n"}},
+       "users.csv:2: invalid id 'x1'"},
+      {"feature file duplicate column", kInteractions, {{"users.csv", "user,age:num,age\n1,3,x\n"}},
+       "users.csv:1: duplicate column 'age'"},
+      {"empty feature file", kInteractions, {{"items.csv", "\n"}}, "items.csv: empty file"},
+  };
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const Case& k = cases[c];
+    SCOPED_TRACE(k.name);
+    const std::string dir = FreshDir("_" + std::to_string(c));
+    // Valid files, then the case's own over them.
+    WriteFile(dir + "/train.txt", "0 1 2\n1 2 3\n");
+    WriteFile(dir + "/test.txt", "0 3\n1 1\n");
+    WriteFile(dir + "/items.tsv", "item_id\tbrand\n0\tacme\n");
+    WriteFile(dir + "/users.tsv", "user_id\tregion\n0\tr1\n");
+    WriteFile(dir + "/ev.csv", "user,item\n1,2\n1,3\n");
+    WriteFile(dir + "/items.csv", "item,brand\n2,acme\n");
+    WriteFile(dir + "/users.csv", "user,age:num\n1,30\n");
+    for (const auto& [file, text] : k.files) WriteFile(dir + "/" + file, text);
+    absl::Status st;
+    switch (k.loader) {
+      case kLightGcn: st = LoadLightGcn(dir).status(); break;
+      case kDir: st = LoadDatasetDir(dir).status(); break;
+      case kInteractions: {
+        InteractionsOptions o;
+        o.item_features = dir + "/items.csv";
+        o.user_features = dir + "/users.csv";
+        st = LoadInteractions(dir + "/ev.csv", o).status();
+        break;
+      }
+    }
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+    EXPECT_NE(st.message().find(k.want), std::string::npos)
+        << "message: " << st.message() << "\nwant: " << k.want;
+    EXPECT_NE(st.message().find(dir), std::string::npos) << "names the full path: " << st;
+    fs::remove_all(dir);
+  }
+}
+
+// What the malformed cases above vary from is valid, and the dense-id bound leaves room for
+// real gaps: ids up to 2^20 load even when few are used.
+TEST(MalformedFilesTest, ValidBaseAndSparseButPlausibleIdsLoad) {
+  const std::string dir = FreshDir();
+  WriteFile(dir + "/train.txt", "0 1 2\n1 2 3\n");
+  WriteFile(dir + "/test.txt", "0 3\n1 1\n");
+  WriteFile(dir + "/items.tsv", "item_id\tbrand\n0\tacme\n");
+  WriteFile(dir + "/users.tsv", "user_id\tregion\n0\tr1\n");
+  absl::StatusOr<Dataset> d = LoadDatasetDir(dir);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->Validate().ok());
+  WriteFile(dir + "/ev.csv", "user,item\n1,2\n1,3\n");
+  WriteFile(dir + "/items.csv", "item,brand\n2,acme\n");
+  InteractionsOptions o;
+  o.item_features = dir + "/items.csv";
+  EXPECT_TRUE(LoadInteractions(dir + "/ev.csv", o).ok());
+
+  WriteFile(dir + "/train.txt", "0 1\n1000000 1000000\n");
+  d = LoadLightGcn(dir);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->num_users, 1000001);
+  EXPECT_EQ(d->num_items, 1000001);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace recall::trainer
