@@ -144,21 +144,27 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
   return reactor;
 }
 
-grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
-    grpc::CallbackServerContext* ctx, const recall::v1::UpsertItemsRequest* req,
-    recall::v1::UpsertItemsResponse* resp) {
+// An admin write (UpsertItems, DeleteItems): authorized, admitted under --max_in_flight_writes,
+// then run on this thread.
+template <typename Body>
+grpc::ServerUnaryReactor* RecallServiceImpl::HandleWrite(grpc::CallbackServerContext* ctx,
+                                                         const char* method, Body&& body) {
   if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
-    return Refuse(ctx, metrics_, "UpsertItems", gate);
+    return Refuse(ctx, metrics_, method, gate);
   }
   if (!writes_.TryAcquire()) {
     metrics_->AddShed("in_flight");
-    return Refuse(ctx, metrics_, "UpsertItems", Overloaded(writes_, "--max_in_flight_writes"));
+    return Refuse(ctx, metrics_, method, Overloaded(writes_, "--max_in_flight_writes"));
   }
-  struct Release {
-    InFlightLimit* l;
-    ~Release() { l->Release(); }
-  } release{&writes_};
-  return Handle(ctx, metrics_, "UpsertItems", absl::OkStatus(), [&] {
+  grpc::ServerUnaryReactor* reactor = Handle(ctx, metrics_, method, absl::OkStatus(), body);
+  writes_.Release();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
+    grpc::CallbackServerContext* ctx, const recall::v1::UpsertItemsRequest* req,
+    recall::v1::UpsertItemsResponse* resp) {
+  return HandleWrite(ctx, "UpsertItems", [&] {
     absl::Status s = engine_->UpsertItems(*req, resp);
     if (s.ok()) {
       metrics_->AddUpserts(resp->upserted());
@@ -171,18 +177,7 @@ grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
 grpc::ServerUnaryReactor* RecallServiceImpl::DeleteItems(
     grpc::CallbackServerContext* ctx, const recall::v1::DeleteItemsRequest* req,
     recall::v1::DeleteItemsResponse* resp) {
-  if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
-    return Refuse(ctx, metrics_, "DeleteItems", gate);
-  }
-  if (!writes_.TryAcquire()) {
-    metrics_->AddShed("in_flight");
-    return Refuse(ctx, metrics_, "DeleteItems", Overloaded(writes_, "--max_in_flight_writes"));
-  }
-  struct Release {
-    InFlightLimit* l;
-    ~Release() { l->Release(); }
-  } release{&writes_};
-  return Handle(ctx, metrics_, "DeleteItems", absl::OkStatus(), [&] {
+  return HandleWrite(ctx, "DeleteItems", [&] {
     absl::Status s = engine_->DeleteItems(*req, resp);
     if (s.ok()) {
       metrics_->AddDeletes(resp->deleted());

@@ -84,6 +84,10 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
                                          recall::v1::GetIndexInfoResponse* resp) override;
 
  private:
+  template <typename Body>
+  grpc::ServerUnaryReactor* HandleWrite(grpc::CallbackServerContext* ctx, const char* method,
+                                        Body&& body);
+
   const RecallEngine* engine_;
   Metrics* metrics_;
   RecallBatcher* batcher_;

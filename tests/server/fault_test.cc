@@ -71,9 +71,7 @@ class FaultTest : public testing::SmallModelSuite<FaultTest> {
 
  protected:
   void SetUp() override {
-    base_ = *dir_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(base_);
-    fs::create_directories(base_);
+    base_ = FreshTestDir();
     Publish(1);
   }
   void TearDown() override { server_.Stop(SIGKILL); }

@@ -91,6 +91,15 @@ class SmallModelSuite : public ::testing::Test {
     model_ = nullptr;
   }
 
+  // <suite dir>/<current test's name>, emptied: a fresh model base for each test.
+  static std::string FreshTestDir() {
+    const std::string d =
+        *dir_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(d);
+    std::filesystem::create_directories(d);
+    return d;
+  }
+
   static inline SmallTrainedModel* model_ = nullptr;
   static inline std::string* dir_ = nullptr;
   static inline trainer::Dataset* dataset_ = nullptr;

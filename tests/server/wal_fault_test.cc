@@ -30,8 +30,7 @@ class WalFaultTest : public testing::SmallModelSuite<WalFaultTest> {
  protected:
 
   void SetUp() override {
-    base_ = *dir_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(base_);
+    base_ = FreshTestDir();
     Publish(1);
     for (int64_t i = 0; i < dataset_->num_items; ++i) trained_.insert(i);
   }
