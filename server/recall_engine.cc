@@ -1,12 +1,8 @@
 #include "server/recall_engine.h"
 
-#include <chrono>
 #include <algorithm>
-#include <cmath>
+#include <chrono>
 #include <vector>
-
-#include "absl/container/flat_hash_map.h"
-#include "absl/strings/str_cat.h"
 
 namespace recall::server {
 namespace {
@@ -16,37 +12,8 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// request_id is only echoed back; the bound keeps a caller from doubling a reply's size with it.
-constexpr size_t kMaxRequestIdBytes = 1024;
-
-// A raw vector's L2 norm may differ from 1 by this much. Float32 rounding of a normalized
-// 64..1024-dim vector stays below 1e-5; 1e-3 accepts any honest normalization (also one done
-// in half precision) while refusing a vector that was never normalized, whose inner products
-// would not be comparable with the other items' scores.
-constexpr double kNormTolerance = 1e-3;
-
-// The index's reserved id (FAISS's "no result" label) can never name an item.
-absl::Status ReservedId(absl::string_view field) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": -1 is reserved (FAISS's \"no result\" id) and never an item id"));
-}
-
-// Checks a list of item ids: none is the reserved id, and (when `unique`) none repeats.
-absl::Status CheckItemIds(const google::protobuf::RepeatedField<int64_t>& ids,
-                          absl::string_view field, bool unique) {
-  absl::flat_hash_map<int64_t, int> first;  // id -> first position
-  for (int i = 0; i < ids.size(); ++i) {
-    if (ids[i] == EmbeddingIndex::kReservedId) return ReservedId(absl::StrCat(field, "[", i, "]"));
-    if (!unique) continue;
-    auto [it, inserted] = first.emplace(ids[i], i);
-    if (!inserted) {
-      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "]: ", ids[i],
-                                                     " appears twice in one request (also ",
-                                                     field, "[", it->second, "])"));
-    }
-  }
-  return absl::OkStatus();
-}
+static_assert(kReservedItemId == EmbeddingIndex::kReservedId,
+              "request_checks.h's reserved item id must be the index's");
 
 }  // namespace
 
@@ -54,33 +21,6 @@ absl::StatusOr<std::shared_ptr<Servable>> RecallEngine::Pin() const {
   std::shared_ptr<Servable> s = versions_->Current();
   if (!s) return absl::UnavailableError("no model version is loaded yet");
   return s;
-}
-
-absl::Status RecallEngine::ValidateRecall(const recall::v1::RecallRequest& req) const {
-  if (req.k() < 1 || req.k() > limits_.max_k) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("k: must be in [1, ", limits_.max_k, "], got ", req.k()));
-  }
-  if (req.exclude_item_ids_size() > limits_.max_excludes) {
-    return absl::InvalidArgumentError(absl::StrCat("exclude_item_ids: ",
-                                                   req.exclude_item_ids_size(),
-                                                   " entries exceed the maximum of ",
-                                                   limits_.max_excludes));
-  }
-  // Unknown ids are fine (an item not in the index is never returned anyway, and an unknown
-  // history item falls back to the OOV row); -1 is not, since no item can carry it: it is a
-  // caller bug such as forwarding FAISS's padding. Repeats are harmless here.
-  if (auto s = CheckItemIds(req.exclude_item_ids(), "exclude_item_ids", false); !s.ok()) return s;
-  if (auto s = CheckItemIds(req.user().history_item_ids(), "user.history_item_ids", false);
-      !s.ok()) {
-    return s;
-  }
-  if (req.request_id().size() > kMaxRequestIdBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("request_id: ", req.request_id().size(),
-                                                   " bytes exceed the maximum of ",
-                                                   kMaxRequestIdBytes));
-  }
-  return absl::OkStatus();
 }
 
 absl::Status RecallEngine::Recall(const recall::v1::RecallRequest& req,
@@ -96,7 +36,7 @@ void RecallEngine::RecallBatch(absl::Span<const recall::v1::RecallRequest* const
                                absl::Span<recall::v1::RecallResponse* const> resps,
                                absl::Span<absl::Status> statuses, RecallTimings* timings) const {
   const size_t n = reqs.size();
-  for (size_t i = 0; i < n; ++i) statuses[i] = ValidateRecall(*reqs[i]);
+  for (size_t i = 0; i < n; ++i) statuses[i] = ValidateRecallRequest(*reqs[i], limits_);
   auto fail_all = [&](const absl::Status& st) {
     for (size_t i = 0; i < n; ++i) {
       if (statuses[i].ok()) statuses[i] = st;
@@ -115,7 +55,7 @@ void RecallEngine::RecallBatch(absl::Span<const recall::v1::RecallRequest* const
   int k_max = 0;
   bool any_excludes = false;
   for (size_t i = 0; i < n; ++i) {
-    if (statuses[i].ok()) statuses[i] = enc.ValidateUser(reqs[i]->user(), limits_.max_history);
+    if (statuses[i].ok()) statuses[i] = ValidateRecallUser(*reqs[i], limits_, enc);
     if (!statuses[i].ok()) continue;
     rows.push_back(i);
     users.push_back(&reqs[i]->user());
@@ -171,12 +111,9 @@ void RecallEngine::RecallBatch(absl::Span<const recall::v1::RecallRequest* const
 
 absl::Status RecallEngine::UpsertItems(const recall::v1::UpsertItemsRequest& req,
                                        recall::v1::UpsertItemsResponse* resp) const {
-  if (req.items_size() == 0) return absl::InvalidArgumentError("items: empty");
-  if (req.items_size() > limits_.max_upsert_batch) {
-    return absl::InvalidArgumentError(absl::StrCat("items: ", req.items_size(),
-                                                   " entries exceed the maximum of ",
-                                                   limits_.max_upsert_batch));
-  }
+  // The checks that need no model first, so a malformed batch is refused even before the
+  // first version is loaded.
+  if (auto st = ValidateUpsertBatch(req, limits_); !st.ok()) return st;
   // A swap between validation and logging makes the write store answer Aborted; the request
   // is then validated and embedded again against the new version.
   for (int attempt = 0;; ++attempt) {
@@ -195,55 +132,10 @@ absl::Status RecallEngine::UpsertInto(const std::shared_ptr<Servable>& pinned,
   const int dim = s.model->dim();
 
   // Validate everything before changing anything: a request is applied whole or not at all.
-  absl::flat_hash_map<int64_t, int> seen;  // item id -> first position in the request
   std::vector<const recall::v1::ItemFeatures*> feature_items;
-  for (int i = 0; i < req.items_size(); ++i) {
-    const auto& u = req.items(i);
-    std::string field = absl::StrCat("items[", i, "]");
-    int64_t id;
-    if (u.has_features()) {
-      id = u.features().item_id();
-      field += ".features";
-      if (auto st = enc.ValidateItem(u.features(), field); !st.ok()) return st;
-      feature_items.push_back(&u.features());
-    } else if (u.has_vector()) {
-      const auto& v = u.vector();
-      id = v.item_id();
-      field += ".vector";
-      // The version first: a vector of another model usually has another dim too, and the
-      // version is the real reason.
-      if (v.model_version() != s.version()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(field, ".model_version: ", v.model_version(),
-                         " is not the serving version ", s.version()));
-      }
-      if (v.values_size() != dim) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".values: ", v.values_size(),
-                                                       " values, the model's dim is ", dim));
-      }
-      double norm2 = 0;
-      for (int j = 0; j < dim; ++j) {
-        if (!std::isfinite(v.values(j))) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(field, ".values[", j, "]: must be finite, got ", v.values(j)));
-        }
-        norm2 += static_cast<double>(v.values(j)) * v.values(j);
-      }
-      if (const double norm = std::sqrt(norm2); std::abs(norm - 1.0) > kNormTolerance) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            field, ".values: L2 norm is ", norm, ", must be 1 within ", kNormTolerance,
-            " (the index scores by inner product; normalize the vector)"));
-      }
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": needs a payload, features or vector"));
-    }
-    if (id == EmbeddingIndex::kReservedId) return ReservedId(field + ".item_id");
-    if (auto [it, inserted] = seen.emplace(id, i); !inserted) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".item_id: ", id, " appears twice in one request (also items[",
-                       it->second, "])"));
-    }
+  if (auto st = ValidateUpsertRequest(req, limits_, enc, dim, s.version(), &feature_items);
+      !st.ok()) {
+    return st;
   }
   std::vector<float> feature_vectors;
   if (!feature_items.empty()) {
@@ -274,15 +166,7 @@ absl::Status RecallEngine::UpsertInto(const std::shared_ptr<Servable>& pinned,
 
 absl::Status RecallEngine::DeleteItems(const recall::v1::DeleteItemsRequest& req,
                                        recall::v1::DeleteItemsResponse* resp) const {
-  if (req.item_ids_size() == 0) return absl::InvalidArgumentError("item_ids: empty");
-  if (req.item_ids_size() > limits_.max_upsert_batch) {
-    return absl::InvalidArgumentError(absl::StrCat("item_ids: ", req.item_ids_size(),
-                                                   " entries exceed the maximum of ",
-                                                   limits_.max_upsert_batch));
-  }
-  // A repeated id is refused like in UpsertItems: it is a caller bug, and it would make
-  // `deleted` ("ids that were present") ambiguous.
-  if (auto s = CheckItemIds(req.item_ids(), "item_ids", true); !s.ok()) return s;
+  if (auto s = ValidateDeleteRequest(req, limits_); !s.ok()) return s;
   for (int attempt = 0;; ++attempt) {
     auto pinned = Pin();
     if (!pinned.ok()) return pinned.status();

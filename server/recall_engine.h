@@ -1,6 +1,6 @@
 // RecallEngine: the request logic of RecallService, free of gRPC so it can be tested and
 // benchmarked in-process. Validation errors are InvalidArgument with a message that names the
-// field; a missing model is Unavailable.
+// field (the checks are those of server/request_checks.h); a missing model is Unavailable.
 //
 // Thread-safety: all methods are thread-safe; each request pins the serving version for its
 // whole duration.
@@ -14,16 +14,10 @@
 #include "recall/v1/recall.pb.h"
 #include "server/metrics.h"
 #include "server/online_writes.h"
+#include "server/request_checks.h"  // EngineLimits, the request checks
 #include "server/version_manager.h"
 
 namespace recall::server {
-
-struct EngineLimits {
-  int max_k = 1000;
-  int max_history = 1000;        // longer histories are rejected (the spec's length is used)
-  int max_excludes = 10000;
-  int max_upsert_batch = 10000;  // items per UpsertItems / DeleteItems call
-};
 
 // Per-stage latencies of one Recall (or of the batch it was part of), for metrics.
 struct RecallTimings {
@@ -62,8 +56,6 @@ class RecallEngine {
 
  private:
   absl::StatusOr<std::shared_ptr<Servable>> Pin() const;
-  // Checks what does not depend on the model version (k, exclusion count).
-  absl::Status ValidateRecall(const recall::v1::RecallRequest& req) const;
   absl::Status UpsertInto(const std::shared_ptr<Servable>& pinned,
                           const recall::v1::UpsertItemsRequest& req,
                           recall::v1::UpsertItemsResponse* resp) const;

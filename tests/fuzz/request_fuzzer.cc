@@ -1,19 +1,22 @@
-// Fuzz target: request validation and feature encoding (the server's Recall / UpsertItems path
-// up to the tower forward).
+// Fuzz target: request validation and feature encoding (the server's Recall / UpsertItems /
+// DeleteItems path up to the tower forward).
 //
 // Input: byte 0 selects what the rest is parsed as (binary protobuf):
+//   bit 2: 1 = recall.v1.DeleteItemsRequest (bits 0 and 1 are then ignored)
 //   bit 0: 0 = recall.v1.RecallRequest, 1 = recall.v1.UpsertItemsRequest
 //   bit 1: which fixed encoder: 0 = user ids through a vocabulary, item ids hashed;
 //          1 = user ids hashed, item ids through a vocabulary (unknown history items dropped)
-// The request then goes through the checks RecallEngine makes before it touches the model
-// (k and exclude count, upsert batch size, raw vector dim/version/finiteness, reserved and
-// duplicate ids: mirrored here with EngineLimits' defaults, because RecallEngine itself needs a
-// serving FAISS index and tower) and through FeatureEncoder::ValidateUser / ValidateItem, the
-// validation the server uses. Whatever they accept is encoded with EncodeUsers / EncodeItems and
-// the tensors are checked against the encoder's contract (model/encoder.h): shapes and dtypes,
-// every row inside its embedding table, the history the last known items in order with a mask
-// that is a prefix of ones, categorical rows equal to the row primitives, and numeric values
-// finite and equal to the standardized inputs. A violation aborts (a finding).
+// The request then goes through the server's own checks, the functions RecallEngine calls before
+// it touches the index or the towers (server/request_checks.h: ValidateRecallRequest +
+// ValidateRecallUser, ValidateUpsertRequest, ValidateDeleteRequest), with EngineLimits' defaults
+// and a serving model of dim 8, version 3. A refusal must be InvalidArgument with a message that
+// starts with the request's field path; an accepted request must satisfy the documented
+// contract (ids never -1 and unique where required, raw vectors finite and normalized, the
+// features list in request order). Whatever is accepted is encoded with EncodeUsers /
+// EncodeItems and the tensors are checked against the encoder's contract (model/encoder.h):
+// shapes and dtypes, every row inside its embedding table, the history the last known items in
+// order with a mask that is a prefix of ones, categorical rows equal to the row primitives, and
+// numeric values finite and equal to the standardized inputs. A violation aborts (a finding).
 //
 // RECALL_FUZZ_WRITE_SEEDS=<dir> ./request_fuzzer writes the seed corpus to <dir> and exits.
 #include <cmath>
@@ -21,28 +24,28 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "model/encoder.h"
 #include "model/vocabulary.h"
 #include "recall/v1/model.pb.h"
 #include "recall/v1/recall.pb.h"
+#include "server/request_checks.h"
 
 namespace {
 
 using recall::FeatureEncoder;
+using recall::server::EngineLimits;
 
-// EngineLimits defaults (server/recall_engine.h) and a serving model's properties.
-constexpr int kMaxK = 1000;
-constexpr int kMaxHistory = 1000;
-constexpr int kMaxExcludes = 10000;
-constexpr int kMaxUpsertBatch = 10000;
+// The server's default limits and a serving model's properties.
+const EngineLimits kLimits;
 constexpr int kDim = 8;
 constexpr int64_t kServingVersion = 3;
-constexpr int64_t kReservedId = -1;  // EmbeddingIndex::kReservedId
 
 #define FUZZ_CHECK(cond)                                                       \
   do {                                                                         \
@@ -203,49 +206,82 @@ void CheckItems(const FeatureEncoder& enc,
   }
 }
 
+// A refusal: InvalidArgument, with a message that starts with one of the request's fields.
+void CheckRefusal(const absl::Status& st, std::initializer_list<const char*> fields) {
+  FUZZ_CHECK(absl::IsInvalidArgument(st));
+  bool named = false;
+  for (const char* f : fields) named |= absl::StartsWith(st.message(), f);
+  FUZZ_CHECK(named);
+}
+
 void FuzzRecall(const FeatureEncoder& enc, const recall::v1::RecallRequest& req) {
-  // RecallEngine::ValidateRecall.
-  if (req.k() < 1 || req.k() > kMaxK) return;
-  if (req.exclude_item_ids_size() > kMaxExcludes) return;
-  absl::Status st = enc.ValidateUser(req.user(), kMaxHistory);
+  // RecallEngine::RecallBatch: the version-independent checks, then the user features.
+  absl::Status st = recall::server::ValidateRecallRequest(req, kLimits);
+  if (st.ok()) st = recall::server::ValidateRecallUser(req, kLimits, enc);
   if (!st.ok()) {
-    FUZZ_CHECK(absl::IsInvalidArgument(st));
-    FUZZ_CHECK(!st.message().empty());
+    CheckRefusal(st, {"k:", "exclude_item_ids", "user", "request_id:"});
     return;
   }
-  FUZZ_CHECK(req.user().history_item_ids_size() <= kMaxHistory);
+  FUZZ_CHECK(req.k() >= 1 && req.k() <= kLimits.max_k);
+  FUZZ_CHECK(req.exclude_item_ids_size() <= kLimits.max_excludes);
+  FUZZ_CHECK(req.user().history_item_ids_size() <= kLimits.max_history);
+  FUZZ_CHECK(req.request_id().size() <= recall::server::kMaxRequestIdBytes);
+  for (int64_t id : req.exclude_item_ids()) FUZZ_CHECK(id != recall::server::kReservedItemId);
+  for (int64_t id : req.user().history_item_ids()) {
+    FUZZ_CHECK(id != recall::server::kReservedItemId);
+  }
   CheckUser(enc, req.user());
 }
 
 void FuzzUpsert(const FeatureEncoder& enc, const recall::v1::UpsertItemsRequest& req) {
-  // RecallEngine::UpsertItems / UpsertInto, in their order.
-  if (req.items_size() == 0 || req.items_size() > kMaxUpsertBatch) return;
-  absl::flat_hash_set<int64_t> seen;
+  // RecallEngine::UpsertItems (the batch before pinning a version) / UpsertInto (everything).
+  absl::Status st = recall::server::ValidateUpsertBatch(req, kLimits);
   std::vector<const recall::v1::ItemFeatures*> feature_items;
-  for (int i = 0; i < req.items_size(); ++i) {
-    const auto& u = req.items(i);
-    int64_t id;
-    if (u.has_features()) {
-      id = u.features().item_id();
-      absl::Status st = enc.ValidateItem(u.features(), "items[i].features");
-      if (!st.ok()) {
-        FUZZ_CHECK(absl::IsInvalidArgument(st));
-        return;
-      }
-      feature_items.push_back(&u.features());
-    } else if (u.has_vector()) {
-      const auto& v = u.vector();
-      id = v.item_id();
-      if (v.values_size() != kDim || v.model_version() != kServingVersion) return;
-      for (float x : v.values()) {
-        if (!std::isfinite(x)) return;
-      }
-    } else {
-      return;
-    }
-    if (id == kReservedId || !seen.insert(id).second) return;
+  const absl::Status all = recall::server::ValidateUpsertRequest(req, kLimits, enc, kDim,
+                                                                 kServingVersion, &feature_items);
+  FUZZ_CHECK(st.ok() || all == st);  // the batch check comes first
+  if (!all.ok()) {
+    CheckRefusal(all, {"items"});
+    return;
   }
+  FUZZ_CHECK(req.items_size() >= 1 && req.items_size() <= kLimits.max_upsert_batch);
+  absl::flat_hash_set<int64_t> seen;
+  size_t f = 0;
+  for (const auto& u : req.items()) {
+    FUZZ_CHECK(u.has_features() || u.has_vector());
+    const int64_t id = u.has_features() ? u.features().item_id() : u.vector().item_id();
+    FUZZ_CHECK(id != recall::server::kReservedItemId);
+    FUZZ_CHECK(seen.insert(id).second);
+    if (u.has_features()) {
+      FUZZ_CHECK(f < feature_items.size() && feature_items[f++] == &u.features());
+      continue;
+    }
+    const auto& v = u.vector();
+    FUZZ_CHECK(v.model_version() == kServingVersion && v.values_size() == kDim);
+    double norm2 = 0;
+    for (float x : v.values()) {
+      FUZZ_CHECK(std::isfinite(x));
+      norm2 += static_cast<double>(x) * x;
+    }
+    FUZZ_CHECK(std::abs(std::sqrt(norm2) - 1.0) <= recall::server::kRawVectorNormTolerance);
+  }
+  FUZZ_CHECK(f == feature_items.size());
   if (!feature_items.empty()) CheckItems(enc, feature_items);
+}
+
+void FuzzDelete(const recall::v1::DeleteItemsRequest& req) {
+  // RecallEngine::DeleteItems.
+  absl::Status st = recall::server::ValidateDeleteRequest(req, kLimits);
+  if (!st.ok()) {
+    CheckRefusal(st, {"item_ids"});
+    return;
+  }
+  FUZZ_CHECK(req.item_ids_size() >= 1 && req.item_ids_size() <= kLimits.max_upsert_batch);
+  absl::flat_hash_set<int64_t> seen;
+  for (int64_t id : req.item_ids()) {
+    FUZZ_CHECK(id != recall::server::kReservedItemId);
+    FUZZ_CHECK(seen.insert(id).second);
+  }
 }
 
 void WriteSeed(const std::string& dir, const std::string& name, uint8_t selector,
@@ -274,7 +310,7 @@ void WriteSeeds(const std::string& dir) {
   minimal.set_k(1);
   WriteSeed(dir, "recall_minimal", 0, minimal);
   recall::v1::RecallRequest edge = r;
-  edge.set_k(kMaxK);
+  edge.set_k(kLimits.max_k);
   (*edge.mutable_user()->mutable_numeric())["activity"] = 1.0e6f;
   (*edge.mutable_user()->mutable_categorical())["country"] = "";
   edge.mutable_user()->set_user_id(std::numeric_limits<int64_t>::min());
@@ -301,6 +337,16 @@ void WriteSeeds(const std::string& dir) {
   recall::v1::UpsertItemsRequest dup = up;
   dup.mutable_items(2)->mutable_vector()->set_item_id(42);
   WriteSeed(dir, "upsert_duplicate_id", 1, dup);
+  recall::v1::UpsertItemsRequest unnormalized = up;
+  unnormalized.mutable_items(2)->mutable_vector()->set_values(0, 0.5f);
+  WriteSeed(dir, "upsert_vector_not_normalized", 1, unnormalized);
+
+  recall::v1::DeleteItemsRequest del;
+  for (int64_t id : {42, 7, 43, 999999}) del.add_item_ids(id);
+  WriteSeed(dir, "delete_ids", 4, del);
+  recall::v1::DeleteItemsRequest del_dup = del;
+  del_dup.add_item_ids(7);
+  WriteSeed(dir, "delete_duplicate_id", 4, del_dup);
 }
 
 }  // namespace
@@ -319,7 +365,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const FeatureEncoder& enc = Encoder((data[0] >> 1) & 1);
   const char* bytes = reinterpret_cast<const char*>(data + 1);
   const int n = static_cast<int>(size - 1);
-  if (data[0] & 1) {
+  if (data[0] & 4) {
+    recall::v1::DeleteItemsRequest req;
+    if (req.ParseFromArray(bytes, n)) FuzzDelete(req);
+  } else if (data[0] & 1) {
     recall::v1::UpsertItemsRequest req;
     if (req.ParseFromArray(bytes, n)) FuzzUpsert(enc, req);
   } else {
