@@ -7,11 +7,11 @@
 # regex needs; tests whose binaries are not built are listed as not run and fail ctest, so give
 # a regex that matches only them).
 #
-# Only this project's code is instrumented; Debian's LibTorch, FAISS, gRPC, protobuf, OpenBLAS
-# and libgomp are not. ASan/UBSan need nothing for that. TSan cannot see the synchronization
-# inside uninstrumented code (libgomp's barriers above all), so tests/sanitizers/tsan.supp
-# suppresses reports whose racing frames are all in those libraries, each entry explained
-# there; a race with a frame of ours is never suppressed.
+# Only this project's code is instrumented; Debian's LibTorch, FAISS, gRPC, protobuf, Abseil,
+# OpenBLAS and libgomp are not. ASan/UBSan need nothing for that. TSan cannot see the
+# synchronization inside uninstrumented code: Abseil's mutexes are annotated at the call
+# boundary (tests/sanitizers/tsan_absl_sync.cc) and OpenMP runs single-threaded under TSan
+# (tests/sanitizers/tsan.supp explains both); a race with a frame of ours is never suppressed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:?usage: sanitize.sh address|thread [ctest regex]}
@@ -34,6 +34,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_erro
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$supp/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp}
+# TSan: OpenMP regions on their calling thread only (tests/sanitizers/tsan.supp says why).
+if [ "$kind" = thread ]; then export OMP_NUM_THREADS=1; fi
 cd "$dir"
 start=$(date +%s)
 ctest --output-on-failure -j"${JOBS:-2}" --timeout 1200 ${regex:+-R "$regex"}
