@@ -34,18 +34,12 @@
 #include "model/encoder.h"
 #include "model/version_dir.h"
 #include "model/vocabulary.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-#define FUZZ_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                            \
-    }                                                                          \
-  } while (0)
 
 constexpr int64_t kVersion = 7;
 constexpr char kExtraFile[] = "extra.bin";

@@ -36,6 +36,7 @@
 #include "recall/v1/model.pb.h"
 #include "recall/v1/recall.pb.h"
 #include "server/request_checks.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
@@ -47,13 +48,6 @@ const EngineLimits kLimits;
 constexpr int kDim = 8;
 constexpr int64_t kServingVersion = 3;
 
-#define FUZZ_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                            \
-    }                                                                          \
-  } while (0)
 
 recall::v1::FeatureSpec MakeSpec(bool item_vocab) {
   recall::v1::FeatureSpec spec;

@@ -41,6 +41,7 @@
 #include "recall/v1/wal.pb.h"
 #include "server/crc32c.h"
 #include "server/write_ahead_log.h"
+#include "tests/fuzz/fuzz_check.h"
 
 namespace {
 
@@ -49,13 +50,6 @@ using recall::server::ReadWal;
 using recall::server::WalRecoveryInfo;
 using recall::server::WriteAheadLog;
 
-#define FUZZ_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      std::fprintf(stderr, "%s:%d: invariant violated: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                            \
-    }                                                                          \
-  } while (0)
 
 std::string g_dir;   // per-process scratch directory (tmpfs when available)
 std::string g_path;  // the log file

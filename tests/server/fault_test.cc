@@ -87,20 +87,7 @@ class FaultTest : public testing::SmallModelSuite<FaultTest> {
 
   // A valid Recall over every item (Flat index, k above its size): the live ids and version.
   std::optional<std::set<int64_t>> LiveIds(int64_t* version = nullptr) {
-    recall::v1::RecallRequest req;
-    req.set_k(5000);
-    req.mutable_user()->set_user_id(3);
-    recall::v1::RecallResponse resp;
-    auto ctx = Deadline();
-    grpc::Status s = server_.Recall()->Recall(ctx.get(), req, &resp);
-    if (!s.ok()) {
-      ADD_FAILURE() << s.error_code() << " " << s.error_message() << "; see " << server_.log();
-      return std::nullopt;
-    }
-    if (version) *version = resp.model_version();
-    std::set<int64_t> ids;
-    for (const auto& it : resp.items()) ids.insert(it.item_id());
-    return ids;
+    return testing::LiveIds(server_, version);
   }
 
   // grpc.health.v1 through recall-cli (exit 0 = SERVING).

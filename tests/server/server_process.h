@@ -9,6 +9,8 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -160,6 +162,26 @@ inline std::unique_ptr<grpc::ClientContext> Deadline(int seconds = 30) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
   return ctx;
+}
+
+// Every live item id of the served index, read back through one Recall with k = 5000 (the
+// tests' indexes are Flat and smaller; start the server with --max_k=5000), and the version
+// that answered. nullopt, after recording a test failure, if the call fails.
+inline std::optional<std::set<int64_t>> LiveIds(ServerProcess& server, int64_t* version = nullptr) {
+  recall::v1::RecallRequest req;
+  req.set_k(5000);
+  req.mutable_user()->set_user_id(3);
+  recall::v1::RecallResponse resp;
+  auto ctx = Deadline();
+  grpc::Status s = server.Recall()->Recall(ctx.get(), req, &resp);
+  if (!s.ok()) {
+    ADD_FAILURE() << s.error_code() << " " << s.error_message() << "; see " << server.log();
+    return std::nullopt;
+  }
+  if (version) *version = resp.model_version();
+  std::set<int64_t> ids;
+  for (const auto& it : resp.items()) ids.insert(it.item_id());
+  return ids;
 }
 
 }  // namespace recall::testing

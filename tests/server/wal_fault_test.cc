@@ -45,20 +45,7 @@ class WalFaultTest : public testing::SmallModelSuite<WalFaultTest> {
 
   // Every live item id, read back through Recall with k above the index size (Flat index).
   std::optional<std::set<int64_t>> LiveIds(int64_t* version = nullptr) {
-    recall::v1::RecallRequest req;
-    req.set_k(5000);
-    req.mutable_user()->set_user_id(3);
-    recall::v1::RecallResponse resp;
-    auto ctx = Deadline();
-    grpc::Status s = server_.Recall()->Recall(ctx.get(), req, &resp);
-    if (!s.ok()) {
-      ADD_FAILURE() << s.error_message() << "; see " << server_.log();
-      return std::nullopt;
-    }
-    if (version) *version = resp.model_version();
-    std::set<int64_t> ids;
-    for (const auto& it : resp.items()) ids.insert(it.item_id());
-    return ids;
+    return testing::LiveIds(server_, version);
   }
 
   static recall::v1::UpsertItemsRequest FeatureUpsert(int64_t id) {
