@@ -68,9 +68,20 @@ absl::Status DeadlinePassed() {
   return absl::DeadlineExceededError("the call's deadline passed before it was handled");
 }
 
-absl::Status Overloaded(const InFlightLimit& limit, const char* flag) {
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "server overloaded: ", limit.limit(), " calls of this kind in flight (", flag, ")"));
+// Admission of work run on the calling thread: refused (and counted as shed) when the call's
+// deadline has passed or `limit` is full; on OK the caller holds a slot of `limit` to Release.
+absl::Status Admit(Metrics* metrics, InFlightLimit& limit, const char* flag,
+                   Clock::time_point deadline) {
+  if (deadline <= Clock::now()) {
+    metrics->AddShed("deadline");
+    return DeadlinePassed();
+  }
+  if (!limit.TryAcquire()) {
+    metrics->AddShed("in_flight");
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "server overloaded: ", limit.limit(), " calls of this kind in flight (", flag, ")"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -111,13 +122,9 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
   }
   const Clock::time_point deadline = SteadyDeadline(ctx);
   if (batcher_ == nullptr) {
-    if (deadline <= Clock::now()) {
-      metrics_->AddShed("deadline");
-      return Refuse(ctx, metrics_, "Recall", DeadlinePassed());
-    }
-    if (!recalls_.TryAcquire()) {
-      metrics_->AddShed("in_flight");
-      return Refuse(ctx, metrics_, "Recall", Overloaded(recalls_, "--max_in_flight_recalls"));
+    if (absl::Status admit = Admit(metrics_, recalls_, "--max_in_flight_recalls", deadline);
+        !admit.ok()) {
+      return Refuse(ctx, metrics_, "Recall", admit);
     }
     auto* reactor = Handle(ctx, metrics_, "Recall", absl::OkStatus(), [&] {
       RecallTimings t;
@@ -152,9 +159,10 @@ grpc::ServerUnaryReactor* RecallServiceImpl::HandleWrite(grpc::CallbackServerCon
   if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
     return Refuse(ctx, metrics_, method, gate);
   }
-  if (!writes_.TryAcquire()) {
-    metrics_->AddShed("in_flight");
-    return Refuse(ctx, metrics_, method, Overloaded(writes_, "--max_in_flight_writes"));
+  if (absl::Status admit = Admit(metrics_, writes_, "--max_in_flight_writes",
+                                 Clock::time_point::max());
+      !admit.ok()) {
+    return Refuse(ctx, metrics_, method, admit);
   }
   grpc::ServerUnaryReactor* reactor = Handle(ctx, metrics_, method, absl::OkStatus(), body);
   writes_.Release();
@@ -231,14 +239,9 @@ class RecallStreamReactor
           deadline_);
       return;
     }
-    if (deadline_ <= start) {
-      metrics_->AddShed("deadline");
-      Answer(DeadlinePassed(), start);
-      return;
-    }
-    if (!limit_->TryAcquire()) {
-      metrics_->AddShed("in_flight");
-      Answer(Overloaded(*limit_, "--max_in_flight_recalls"), start);
+    if (absl::Status admit = Admit(metrics_, *limit_, "--max_in_flight_recalls", deadline_);
+        !admit.ok()) {
+      Answer(admit, start);
       return;
     }
     RecallTimings t;

@@ -16,6 +16,16 @@ absl::Status ReservedId(absl::string_view field) {
       absl::StrCat(field, ": -1 is reserved (FAISS's \"no result\" id) and never an item id"));
 }
 
+// `n` entries of list `field`: at most `max`, and at least one unless `may_be_empty`.
+absl::Status CheckCount(absl::string_view field, int n, int max, bool may_be_empty) {
+  if (n == 0 && !may_be_empty) return absl::InvalidArgumentError(absl::StrCat(field, ": empty"));
+  if (n > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", n, " entries exceed the maximum of ", max));
+  }
+  return absl::OkStatus();
+}
+
 // Checks a list of item ids: none is the reserved id, and (when `unique`) none repeats.
 absl::Status CheckItemIds(const google::protobuf::RepeatedField<int64_t>& ids,
                           absl::string_view field, bool unique) {
@@ -71,11 +81,10 @@ absl::Status ValidateRecallRequest(const recall::v1::RecallRequest& req,
     return absl::InvalidArgumentError(
         absl::StrCat("k: must be in [1, ", limits.max_k, "], got ", req.k()));
   }
-  if (req.exclude_item_ids_size() > limits.max_excludes) {
-    return absl::InvalidArgumentError(absl::StrCat("exclude_item_ids: ",
-                                                   req.exclude_item_ids_size(),
-                                                   " entries exceed the maximum of ",
-                                                   limits.max_excludes));
+  if (auto s = CheckCount("exclude_item_ids", req.exclude_item_ids_size(), limits.max_excludes,
+                          true);
+      !s.ok()) {
+    return s;
   }
   // Unknown ids are fine (an item not in the index is never returned anyway, and an unknown
   // history item falls back to the OOV row); -1 is not, since no item can carry it: it is a
@@ -100,13 +109,7 @@ absl::Status ValidateRecallUser(const recall::v1::RecallRequest& req, const Engi
 
 absl::Status ValidateUpsertBatch(const recall::v1::UpsertItemsRequest& req,
                                  const EngineLimits& limits) {
-  if (req.items_size() == 0) return absl::InvalidArgumentError("items: empty");
-  if (req.items_size() > limits.max_upsert_batch) {
-    return absl::InvalidArgumentError(absl::StrCat("items: ", req.items_size(),
-                                                   " entries exceed the maximum of ",
-                                                   limits.max_upsert_batch));
-  }
-  return absl::OkStatus();
+  return CheckCount("items", req.items_size(), limits.max_upsert_batch, false);
 }
 
 absl::Status ValidateUpsertRequest(const recall::v1::UpsertItemsRequest& req,
@@ -145,11 +148,9 @@ absl::Status ValidateUpsertRequest(const recall::v1::UpsertItemsRequest& req,
 
 absl::Status ValidateDeleteRequest(const recall::v1::DeleteItemsRequest& req,
                                    const EngineLimits& limits) {
-  if (req.item_ids_size() == 0) return absl::InvalidArgumentError("item_ids: empty");
-  if (req.item_ids_size() > limits.max_upsert_batch) {
-    return absl::InvalidArgumentError(absl::StrCat("item_ids: ", req.item_ids_size(),
-                                                   " entries exceed the maximum of ",
-                                                   limits.max_upsert_batch));
+  if (auto s = CheckCount("item_ids", req.item_ids_size(), limits.max_upsert_batch, false);
+      !s.ok()) {
+    return s;
   }
   // A repeated id is refused like in UpsertItems: it is a caller bug, and it would make
   // `deleted` ("ids that were present") ambiguous.
