@@ -7,7 +7,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <deque>
 #include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <set>
@@ -131,12 +134,15 @@ class ServerProcess {
   }
   // SIGTERM (clean) or SIGKILL (crash); waits for the exit and returns its status.
   // Drop every stub first: an open connection makes a graceful shutdown wait for it.
+  // A clean stop that exits non-zero copies the end of the server's log to stderr: the log
+  // lives in a temp dir the suite removes, and a sanitizer report (exit 66) is only there.
   int Stop(int sig = SIGTERM) {
     if (!child_) return -1;
     channel_.reset();
     child_->Kill(sig);
     const int rc = child_->Wait();
     child_.reset();
+    if (sig == SIGTERM && rc != 0) PrintLogTail(rc);
     return rc;
   }
   std::unique_ptr<recall::v1::RecallService::Stub> Recall() {
@@ -151,6 +157,18 @@ class ServerProcess {
   ChildProcess* child() { return child_.get(); }
 
  private:
+  void PrintLogTail(int rc) const {
+    std::ifstream in(log_);
+    std::deque<std::string> tail;
+    for (std::string line; std::getline(in, line);) {
+      tail.push_back(std::move(line));
+      if (tail.size() > 400) tail.pop_front();
+    }
+    std::cerr << "recall-server exited " << rc << "; the last " << tail.size() << " lines of "
+              << log_ << ":\n";
+    for (const auto& line : tail) std::cerr << "  | " << line << "\n";
+  }
+
   std::unique_ptr<ChildProcess> child_;
   std::shared_ptr<grpc::Channel> channel_;
   std::string port_file_, log_;
