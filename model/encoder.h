@@ -51,13 +51,26 @@ struct UserBatch {
 };
 
 struct ItemBatch {
-  static ItemBatch Allocate(int64_t b, int64_t num_categorical, int64_t num_numeric) {
-    return {torch::zeros({b}, torch::kInt64), torch::zeros({b, num_categorical}, torch::kInt64),
-            torch::zeros({b, num_numeric}, torch::kFloat32)};
+  // Zero-filled tensors for b items; audience_length > 0 adds the audience inputs (user rows,
+  // 0 = padding, mask 0) of a spec with item_audience_length.
+  static ItemBatch Allocate(int64_t b, int64_t num_categorical, int64_t num_numeric,
+                            int64_t audience_length = 0) {
+    ItemBatch out{torch::zeros({b}, torch::kInt64),
+                  torch::zeros({b, num_categorical}, torch::kInt64),
+                  torch::zeros({b, num_numeric}, torch::kFloat32)};
+    if (audience_length > 0) {
+      out.audience = torch::zeros({b, audience_length}, torch::kInt64);
+      out.audience_mask = torch::zeros({b, audience_length}, torch::kFloat32);
+    }
+    return out;
   }
   torch::Tensor item_id, categorical, numeric;
+  torch::Tensor audience, audience_mask;  // undefined without an audience input
   int64_t size() const { return item_id.size(0); }
-  std::vector<torch::jit::IValue> Inputs() const { return {item_id, categorical, numeric}; }
+  std::vector<torch::jit::IValue> Inputs() const {
+    if (audience.defined()) return {item_id, audience, audience_mask, categorical, numeric};
+    return {item_id, categorical, numeric};
+  }
 };
 
 // Checks a spec for internal consistency (names unique, buckets >= 1, std > 0, ...).

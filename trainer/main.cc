@@ -67,6 +67,11 @@ DEFINE_int64(item_id_buckets, 0, "hash item ids into this many embedding rows (0
 DEFINE_double(history_dropout, 0,
               "training: probability of dropping each history item from the main loss's user "
               "batch (at least one is kept), so the tower cannot memorize a user's full history");
+DEFINE_int32(item_audience_length, 0,
+             "> 0: the item tower also mean-pools up to this many of the item's training users "
+             "(its audience: the item side of the user's history; online items have none)");
+DEFINE_double(audience_dropout, 0,
+              "training: probability of dropping each audience user of an item");
 DEFINE_double(item_ssl_weight, 0, "weight of the item-side self-supervised loss (0: off)");
 DEFINE_double(user_ssl_weight, 0, "weight of the user-side self-supervised loss (0: off)");
 DEFINE_double(ssl_mask_prob, 0.3, "SSL views: probability of masking an id / feature / history item");
@@ -106,6 +111,9 @@ DEFINE_string(report_dir, "",
 DEFINE_int64(synthetic_users, 2000, "synthetic dataset: users");
 DEFINE_int64(synthetic_items, 1000, "synthetic dataset: items");
 DEFINE_int32(synthetic_categories, 10, "synthetic dataset: item categories");
+DEFINE_int32(synthetic_item_numeric, 0,
+             "synthetic dataset: numeric item features per item (category center + Gaussian "
+             "noise; every item distinct, for feature-embedded catalogs, trainer/DATASETS.md)");
 DEFINE_string(export_dataset, "", "write the dataset (items.tsv, users.tsv, train/test) here");
 
 namespace {
@@ -243,7 +251,12 @@ int main(int argc, char** argv) {
     sc.num_users = FLAGS_synthetic_users;
     sc.num_items = FLAGS_synthetic_items;
     sc.num_categories = FLAGS_synthetic_categories;
+    sc.item_numeric_features = FLAGS_synthetic_item_numeric;
     sc.seed = FLAGS_seed;
+    if (absl::Status st = recall::trainer::ValidateSyntheticConfig(sc); !st.ok()) {
+      std::cerr << "error: " << st.message() << "\n";
+      return 2;
+    }
     dataset = recall::trainer::GenerateSynthetic(sc);
   } else {
     absl::StatusOr<recall::trainer::Dataset> d;
@@ -301,6 +314,8 @@ int main(int argc, char** argv) {
   cfg.tower.share_item_embeddings = FLAGS_share_item_embeddings;
   cfg.user_id_dropout = FLAGS_user_id_dropout;
   cfg.history_dropout = FLAGS_history_dropout;
+  cfg.item_audience_length = FLAGS_item_audience_length;
+  cfg.audience_dropout = FLAGS_audience_dropout;
   cfg.user_id_buckets = FLAGS_user_id_buckets;
   cfg.item_id_buckets = FLAGS_item_id_buckets;
   cfg.item_ssl_weight = FLAGS_item_ssl_weight;

@@ -47,6 +47,9 @@ SyntheticConfig Sanitize(SyntheticConfig c) {
   c.zipf = std::isfinite(c.zipf) ? std::max(c.zipf, 0.0) : 0.0;
   c.off_category_rate = Clamp01(c.off_category_rate);
   c.region_signal = Clamp01(c.region_signal);
+  c.item_numeric_features = std::clamp(c.item_numeric_features, 0, 1024);
+  c.item_numeric_spread =
+      std::isfinite(c.item_numeric_spread) ? std::max(c.item_numeric_spread, 0.0) : 0.0;
   return c;
 }
 
@@ -77,6 +80,12 @@ absl::Status ValidateSyntheticConfig(const SyntheticConfig& c) {
   }
   if (!(c.region_signal >= 0.0 && c.region_signal <= 1.0)) {
     return bad("region_signal", c.region_signal, "must be in [0, 1]");
+  }
+  if (c.item_numeric_features < 0 || c.item_numeric_features > 1024) {
+    return bad("item_numeric_features", c.item_numeric_features, "must be in [0, 1024]");
+  }
+  if (!(c.item_numeric_spread >= 0.0) || !std::isfinite(c.item_numeric_spread)) {
+    return bad("item_numeric_spread", c.item_numeric_spread, "must be >= 0");
   }
   return absl::OkStatus();
 }
@@ -126,6 +135,30 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
   d.item_cat_values.assign(1, std::vector<std::string>(c.num_items));
   for (int64_t i = 0; i < c.num_items; ++i) {
     d.item_cat_values[0][i] = absl::StrCat("c", out.item_category[i]);
+  }
+  if (c.item_numeric_features > 0) {
+    // Own stream: the interactions below stay those of the same config without features.
+    Rng frng(c.seed ^ 0x9e3779b97f4a7c15ULL);
+    const int n = c.item_numeric_features;
+    std::vector<std::vector<double>> center(num_cat, std::vector<double>(n));
+    for (auto& cc : center) {
+      for (double& x : cc) x = 2.0 * frng.Uniform() - 1.0;
+    }
+    // Box-Muller from our own uniforms (std::normal_distribution is implementation-defined).
+    auto gaussian = [&frng] {
+      const double u1 = 1.0 - frng.Uniform();  // (0, 1]: log is finite
+      const double u2 = frng.Uniform();
+      return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+    };
+    d.item_num_names.resize(n);
+    d.item_num_values.assign(n, std::vector<float>(c.num_items));
+    for (int f = 0; f < n; ++f) d.item_num_names[f] = absl::StrCat("x", f);
+    for (int64_t i = 0; i < c.num_items; ++i) {
+      const std::vector<double>& cc = center[out.item_category[i]];
+      for (int f = 0; f < n; ++f) {
+        d.item_num_values[f][i] = static_cast<float>(cc[f] + c.item_numeric_spread * gaussian());
+      }
+    }
   }
 
   // Users.

@@ -9,6 +9,14 @@
 // law of exponent `zipf` over a random rank order (popularity skew). Each user's items are split
 // at random into train and test (round(test_fraction * n) test items, at least 1 of each).
 //
+// With item_numeric_features = n > 0 every item also gets numeric features "x0".."x{n-1}": its
+// category's center (uniform in [-1, 1]^n, drawn once per category) plus independent Gaussian
+// noise of standard deviation item_numeric_spread. They carry the category signal, and they make
+// every item's feature vector distinct, so a tower that embeds items from features (hashed or
+// no id rows) gives every item its own vector: the catalog of the serving benchmark (issue 5),
+// where items are far too many to each have a trained id row. They come from their own random
+// stream, so the interactions do not depend on n.
+//
 // The output depends only on the config: the generator uses std::mt19937_64 (fully specified
 // by the standard) with hand-written mappings to ints and doubles, never the implementation-
 // defined std::*_distribution classes, so a seed gives the same dataset on every platform.
@@ -33,6 +41,8 @@ struct SyntheticConfig {
   double zipf = 0.8;               // item popularity skew within a category (0 = uniform)
   double off_category_rate = 0.1;  // fraction of interactions drawn from another category
   double region_signal = 0.7;      // P(region == preferred category)
+  int item_numeric_features = 0;   // numeric item features per item (see above)
+  double item_numeric_spread = 0.5;
   uint64_t seed = 42;
 };
 

@@ -45,7 +45,8 @@ int64_t UserInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
          e.spec().user_numeric_size();
 }
 int64_t ItemInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
-  return c.id_dim + e.spec().item_categorical_size() * c.cat_dim + e.spec().item_numeric_size();
+  return (e.spec().item_audience_length() > 0 ? 2 : 1) * c.id_dim +
+         e.spec().item_categorical_size() * c.cat_dim + e.spec().item_numeric_size();
 }
 
 }  // namespace
@@ -71,9 +72,20 @@ std::string UserTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
 
 std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
   const int nc = e.spec().item_categorical_size(), nn = e.spec().item_numeric_size();
-  std::string src =
-      "    def forward(self, item_id: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:\n"
-      "        parts = [torch.embedding(self.item_emb, item_id)]\n";
+  std::string src;
+  if (e.spec().item_audience_length() > 0) {
+    src =
+        "    def forward(self, item_id: Tensor, audience: Tensor, audience_mask: Tensor,\n"
+        "                categorical: Tensor, numeric: Tensor) -> Tensor:\n"
+        "        a = torch.embedding(self.aud_emb, audience)\n"
+        "        n = torch.clamp(audience_mask.sum(1, keepdim=True), min=1.0)\n"
+        "        parts = [torch.embedding(self.item_emb, item_id),\n"
+        "                 (a * audience_mask.unsqueeze(2)).sum(1) / n]\n";
+  } else {
+    src =
+        "    def forward(self, item_id: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:\n"
+        "        parts = [torch.embedding(self.item_emb, item_id)]\n";
+  }
   if (nc > 0) {
     absl::StrAppend(&src, "        parts.append(torch.embedding(self.cat_emb, categorical)",
                     ".reshape(item_id.size(0), ", nc * c.cat_dim, "))\n");
@@ -105,6 +117,11 @@ Towers BuildTowers(const FeatureEncoder& e, const TowerConfig& c) {
   t.user.define(UserTowerSource(e, c));
 
   t.item.register_parameter("item_emb", item_table, false);
+  if (e.spec().item_audience_length() > 0) {
+    t.item.register_parameter(
+        "aud_emb", EmbeddingTable(e.num_user_rows(), c.id_dim, c.init_std, true).requires_grad_(),
+        false);
+  }
   t.item.register_parameter(
       "cat_emb",
       EmbeddingTable(e.num_item_categorical_rows(), c.cat_dim, c.init_std, false).requires_grad_(),

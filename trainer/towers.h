@@ -3,7 +3,9 @@
 //
 // user: [E_user[id] | mean_{mask} E_hist[history] | E_ucat[categorical] (flattened) | numeric]
 //       -> MLP -> L2 normalize
-// item: [E_item[id] | E_icat[categorical] (flattened) | numeric] -> MLP -> L2 normalize
+// item: [E_item[id] | mean_{mask} E_aud[audience] | E_icat[categorical] (flattened) | numeric]
+//       -> MLP -> L2 normalize; the audience part (the item's training users, over user id
+//       rows) only when the spec has item_audience_length > 0
 // The MLP is `hidden` Linear+ReLU layers followed by a Linear to `dim` (no hidden layer = one
 // linear projection). Row 0 of every id table (OOV / padding) starts at zero.
 #ifndef RECALL_TRAINER_TOWERS_H_

@@ -168,8 +168,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     t->fit_ = t->fit_split_.get();
   }
   const Dataset& fit = *t->fit_;
+  if (c.item_audience_length < 0 || !(c.audience_dropout >= 0 && c.audience_dropout < 1)) {
+    return absl::InvalidArgumentError(
+        "--item_audience_length must be >= 0 and --audience_dropout in [0, 1)");
+  }
+  recall::v1::FeatureSpec spec =
+      SpecForDataset(d, c.history_length, c.user_id_buckets, c.item_id_buckets);
+  spec.set_item_audience_length(c.item_audience_length);
   auto enc = FeatureEncoder::Create(
-      SpecForDataset(d, c.history_length, c.user_id_buckets, c.item_id_buckets),
+      spec,
       c.user_id_buckets > 0 ? Vocabulary() : Vocabulary(ExternalUserIds(d)),
       c.item_id_buckets > 0 ? Vocabulary() : Vocabulary(ExternalItemIds(d)));
   if (!enc.ok()) return enc.status();
@@ -210,6 +217,24 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   }
   for (int64_t u = 0; u < d.num_users; ++u) {
     for (int64_t i : fit.train[u]) t->examples_.emplace_back(u, i);
+  }
+  if (c.item_audience_length > 0) {
+    // Own engine: the training stream stays that of the same config without audiences.
+    std::mt19937_64 order(c.seed ^ 0x61756469656e6365ULL);
+    auto audiences = [&](const Dataset& source) {
+      std::vector<std::vector<int64_t>> out(d.num_items);
+      for (int64_t u = 0; u < d.num_users; ++u) {
+        for (int64_t i : source.train[u]) out[i].push_back(u);
+      }
+      for (auto& users : out) {
+        for (int64_t j = static_cast<int64_t>(users.size()) - 1; j > 0; --j) {
+          std::swap(users[j], users[UniformBelow(order, j + 1)]);
+        }
+      }
+      return out;
+    };
+    t->full_audience_ = audiences(d);
+    t->fit_audience_ = t->fit_ == &d ? t->full_audience_ : audiences(fit);
   }
   if (t->examples_.size() < 2) return absl::InvalidArgumentError("dataset has < 2 interactions");
 
@@ -315,15 +340,33 @@ const ItemBatch& Trainer::AllItemsBatch() {
   if (!all_items_batch_) {
     std::vector<int64_t> all(dataset_.num_items);
     for (int64_t i = 0; i < dataset_.num_items; ++i) all[i] = i;
-    all_items_batch_ = std::make_unique<ItemBatch>(ItemBatchFor(all));
+    all_items_batch_ = std::make_unique<ItemBatch>(ItemBatchWith(all, fit_audience_));
   }
   return *all_items_batch_;
 }
 
 ItemBatch Trainer::ItemBatchFor(const std::vector<int64_t>& items) const {
+  return ItemBatchWith(items, full_audience_);
+}
+
+ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items,
+                                 const std::vector<std::vector<int64_t>>& audience) const {
   const int64_t b = static_cast<int64_t>(items.size());
   const int64_t nc = dataset_.item_cat_names.size(), nn = dataset_.item_num_names.size();
-  ItemBatch out = ItemBatch::Allocate(b, nc, nn);
+  const int64_t len = config_.item_audience_length;
+  ItemBatch out = ItemBatch::Allocate(b, nc, nn, len);
+  if (len > 0 && !audience.empty()) {
+    auto aud = out.audience.accessor<int64_t, 2>();
+    auto mask = out.audience_mask.accessor<float, 2>();
+    for (int64_t r = 0; r < b; ++r) {
+      const auto& users = audience[items[r]];
+      const int64_t take = std::min<int64_t>(len, users.size());
+      for (int64_t j = 0; j < take; ++j) {
+        aud[r][j] = user_row_[users[j]];
+        mask[r][j] = 1.0f;
+      }
+    }
+  }
   auto iid = out.item_id.accessor<int64_t, 1>();
   auto cat = out.categorical.accessor<int64_t, 2>();
   auto num = out.numeric.accessor<float, 2>();
@@ -357,7 +400,7 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     all.insert(all.end(), drawn.begin(), drawn.end());
     global.ids = torch::tensor(drawn, torch::kInt64);
   }
-  ItemBatch ib = ItemBatchFor(all);
+  ItemBatch ib = TrainItemBatch(all, users, rng);
   torch::Tensor u = towers_.user.forward(ub.Inputs()).toTensor();
   torch::Tensor v = towers_.item.forward(ib.Inputs()).toTensor();
   const int64_t b = static_cast<int64_t>(items.size());
@@ -392,7 +435,7 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
   ContrastiveOptions ssl;
   ssl.temperature = config_.temperature;
   if (config_.item_ssl_weight > 0) {
-    ItemBatch pos = ItemBatchFor(items);
+    ItemBatch pos = TrainItemBatch(items, users, rng);
     torch::Tensor a = towers_.item.forward(MaskedView(pos, rng).Inputs()).toTensor();
     torch::Tensor c = towers_.item.forward(MaskedView(pos, rng).Inputs()).toTensor();
     loss = loss + config_.item_ssl_weight * InfoNceLoss(ContrastiveLogits(a, c, ids, {}, {}, ssl));
@@ -410,10 +453,39 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     torch::NoGradGuard no_grad;
     torch::Tensor keys = config_.queue_reencode
                              ? v.detach()
-                             : key_tower_.forward(ItemBatchFor(items).Inputs()).toTensor();
+                             : key_tower_.forward(ItemBatchWith(items, fit_audience_).Inputs())
+                                   .toTensor();
     queue_.Enqueue(keys, ids);
   }
   return loss;
+}
+
+ItemBatch Trainer::TrainItemBatch(const std::vector<int64_t>& items,
+                                  const std::vector<int64_t>& users,
+                                  std::mt19937_64& rng) const {
+  ItemBatch out = ItemBatchWith(items, {});
+  const int64_t len = config_.item_audience_length;
+  if (len <= 0) return out;
+  auto aud = out.audience.accessor<int64_t, 2>();
+  auto mask = out.audience_mask.accessor<float, 2>();
+  std::vector<int64_t> picked;
+  for (int64_t r = 0; r < out.size(); ++r) {
+    picked.clear();
+    const int64_t own = r < static_cast<int64_t>(users.size()) ? users[r] : -1;
+    for (int64_t u : fit_audience_[items[r]]) {
+      if (u != own) picked.push_back(u);
+    }
+    const int64_t take = std::min<int64_t>(len, picked.size());
+    int64_t kept = 0;
+    for (int64_t j = 0; j < take; ++j) {  // partial Fisher-Yates: a uniform subset
+      std::swap(picked[j], picked[j + UniformBelow(rng, picked.size() - j)]);
+      if (config_.audience_dropout > 0 && Draw(rng, config_.audience_dropout)) continue;
+      aud[r][kept] = user_row_[picked[j]];
+      mask[r][kept] = 1.0f;
+      ++kept;
+    }
+  }
+  return out;
 }
 
 UserBatch Trainer::MaskedView(const UserBatch& b, std::mt19937_64& rng) const {
@@ -445,6 +517,21 @@ UserBatch Trainer::MaskedView(const UserBatch& b, std::mt19937_64& rng) const {
 
 ItemBatch Trainer::MaskedView(const ItemBatch& b, std::mt19937_64& rng) const {
   ItemBatch v{b.item_id.clone(), b.categorical.clone(), b.numeric.clone()};
+  if (b.audience.defined()) {
+    // The audience is masked like a user's history.
+    v.audience = b.audience.clone();
+    v.audience_mask = b.audience_mask.clone();
+    auto aud = v.audience.accessor<int64_t, 2>();
+    auto amask = v.audience_mask.accessor<float, 2>();
+    for (int64_t r = 0; r < v.size(); ++r) {
+      for (int64_t j = 0; j < amask.size(1); ++j) {
+        if (amask[r][j] > 0 && Draw(rng, config_.ssl_mask_prob)) {
+          amask[r][j] = 0;
+          aud[r][j] = 0;
+        }
+      }
+    }
+  }
   const double p = config_.ssl_mask_prob;
   auto iid = v.item_id.accessor<int64_t, 1>();
   auto cat = v.categorical.accessor<int64_t, 2>();
@@ -582,7 +669,7 @@ absl::Status Trainer::Train(const ProgressFn& progress) {
 
 RankingMetrics Trainer::EvaluateValidation() {
   if (!fit_split_) return {};
-  torch::Tensor u = EmbedAllUsersFrom(*fit_), v = EmbedAllItems();
+  torch::Tensor u = EmbedAllUsersFrom(*fit_), v = EmbedAllItemsWith(fit_audience_);
   return EvaluateEmbeddings(*fit_, u.data_ptr<float>(), v.data_ptr<float>(),
                             static_cast<int>(u.size(1)));
 }
@@ -637,8 +724,14 @@ torch::Tensor Trainer::EmbedAllUsersFrom(const Dataset& source) {
   return EmbedAll(dataset_.num_users,
                   [&](const std::vector<int64_t>& ids) { return EmbedUsersFrom(source, ids); });
 }
-torch::Tensor Trainer::EmbedAllItems() {
-  return EmbedAll(dataset_.num_items, [this](const auto& ids) { return EmbedItems(ids); });
+torch::Tensor Trainer::EmbedAllItems() { return EmbedAllItemsWith(full_audience_); }
+
+torch::Tensor Trainer::EmbedAllItemsWith(const std::vector<std::vector<int64_t>>& audience) {
+  torch::NoGradGuard guard;
+  towers_.item.eval();
+  return EmbedAll(dataset_.num_items, [&](const std::vector<int64_t>& ids) {
+    return towers_.item.forward(ItemBatchWith(ids, audience).Inputs()).toTensor().contiguous();
+  });
 }
 
 RankingMetrics Trainer::Evaluate(const EvalOptions& options) {

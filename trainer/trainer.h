@@ -71,6 +71,12 @@ struct TrainConfig {
   double user_ssl_weight = 0;
   double ssl_mask_prob = 0.3;
   int history_length = 50;   // L: pooled history items per user
+  // > 0: the item tower also mean-pools up to this many of the item's training users (its
+  // audience; FeatureSpec.item_audience_length). Training draws a uniform subset each time, never
+  // the example's own user (which would give its positive away); evaluation and export use a
+  // fixed seeded subset of the train users (the fit split's for validation).
+  int item_audience_length = 0;
+  double audience_dropout = 0;  // training: drop each audience user with this probability
   // Validation: one train item of each of validation_users random users (with >= 3 train
   // items) is held out of training; after every epoch Recall@20 on it picks the best epoch,
   // whose weights are restored at the end. 0 = no validation (train all epochs, keep the last).
@@ -107,6 +113,7 @@ class Trainer {
   // Encodes users exactly as the server would for a request carrying user_id and the user's
   // last history_length train items (most recent last): the eval-time user input.
   UserBatch EvalUserBatch(const std::vector<int64_t>& users) const;
+  // Items with their evaluation audience (the full train split's).
   ItemBatch ItemBatchFor(const std::vector<int64_t>& items) const;
   // [n, dim] embeddings in inference mode.
   torch::Tensor EmbedUsers(const std::vector<int64_t>& users);
@@ -139,6 +146,11 @@ class Trainer {
   // queue and global negatives as configured. Also enqueues the batch's keys (MoCo).
   torch::Tensor BatchLoss(const std::vector<int64_t>& users, const std::vector<int64_t>& items,
                           std::mt19937_64& rng);
+  // Items as training encodes them: a fresh uniform audience subset from the fit split, never
+  // users[r] for the first users.size() items (their own example's user, which would give the
+  // positive away). Exposed for tests.
+  ItemBatch TrainItemBatch(const std::vector<int64_t>& items, const std::vector<int64_t>& users,
+                           std::mt19937_64& rng) const;
   // After an optimizer step: the momentum update of the key encoder (no-op without a queue).
   void AfterStep();
 
@@ -173,6 +185,10 @@ class Trainer {
   // Users encoded with their train items in `source` as history (the last history_length).
   UserBatch HistoryUserBatch(const Dataset& source, const std::vector<int64_t>& users) const;
   torch::Tensor EmbedAllUsersFrom(const Dataset& source);
+  // Items with the fixed audiences in `audience` (full_audience_ or fit_audience_).
+  ItemBatch ItemBatchWith(const std::vector<int64_t>& items,
+                          const std::vector<std::vector<int64_t>>& audience) const;
+  torch::Tensor EmbedAllItemsWith(const std::vector<std::vector<int64_t>>& audience);
   torch::Tensor EmbedUsersFrom(const Dataset& source, const std::vector<int64_t>& users);
   std::vector<torch::Tensor> SnapshotParameters() const;
   // A masked view for the SSL losses (see TrainConfig); draws from rng.
@@ -195,6 +211,9 @@ class Trainer {
   std::vector<int64_t> user_row_, item_row_;
   std::vector<std::vector<int64_t>> user_cat_rows_, item_cat_rows_;  // [entity][feature]
   std::vector<std::vector<float>> user_num_rows_, item_num_rows_;    // standardized, [entity][feature]
+  // Per item, its train users (dense user indices) in a seeded random order: the first
+  // item_audience_length are its evaluation audience. Empty without an audience input.
+  std::vector<std::vector<int64_t>> full_audience_, fit_audience_;
   std::unique_ptr<ItemBatch> all_items_batch_;
   torch::Tensor log_q_;  // [num_items] log of each item's share of train interactions
   torch::jit::Module key_tower_;  // momentum copy of towers_.item (queue_size > 0)

@@ -56,8 +56,8 @@ class Version:
         spec = self.manifest["feature_spec"]
         self.version = int(self.manifest["version"])
         self.history_length = int(spec.get("history_length", 0))
-        self.user_vocab = self._vocab(version_dir, spec["user_id"])
-        self.item_vocab = self._vocab(version_dir, spec["item_id"])
+        self.user_rows = self._id_rows(version_dir, spec["user_id"])
+        self.item_rows = self._id_rows(version_dir, spec["item_id"])
         self.user_cats = spec.get("user_categorical", [])
         self.user_nums = spec.get("user_numeric", [])
         self.cat_offsets, off = [], 0
@@ -71,22 +71,25 @@ class Version:
             faiss.ParameterSpace().set_index_parameter(self.index, "efSearch", ef_search)
 
     @staticmethod
-    def _vocab(d, id_spec):
+    def _id_rows(d, id_spec):
+        """ids -> embedding rows: vocabulary rank + 1 (0 = unknown), or, for a spec without a
+        vocabulary, the stable hash bucket 1 + mix64(id) % num_buckets (model/encoder.cc)."""
         name = id_spec.get("vocab_file", "")
         if not name:
-            raise SystemExit("this baseline needs vocabulary files")
-        return np.fromfile(os.path.join(d, name), dtype="<i8")
+            buckets = int(id_spec["num_buckets"])
+            return lambda ids: np.array([1 + mix64(int(i) & MASK64) % buckets for i in ids],
+                                        dtype=np.int64)
+        vocab = np.fromfile(os.path.join(d, name), dtype="<i8")
 
-    @staticmethod
-    def _rows(vocab, ids):
-        ids = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(vocab, ids)
-        pos_c = np.minimum(pos, len(vocab) - 1)
-        return np.where(vocab[pos_c] == ids, pos_c + 1, 0)
+        def rows(ids):
+            ids = np.asarray(ids, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(vocab, ids), len(vocab) - 1)
+            return np.where(vocab[pos] == ids, pos + 1, 0)
+        return rows
 
     def embed_user(self, user):
-        uid = torch.tensor(self._rows(self.user_vocab, [user.user_id]), dtype=torch.int64)
-        rows = self._rows(self.item_vocab, list(user.history_item_ids))
+        uid = torch.tensor(self.user_rows([user.user_id]), dtype=torch.int64)
+        rows = self.item_rows(list(user.history_item_ids))
         rows = rows[rows != 0][-self.history_length:] if self.history_length else rows[:0]
         L = self.history_length
         hist = torch.zeros((1, L), dtype=torch.int64)

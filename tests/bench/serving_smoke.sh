@@ -21,6 +21,10 @@ for name in ("server", "inprocess", "python"):
     assert t["max_qps"] and t["max_qps"] > 0, (name, t)
     assert t["recall_at_k"] and t["recall_at_k"] > 0.5, (name, t)
     assert t["p99_ms@0.5"] and t["p99_ms@0.5"] > 0, (name, t)
+# The Python peer encodes requests by its own code (hashed id rows here): it must find what the
+# server finds.
+r_server, r_python = s["targets"]["server"]["recall_at_k"], s["targets"]["python"]["recall_at_k"]
+assert abs(r_server - r_python) < 0.02, (r_server, r_python)
 for key in ("stream_max_qps", "unbatched_qps_c32", "batched_qps_c32", "upserts_per_sec"):
     assert s[key] and s[key] > 0, (key, s[key])
 print("serving smoke ok")

@@ -141,6 +141,55 @@ TEST(SyntheticTest, StructureAndSplit) {
   EXPECT_GT(*std::max_element(pop.begin(), pop.end()), 4 * mean);
 }
 
+TEST(SyntheticTest, NumericItemFeaturesAreDistinctCarryTheCategoryAndLeaveInteractionsAlone) {
+  SyntheticConfig c;
+  c.num_items = 2000;
+  c.num_categories = 4;
+  const SyntheticData plain = GenerateSyntheticWithTruth(c);
+  c.item_numeric_features = 3;
+  c.item_numeric_spread = 0.2;
+  const SyntheticData s = GenerateSyntheticWithTruth(c);
+  const Dataset& d = s.dataset;
+  ASSERT_TRUE(d.Validate().ok()) << d.Validate();
+  EXPECT_EQ(d.item_num_names, (std::vector<std::string>{"x0", "x1", "x2"}));
+  ASSERT_EQ(d.item_num_values.size(), 3u);
+  // The features come from their own stream: same interactions and categories as without.
+  EXPECT_EQ(d.train, plain.dataset.train);
+  EXPECT_EQ(d.test, plain.dataset.test);
+  EXPECT_EQ(s.item_category, plain.item_category);
+  EXPECT_TRUE(plain.dataset.item_num_names.empty());
+  // Every item's feature vector is its own.
+  std::set<std::vector<float>> rows;
+  for (int64_t i = 0; i < d.num_items; ++i) {
+    rows.insert({d.item_num_values[0][i], d.item_num_values[1][i], d.item_num_values[2][i]});
+  }
+  EXPECT_EQ(static_cast<int64_t>(rows.size()), d.num_items);
+  // Category center + N(0, 0.2^2): per category and feature, the spread is ~0.2 around a mean in
+  // [-1, 1], and the means of different categories differ.
+  for (int f = 0; f < 3; ++f) {
+    std::vector<double> sum(4), sq(4), n(4);
+    for (int64_t i = 0; i < d.num_items; ++i) {
+      const int k = s.item_category[i];
+      const double x = d.item_num_values[f][i];
+      sum[k] += x;
+      sq[k] += x * x;
+      n[k] += 1;
+    }
+    std::set<long> means;
+    for (int k = 0; k < 4; ++k) {
+      const double mean = sum[k] / n[k], sd = std::sqrt(sq[k] / n[k] - mean * mean);
+      EXPECT_LE(std::abs(mean), 1.05) << f << " " << k;
+      EXPECT_NEAR(sd, 0.2, 0.03) << f << " " << k;
+      means.insert(std::lround(mean * 100));
+    }
+    EXPECT_GT(means.size(), 1u);
+  }
+  // Same seed, same features.
+  EXPECT_EQ(GenerateSynthetic(c).item_num_values, d.item_num_values);
+  c.item_numeric_features = -1;
+  EXPECT_NE(ValidateSyntheticConfig(c).message().find("item_numeric_features"), std::string::npos);
+}
+
 TEST(SyntheticTest, ValidateAndClamp) {
   SyntheticConfig c;
   EXPECT_TRUE(ValidateSyntheticConfig(c).ok());

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <random>
+#include <set>
 #include <string>
 
 namespace recall::trainer {
@@ -227,6 +229,100 @@ TEST(Trainer, HashedIdsPublishNoVocabularyAndStillServe) {
   auto emb = model->EmbedUsers(model->encoder().EncodeUsers({&up, 1}));
   ASSERT_TRUE(emb.ok()) << emb.status();
   EXPECT_NEAR(emb->norm().item<float>(), 1.0f, 1e-4);
+}
+
+TEST(Trainer, ItemAudienceIsDrawnFromTrainUsersAndNeverHoldsTheExamplesOwnUser) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.item_audience_length = 6;
+  auto t = Trainer::Create(d, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::vector<std::set<int64_t>> audience(d.num_items);  // user rows per item
+  std::vector<int64_t> users, items;
+  for (int64_t u = 0; u < d.num_users; ++u) {
+    for (int64_t i : d.train[u]) {
+      audience[i].insert((*t)->encoder().UserRow(u));
+      if (users.size() < 400) {
+        users.push_back(u);
+        items.push_back(i);
+      }
+    }
+  }
+  items.push_back(items[0]);  // a row without an example: its audience may hold anyone
+  std::mt19937_64 rng(3);
+  std::set<int64_t> drawn_for_item0;
+  for (int round = 0; round < 20; ++round) {
+    ItemBatch b = (*t)->TrainItemBatch(items, users, rng);
+    ASSERT_EQ(b.audience.sizes(), (std::vector<int64_t>{static_cast<int64_t>(items.size()), 6}));
+    auto aud = b.audience.accessor<int64_t, 2>();
+    auto mask = b.audience_mask.accessor<float, 2>();
+    for (size_t r = 0; r < items.size(); ++r) {
+      const auto& pool = audience[items[r]];
+      const int64_t own = r < users.size() ? (*t)->encoder().UserRow(users[r]) : -1;
+      int64_t n = 0;
+      std::set<int64_t> seen;
+      for (int j = 0; j < 6; ++j) {
+        if (mask[r][j] == 0) {
+          EXPECT_EQ(aud[r][j], 0) << "masked slots hold the padding row";
+          continue;
+        }
+        ++n;
+        EXPECT_TRUE(pool.count(aud[r][j])) << "row " << r << ": not a train user of the item";
+        EXPECT_NE(aud[r][j], own) << "row " << r << ": the example's own user";
+        EXPECT_TRUE(seen.insert(aud[r][j]).second) << "row " << r << ": drawn twice";
+      }
+      const int64_t eligible = static_cast<int64_t>(pool.size()) - (own >= 0 ? 1 : 0);
+      EXPECT_EQ(n, std::min<int64_t>(6, eligible)) << "row " << r;
+      if (r == 0) {
+        for (int j = 0; j < 6; ++j) {
+          if (mask[r][j] > 0) drawn_for_item0.insert(aud[r][j]);
+        }
+      }
+    }
+  }
+  // Fresh subsets each call: over 20 draws the first item's audience covers more than one
+  // subset's worth of its users.
+  if (audience[items[0]].size() > 8) EXPECT_GT(drawn_for_item0.size(), 6u);
+}
+
+TEST(Trainer, AudienceModelPublishesServesOnlineItemsAndBeatsPopularity) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.item_audience_length = 8;
+  c.audience_dropout = 0.2;
+  {
+    auto t = Trainer::Create(d, c);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Train().ok());
+    const double learned = (*t)->Evaluate().values.at("recall@20");
+    const double pop = EvaluatePopularity(d).values.at("recall@20");
+    EXPECT_GT(learned, 1.3 * pop) << "learned " << learned << " vs popularity " << pop;
+  }
+  c.epochs = 1;
+  std::vector<int64_t> ids;
+  auto model = PublishAndLoad(d, c, "recall_audience", &ids);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->encoder().spec().item_audience_length(), 8);
+  // An item upserted online has no audience: the server's encoding still runs the tower.
+  recall::v1::ItemFeatures item;
+  item.set_item_id(ids[0]);
+  const recall::v1::ItemFeatures* ip = &item;
+  ItemBatch b = model->encoder().EncodeItems({&ip, 1});
+  ASSERT_TRUE(b.audience.defined());
+  EXPECT_EQ(b.audience_mask.sum().item<float>(), 0.0f);
+  auto emb = model->EmbedItems(b);
+  ASSERT_TRUE(emb.ok()) << emb.status();
+  EXPECT_NEAR(emb->norm().item<float>(), 1.0f, 1e-4);
+}
+
+TEST(Trainer, RejectsBadAudienceConfig) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.item_audience_length = -1;
+  EXPECT_FALSE(Trainer::Create(d, c).ok());
+  c.item_audience_length = 4;
+  c.audience_dropout = 1.0;
+  EXPECT_FALSE(Trainer::Create(d, c).ok());
 }
 
 TEST(Trainer, MomentumEncoderLagsTheOnlineTower) {
