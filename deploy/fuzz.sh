@@ -24,7 +24,7 @@ if ! command -v clang++-14 >/dev/null; then
 fi
 if [ ! -f "$dir/build.ninja" ]; then
   CC=clang-14 CXX=clang++-14 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
     -DRECALL_FUZZ=ON -DRECALL_SANITIZE_ADDRESS=ON -DRECALL_BUILD_TESTS=OFF
 fi
 ninja -C "$dir" -j"${JOBS:-2}" $(printf '%s_fuzzer ' "${targets[@]}")
