@@ -268,6 +268,27 @@ std::vector<RecallRequest> MakeRequests(int n, const std::vector<int64_t>& item_
   return out;
 }
 
+std::vector<RecallRequest> MakeRequestsForUsers(int n, const std::vector<BenchUser>& users,
+                                                int history_max, int k, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<RecallRequest> out(users.empty() ? 0 : std::max(0, n));
+  for (int i = 0; i < static_cast<int>(out.size()); ++i) {
+    const BenchUser& u = users[rng() % users.size()];
+    RecallRequest& r = out[i];
+    r.set_k(k);
+    recall::v1::UserFeatures* f = r.mutable_user();
+    f->set_user_id(u.user_id);
+    const size_t keep = std::min(u.history.size(), static_cast<size_t>(std::max(0, history_max)));
+    for (size_t j = u.history.size() - keep; j < u.history.size(); ++j) {
+      f->add_history_item_ids(u.history[j]);
+    }
+    for (const auto& [name, value] : u.categorical) (*f->mutable_categorical())[name] = value;
+    for (const auto& [name, value] : u.numeric) (*f->mutable_numeric())[name] = value;
+    r.set_request_id(absl::StrCat("bench-", i));
+  }
+  return out;
+}
+
 std::unique_ptr<Target> MakeUnaryTarget(const std::string& addr, int channels, int deadline_ms) {
   return std::make_unique<UnaryTarget>(addr, channels, deadline_ms);
 }

@@ -49,6 +49,24 @@ std::vector<recall::v1::RecallRequest> MakeRequests(int n, const std::vector<int
                                                     int64_t num_users, int history_min,
                                                     int history_max, int k, uint64_t seed);
 
+// A known user for realistic requests: what a caller would send for it (its external id, its
+// history oldest first, its features).
+struct BenchUser {
+  int64_t user_id = 0;
+  std::vector<int64_t> history;
+  std::map<std::string, std::string> categorical;
+  std::map<std::string, float> numeric;
+};
+
+// `n` requests of users drawn uniformly (with replacement) from `users`, each carrying the
+// user's id, features and its last history_max history items (most recent last), top `k`.
+// Queries then look like the traffic the towers were trained for; MakeRequests' random
+// histories and ids do not. `users` must not be empty.
+std::vector<recall::v1::RecallRequest> MakeRequestsForUsers(int n,
+                                                            const std::vector<BenchUser>& users,
+                                                            int history_max, int k,
+                                                            uint64_t seed);
+
 // Something that answers Recall requests asynchronously.
 class Target {
  public:

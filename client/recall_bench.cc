@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -32,6 +33,7 @@
 #include "server/recall_batcher.h"
 #include "server/recall_engine.h"
 #include "server/version_manager.h"
+#include "trainer/dataset.h"
 
 DEFINE_string(target, "grpc", "grpc (unary Recall) | stream (RecallStream) | inprocess "
               "(RecallEngine through the batcher, no network)");
@@ -52,6 +54,10 @@ DEFINE_int32(history_min, 20, "history items per request: uniform in [min, max]"
 DEFINE_int32(history_max, 50, "");
 DEFINE_int32(requests, 4000, "distinct requests in the pool (cycled)");
 DEFINE_int64(num_users, 100000, "user ids drawn from [0, num_users)");
+DEFINE_string(users_from, "",
+              "a dataset directory as `recall-train --export_dataset` writes it (train.txt, "
+              "users.tsv): requests are then its users with a train item, each with its id, "
+              "features and last --history_max train items, instead of random ids and histories");
 DEFINE_uint64(seed, 1, "request pool seed");
 DEFINE_int32(channels, 4, "gRPC connections");
 DEFINE_int32(deadline_ms, 5000, "per-call deadline");
@@ -69,6 +75,28 @@ namespace {
 
 using recall::bench::LatencyStats;
 using recall::v1::RecallRequest;
+
+// The users of an exported dataset as callers would present them (external ids, features).
+absl::StatusOr<std::vector<recall::bench::BenchUser>> LoadBenchUsers(const std::string& dir) {
+  auto d = recall::trainer::LoadDatasetDir(dir);
+  if (!d.ok()) return d.status();
+  std::vector<recall::bench::BenchUser> users;
+  for (int64_t u = 0; u < d->num_users; ++u) {
+    if (d->train[u].empty()) continue;
+    recall::bench::BenchUser b;
+    b.user_id = d->ExternalUserId(u);
+    for (int64_t i : d->train[u]) b.history.push_back(d->ExternalItemId(i));
+    for (size_t f = 0; f < d->user_cat_names.size(); ++f) {
+      if (!d->user_cat_values[f][u].empty()) b.categorical[d->user_cat_names[f]] = d->user_cat_values[f][u];
+    }
+    for (size_t f = 0; f < d->user_num_names.size(); ++f) {
+      if (!std::isnan(d->user_num_values[f][u])) b.numeric[d->user_num_names[f]] = d->user_num_values[f][u];
+    }
+    users.push_back(std::move(b));
+  }
+  if (users.empty()) return absl::InvalidArgumentError(dir + ": no user has a train item");
+  return users;
+}
 using recall::v1::RecallResponse;
 
 // The positive numbers of a comma-separated list (others are skipped).
@@ -169,9 +197,19 @@ int main(int argc, char** argv) {
   }
   std::shared_ptr<recall::server::Servable> servable = versions.Current();
   const std::vector<int64_t> item_ids = servable->index->Ids();
-  const std::vector<RecallRequest> pool =
-      recall::bench::MakeRequests(FLAGS_requests, item_ids, FLAGS_num_users, FLAGS_history_min,
-                                  FLAGS_history_max, FLAGS_k, FLAGS_seed);
+  std::vector<RecallRequest> pool;
+  if (FLAGS_users_from.empty()) {
+    pool = recall::bench::MakeRequests(FLAGS_requests, item_ids, FLAGS_num_users,
+                                       FLAGS_history_min, FLAGS_history_max, FLAGS_k, FLAGS_seed);
+  } else {
+    auto users = LoadBenchUsers(FLAGS_users_from);
+    if (!users.ok()) {
+      std::cerr << "error: --users_from: " << users.status().message() << "\n";
+      return 64;
+    }
+    pool = recall::bench::MakeRequestsForUsers(FLAGS_requests, *users, FLAGS_history_max, FLAGS_k,
+                                               FLAGS_seed);
+  }
 
   std::unique_ptr<recall::server::RecallEngine> engine;
   std::unique_ptr<recall::server::RecallBatcher> batcher;

@@ -56,6 +56,37 @@ TEST(MakeRequests, HistoriesFromThePoolWithinBounds) {
             MakeRequests(5, items, 50, 20, 50, 100, 3)[4].DebugString());
 }
 
+TEST(MakeRequestsForUsers, CarryTheUsersIdFeaturesAndLatestHistory) {
+  std::vector<BenchUser> users(3);
+  for (int u = 0; u < 3; ++u) {
+    users[u].user_id = 1000 + u;
+    for (int j = 0; j < 10 * (u + 1); ++j) users[u].history.push_back(100 * u + j);
+    users[u].categorical["region"] = "r" + std::to_string(u);
+    users[u].numeric["age"] = 20.0f + u;
+  }
+  users[1].categorical.clear();  // a user without a value sends none
+  auto reqs = MakeRequestsForUsers(300, users, 15, 50, 9);
+  ASSERT_EQ(reqs.size(), 300u);
+  std::set<int64_t> seen;
+  for (const auto& r : reqs) {
+    const int u = static_cast<int>(r.user().user_id() - 1000);
+    ASSERT_GE(u, 0);
+    ASSERT_LT(u, 3);
+    seen.insert(u);
+    EXPECT_EQ(r.k(), 50);
+    const std::vector<int64_t> h(r.user().history_item_ids().begin(),
+                                 r.user().history_item_ids().end());
+    const std::vector<int64_t>& all = users[u].history;
+    const size_t keep = std::min<size_t>(15, all.size());
+    EXPECT_EQ(h, std::vector<int64_t>(all.end() - keep, all.end())) << "user " << u;
+    EXPECT_EQ(r.user().categorical_size(), u == 1 ? 0 : 1);
+    if (u != 1) EXPECT_EQ(r.user().categorical().at("region"), "r" + std::to_string(u));
+    EXPECT_FLOAT_EQ(r.user().numeric().at("age"), 20.0f + u);
+  }
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_TRUE(MakeRequestsForUsers(5, {}, 15, 50, 9).empty());
+}
+
 // Answers every call on a thread of its own; optionally fails requests whose k is 7.
 class ThreadedTarget {
  public:
