@@ -82,6 +82,10 @@ DEFINE_int64(validation_users, 0,
              "hold one train item of this many users out for validation; the best epoch by "
              "validation Recall@20 is kept (0: no validation, keep the last epoch)");
 DEFINE_int32(patience, 0, "stop after N epochs without a better validation Recall@20 (0: never)");
+DEFINE_double(lr_decay, 0,
+              "on a validation plateau of --patience epochs: restore the best weights, multiply "
+              "the learning rate by this and go on (0: off, the plateau stops training)");
+DEFINE_int32(max_lr_decays, 2, "plateaus answered by --lr_decay before one stops training");
 DEFINE_string(checkpoint, "", "write a checkpoint here after every epoch (and see --checkpoint_every_steps)");
 DEFINE_int32(checkpoint_every_steps, 0, "also checkpoint every N steps within an epoch (0: epochs only)");
 DEFINE_bool(resume, false, "continue from --checkpoint if it exists (same dataset and flags)");
@@ -310,6 +314,8 @@ int main(int argc, char** argv) {
   cfg.weight_decay = FLAGS_weight_decay;
   cfg.validation_users = FLAGS_validation_users;
   cfg.patience = FLAGS_patience;
+  cfg.lr_decay = FLAGS_lr_decay;
+  cfg.max_lr_decays = FLAGS_max_lr_decays;
   cfg.tower.l2_normalize = FLAGS_l2_normalize;
   cfg.tower.share_item_embeddings = FLAGS_share_item_embeddings;
   cfg.user_id_dropout = FLAGS_user_id_dropout;

@@ -168,6 +168,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     t->fit_ = t->fit_split_.get();
   }
   const Dataset& fit = *t->fit_;
+  if (c.lr_decay != 0 && !(c.lr_decay > 0 && c.lr_decay < 1 && c.max_lr_decays > 0 &&
+                           c.validation_users > 0 && c.patience > 0)) {
+    return absl::InvalidArgumentError(
+        "--lr_decay must be in (0, 1) with --max_lr_decays > 0, --validation_users and "
+        "--patience (it acts on a validation plateau)");
+  }
   if (c.item_audience_length < 0 || !(c.audience_dropout >= 0 && c.audience_dropout < 1)) {
     return absl::InvalidArgumentError(
         "--item_audience_length must be >= 0 and --audience_dropout in [0, 1)");
@@ -257,6 +263,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   t->optimizer_ = std::make_unique<torch::optim::Adam>(
       t->towers_.parameters(),
       torch::optim::AdamOptions(c.learning_rate).weight_decay(c.weight_decay));
+  t->learning_rate_ = c.learning_rate;
   return t;
 }
 
@@ -618,8 +625,14 @@ double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
   return done > 0 ? sum / done : 0.0;
 }
 
+void Trainer::SetLearningRate(double lr) {
+  learning_rate_ = lr;
+  for (auto& group : optimizer_->param_groups()) {
+    static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  }
+}
+
 absl::Status Trainer::Train(const ProgressFn& progress) {
-  int stale = 0;
   for (int epoch = next_epoch_; epoch <= config_.epochs; ++epoch) {
     if (config_.max_steps > 0 && steps_done_ >= config_.max_steps) break;
     const auto start = std::chrono::steady_clock::now();
@@ -644,11 +657,20 @@ absl::Status Trainer::Train(const ProgressFn& progress) {
         best_val_recall_ = r;
         best_epoch_ = epoch;
         best_params_ = SnapshotParameters();
-        stale = 0;
-      } else if (config_.patience > 0 && ++stale >= config_.patience) {
-        stop = true;
+        stale_epochs_ = 0;
+      } else if (config_.patience > 0 && ++stale_epochs_ >= config_.patience) {
+        if (config_.lr_decay > 0 && lr_decays_done_ < config_.max_lr_decays) {
+          // Anneal from the best point rather than from where the plateau drifted to.
+          RestoreParameters(best_params_);
+          SetLearningRate(learning_rate_ * config_.lr_decay);
+          ++lr_decays_done_;
+          stale_epochs_ = 0;
+        } else {
+          stop = true;
+        }
       }
       ev.metrics["best_epoch"] = best_epoch_;
+      ev.metrics["lr"] = learning_rate_;
     }
     if (config_.eval_every_epochs > 0 && epoch % config_.eval_every_epochs == 0 &&
         epoch != config_.epochs) {
@@ -800,6 +822,9 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
     ar.write("cursor", torch::tensor({static_cast<int64_t>(next_epoch_), resume_step_,
                                       static_cast<int64_t>(best_epoch_)}, torch::kInt64));
     ar.write("best_val_recall", torch::tensor({best_val_recall_}, torch::kFloat64));
+    ar.write("plateau", torch::tensor({static_cast<int64_t>(stale_epochs_),
+                                       static_cast<int64_t>(lr_decays_done_)}, torch::kInt64));
+    ar.write("learning_rate", torch::tensor({learning_rate_}, torch::kFloat64));
     for (size_t i = 0; i < best_params_.size(); ++i) {
       ar.write(absl::StrCat("best.", i), best_params_[i]);
     }
@@ -863,6 +888,12 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
     best_epoch_ = static_cast<int>(cursor[2].item<int64_t>());
     ar.read("best_val_recall", best);
     best_val_recall_ = best.item<double>();
+    torch::Tensor plateau, lr;
+    if (ar.try_read("plateau", plateau) && ar.try_read("learning_rate", lr)) {
+      stale_epochs_ = static_cast<int>(plateau[0].item<int64_t>());
+      lr_decays_done_ = static_cast<int>(plateau[1].item<int64_t>());
+      SetLearningRate(lr.item<double>());
+    }
     best_params_.clear();
     if (best_epoch_ > 0) {
       for (size_t j = 0; j < towers_.parameters().size(); ++j) {

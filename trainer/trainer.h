@@ -83,6 +83,11 @@ struct TrainConfig {
   int64_t validation_users = 0;
   int patience = 0;             // stop after this many epochs without a better validation
                                 // Recall@20 (0 = never stop early)
+  // Learning-rate decay on a validation plateau: when `patience` epochs pass without a better
+  // validation Recall@20, restore the best weights, multiply the learning rate by lr_decay and
+  // go on; only after max_lr_decays such decays does the plateau stop training. 0 = off.
+  double lr_decay = 0;
+  int max_lr_decays = 2;
   uint64_t seed = 42;
   int log_every_steps = 50;
   int64_t max_steps = 0;      // stop after this many steps in all (0: run every epoch)
@@ -197,6 +202,7 @@ class Trainer {
   // Every item of the dataset in dense id order, built on first use (loss=full_softmax).
   const ItemBatch& AllItemsBatch();
   void RestoreParameters(const std::vector<torch::Tensor>& snapshot);
+  void SetLearningRate(double lr);
 
   const Dataset& dataset_;
   // What training sees: dataset_ itself, or a copy with the validation items moved to test.
@@ -224,6 +230,9 @@ class Trainer {
   int64_t steps_done_ = 0;   // by this process (for max_steps)
   double best_val_recall_ = -1;
   int best_epoch_ = 0;
+  int stale_epochs_ = 0;       // epochs since the best validation Recall@20
+  int lr_decays_done_ = 0;
+  double learning_rate_ = 0;   // current (config's, times lr_decay per plateau)
   std::vector<torch::Tensor> best_params_;
   std::string checkpoint_path_;
   int checkpoint_every_steps_ = 0;

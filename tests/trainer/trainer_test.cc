@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -424,6 +425,69 @@ TEST(HoldOutValidation, MovesOneTrainItemPerChosenUser) {
   }
   EXPECT_EQ(chosen, 100);
   EXPECT_TRUE(v.Validate().ok());
+}
+
+TEST(Trainer, PlateauDecaysTheLearningRateFromTheBestWeightsThenStops) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.epochs = 40;
+  c.learning_rate = 0.05;  // large: validation plateaus within a few epochs
+  c.validation_users = 150;
+  c.patience = 1;
+  c.lr_decay = 0.5;
+  c.max_lr_decays = 2;
+  auto t = Trainer::Create(d, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  Trainer& trainer = **t;
+  std::map<int, torch::Tensor> items_at_epoch;
+  std::vector<std::pair<int, double>> lr_after_epoch;  // (epoch, lr for the next one)
+  std::vector<int> best_epoch_after;
+  std::vector<int> restored_from;  // for each decay: did the weights equal the best epoch's?
+  ASSERT_TRUE(trainer
+                  .Train([&](const ProgressEvent& ev) {
+                    if (ev.kind != "epoch") return;
+                    torch::Tensor items = trainer.EmbedAllItems().clone();
+                    const double lr = ev.metrics.at("lr");
+                    const int best = static_cast<int>(ev.metrics.at("best_epoch"));
+                    if (!lr_after_epoch.empty() && lr < lr_after_epoch.back().second) {
+                      restored_from.push_back(
+                          torch::equal(items, items_at_epoch.at(best)) ? best : -1);
+                    }
+                    items_at_epoch[ev.epoch] = items;
+                    lr_after_epoch.push_back({ev.epoch, lr});
+                    best_epoch_after.push_back(best);
+                  })
+                  .ok());
+  ASSERT_FALSE(lr_after_epoch.empty());
+  std::vector<double> lrs;
+  for (const auto& [epoch, lr] : lr_after_epoch) {
+    if (lrs.empty() || lr != lrs.back()) lrs.push_back(lr);
+  }
+  // 0.05, then exactly two decays; the third plateau stopped the run before epoch 40.
+  ASSERT_EQ(lrs.size(), 3u) << "lr never decayed twice in " << lr_after_epoch.size() << " epochs";
+  EXPECT_DOUBLE_EQ(lrs[0], 0.05);
+  EXPECT_DOUBLE_EQ(lrs[1], 0.025);
+  EXPECT_DOUBLE_EQ(lrs[2], 0.0125);
+  EXPECT_LT(lr_after_epoch.back().first, 40);
+  EXPECT_EQ(best_epoch_after.back(), trainer.best_epoch());
+  // Each decay continued from the best epoch's weights, not from the plateau's.
+  ASSERT_EQ(restored_from.size(), 2u);
+  for (int best : restored_from) EXPECT_GT(best, 0) << "a decay did not restore the best weights";
+}
+
+TEST(Trainer, RejectsBadLearningRateDecay) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.validation_users = 50;
+  c.patience = 1;
+  c.lr_decay = 1.5;
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.lr_decay = 0.5;
+  c.patience = 0;  // no plateau to act on
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.patience = 1;
+  c.max_lr_decays = 0;
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Trainer, RejectsBadConfig) {
