@@ -118,6 +118,12 @@ DEFINE_int32(synthetic_categories, 10, "synthetic dataset: item categories");
 DEFINE_int32(synthetic_item_numeric, 0,
              "synthetic dataset: numeric item features per item (category center + Gaussian "
              "noise; every item distinct, for feature-embedded catalogs, trainer/DATASETS.md)");
+DEFINE_double(synthetic_taste_bandwidth, 0,
+              "synthetic dataset: users draw their preferred category's items by closeness of "
+              "the numeric features to a per-user taste point, kernel width h (0 = off; needs "
+              "--synthetic_item_numeric; trainer/DATASETS.md)");
+DEFINE_int32(synthetic_min_interactions, 10, "synthetic dataset: fewest distinct items per user");
+DEFINE_int32(synthetic_max_interactions, 40, "synthetic dataset: most distinct items per user");
 DEFINE_string(export_dataset, "", "write the dataset (items.tsv, users.tsv, train/test) here");
 
 namespace {
@@ -256,6 +262,9 @@ int main(int argc, char** argv) {
     sc.num_items = FLAGS_synthetic_items;
     sc.num_categories = FLAGS_synthetic_categories;
     sc.item_numeric_features = FLAGS_synthetic_item_numeric;
+    sc.taste_bandwidth = FLAGS_synthetic_taste_bandwidth;
+    sc.min_interactions = FLAGS_synthetic_min_interactions;
+    sc.max_interactions = FLAGS_synthetic_max_interactions;
     sc.seed = FLAGS_seed;
     if (absl::Status st = recall::trainer::ValidateSyntheticConfig(sc); !st.ok()) {
       std::cerr << "error: " << st.message() << "\n";

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <utility>
 
@@ -34,6 +35,14 @@ class Rng {
   std::mt19937_64 g_;
 };
 
+// Standard normal by Box-Muller from our own uniforms (std::normal_distribution is
+// implementation-defined).
+double Gaussian(Rng& rng) {
+  const double u1 = 1.0 - rng.Uniform();  // (0, 1]: log is finite
+  const double u2 = rng.Uniform();
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
 double Clamp01(double x) { return std::isfinite(x) ? std::clamp(x, 0.0, 1.0) : 0.0; }
 
 SyntheticConfig Sanitize(SyntheticConfig c) {
@@ -50,6 +59,7 @@ SyntheticConfig Sanitize(SyntheticConfig c) {
   c.item_numeric_features = std::clamp(c.item_numeric_features, 0, 1024);
   c.item_numeric_spread =
       std::isfinite(c.item_numeric_spread) ? std::max(c.item_numeric_spread, 0.0) : 0.0;
+  c.taste_bandwidth = std::isfinite(c.taste_bandwidth) ? std::max(c.taste_bandwidth, 0.0) : 0.0;
   return c;
 }
 
@@ -86,6 +96,13 @@ absl::Status ValidateSyntheticConfig(const SyntheticConfig& c) {
   }
   if (!(c.item_numeric_spread >= 0.0) || !std::isfinite(c.item_numeric_spread)) {
     return bad("item_numeric_spread", c.item_numeric_spread, "must be >= 0");
+  }
+  if (!(c.taste_bandwidth >= 0.0) || !std::isfinite(c.taste_bandwidth)) {
+    return bad("taste_bandwidth", c.taste_bandwidth, "must be >= 0");
+  }
+  if (c.taste_bandwidth > 0.0 && c.item_numeric_features == 0) {
+    return bad("taste_bandwidth", c.taste_bandwidth,
+               "needs item_numeric_features > 0 (the taste lives in the feature space)");
   }
   return absl::OkStatus();
 }
@@ -136,30 +153,45 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
   for (int64_t i = 0; i < c.num_items; ++i) {
     d.item_cat_values[0][i] = absl::StrCat("c", out.item_category[i]);
   }
+  std::vector<std::vector<double>> center;  // [category][feature]
   if (c.item_numeric_features > 0) {
     // Own stream: the interactions below stay those of the same config without features.
     Rng frng(c.seed ^ 0x9e3779b97f4a7c15ULL);
     const int n = c.item_numeric_features;
-    std::vector<std::vector<double>> center(num_cat, std::vector<double>(n));
+    center.assign(num_cat, std::vector<double>(n));
     for (auto& cc : center) {
       for (double& x : cc) x = 2.0 * frng.Uniform() - 1.0;
     }
-    // Box-Muller from our own uniforms (std::normal_distribution is implementation-defined).
-    auto gaussian = [&frng] {
-      const double u1 = 1.0 - frng.Uniform();  // (0, 1]: log is finite
-      const double u2 = frng.Uniform();
-      return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-    };
     d.item_num_names.resize(n);
     d.item_num_values.assign(n, std::vector<float>(c.num_items));
     for (int f = 0; f < n; ++f) d.item_num_names[f] = absl::StrCat("x", f);
     for (int64_t i = 0; i < c.num_items; ++i) {
       const std::vector<double>& cc = center[out.item_category[i]];
       for (int f = 0; f < n; ++f) {
-        d.item_num_values[f][i] = static_cast<float>(cc[f] + c.item_numeric_spread * gaussian());
+        d.item_num_values[f][i] = static_cast<float>(cc[f] + c.item_numeric_spread * Gaussian(frng));
       }
     }
   }
+  const bool taste = c.taste_bandwidth > 0.0 && c.item_numeric_features > 0;
+  // Taste: each category's members' features contiguous in rank order, for the per-user kernel.
+  std::vector<std::vector<float>> cat_features(taste ? num_cat : 0);
+  for (size_t k = 0; k < cat_features.size(); ++k) {
+    const int n = c.item_numeric_features;
+    cat_features[k].resize(cat_items[k].size() * n);
+    for (size_t r = 0; r < cat_items[k].size(); ++r) {
+      for (int f = 0; f < n; ++f) cat_features[k][r * n + f] = d.item_num_values[f][cat_items[k][r]];
+    }
+  }
+  std::vector<double> taste_cdf;
+  std::vector<double> dist2;
+  // The preferred category's CDF for this user: the plain Zipf one, or Zipf times the kernel.
+  auto draw_preferred = [&](int k) {
+    if (!taste) return draw_in_category(k);
+    const double x = rng.Uniform() * taste_cdf.back();
+    size_t r = std::upper_bound(taste_cdf.begin(), taste_cdf.end(), x) - taste_cdf.begin();
+    if (r >= taste_cdf.size()) r = taste_cdf.size() - 1;
+    return cat_items[k][r];
+  };
 
   // Users.
   out.user_category.assign(c.num_users, 0);
@@ -167,6 +199,7 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
   d.user_cat_values.assign(1, std::vector<std::string>(c.num_users));
   d.train.assign(c.num_users, {});
   d.test.assign(c.num_users, {});
+  if (taste) out.user_taste.assign(c.num_users, {});
   std::vector<int64_t> items;
   absl::flat_hash_set<int64_t> taken;
   for (int64_t u = 0; u < c.num_users; ++u) {
@@ -174,6 +207,35 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
     out.user_category[u] = pref;
     const int region = rng.Uniform() < c.region_signal ? pref : static_cast<int>(rng.Below(num_cat));
     d.user_cat_values[0][u] = absl::StrCat("r", region);
+    if (taste) {
+      const int n = c.item_numeric_features;
+      std::vector<float>& t = out.user_taste[u];
+      t.resize(n);
+      for (int f = 0; f < n; ++f) {
+        t[f] = static_cast<float>(center[pref][f] + c.item_numeric_spread * Gaussian(rng));
+      }
+      const std::vector<float>& feats = cat_features[pref];
+      const size_t members = cat_items[pref].size();
+      dist2.resize(members);
+      double min_d2 = std::numeric_limits<double>::infinity();
+      for (size_t r = 0; r < members; ++r) {
+        double s2 = 0.0;
+        for (int f = 0; f < n; ++f) {
+          const double diff = feats[r * n + f] - t[f];
+          s2 += diff * diff;
+        }
+        dist2[r] = s2;
+        min_d2 = std::min(min_d2, s2);
+      }
+      // Relative to the nearest member, so the kernel never underflows to all zeros.
+      const double inv_2h2 = 1.0 / (2.0 * c.taste_bandwidth * c.taste_bandwidth);
+      taste_cdf.resize(members);
+      double total = 0.0;
+      for (size_t r = 0; r < members; ++r) {
+        total += std::pow(static_cast<double>(r + 1), -c.zipf) * std::exp(-(dist2[r] - min_d2) * inv_2h2);
+        taste_cdf[r] = total;
+      }
+    }
 
     const int64_t n =
         c.min_interactions + rng.Below(int64_t{c.max_interactions} - c.min_interactions + 1);
@@ -187,8 +249,9 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
         k = static_cast<int>(rng.Below(num_cat - 1));
         if (k >= pref) ++k;
       }
-      int64_t item = draw_in_category(k);
-      for (int tries = 1; taken.contains(item) && tries < 64; ++tries) item = draw_in_category(k);
+      auto draw = [&] { return k == pref ? draw_preferred(k) : draw_in_category(k); };
+      int64_t item = draw();
+      for (int tries = 1; taken.contains(item) && tries < 64; ++tries) item = draw();
       if (taken.contains(item)) {
         // The skewed draw keeps hitting taken items: take the next free item of the category
         // after a random rank, else the next free item of the catalog (n <= num_items).

@@ -17,6 +17,16 @@
 // where items are far too many to each have a trained id row. They come from their own random
 // stream, so the interactions do not depend on n.
 //
+// With numeric features and taste_bandwidth = h > 0 users also have a continuous taste inside
+// their preferred category: a point t_u drawn like an item of that category (center + noise), and
+// a draw from the preferred category picks item i with weight zipf(rank_i) *
+// exp(-|x_i - t_u|^2 / (2 h^2)) instead of zipf(rank_i) alone. Users and items then share one
+// continuous latent space (the numeric features), so a trained item tower spreads a category's
+// items by their features and a user's top items are the ones nearest its taste, not near-ties
+// of one cluster (the serving benchmark's scenario needs that for HNSW recall@100 >= 0.95). It
+// consumes the main random stream, so it changes the interactions; h = 0 (the default) leaves
+// them as without it.
+//
 // The output depends only on the config: the generator uses std::mt19937_64 (fully specified
 // by the standard) with hand-written mappings to ints and doubles, never the implementation-
 // defined std::*_distribution classes, so a seed gives the same dataset on every platform.
@@ -43,6 +53,7 @@ struct SyntheticConfig {
   double region_signal = 0.7;      // P(region == preferred category)
   int item_numeric_features = 0;   // numeric item features per item (see above)
   double item_numeric_spread = 0.5;
+  double taste_bandwidth = 0.0;    // in-category taste kernel width (see above); needs features
   uint64_t seed = 42;
 };
 
@@ -56,6 +67,8 @@ struct SyntheticData {
   Dataset dataset;
   std::vector<int> user_category;  // [user] -> preferred category in [0, num_categories)
   std::vector<int> item_category;  // [item] -> category in [0, num_categories)
+  // [user] -> taste point in feature space; empty unless taste_bandwidth > 0 with features.
+  std::vector<std::vector<float>> user_taste;
 };
 
 SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& c);
