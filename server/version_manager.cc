@@ -10,6 +10,16 @@
 #include "model/version_dir.h"
 
 namespace recall::server {
+namespace {
+// tcmalloc's C entry point; weak, so builds without tcmalloc (the sanitizer builds) link and skip
+// it. Loading a version leaves the reader's temporary buffers and, after a swap, the whole old
+// version (vectors + graph: hundreds of MB at 1M items) in tcmalloc's page heap, which it keeps
+// mapped; handing the free pages back keeps the server's RSS what the serving versions need.
+extern "C" void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
+void ReleaseFreeHeapToSystem() {
+  if (MallocExtension_ReleaseFreeMemory != nullptr) MallocExtension_ReleaseFreeMemory();
+}
+}  // namespace
 namespace fs = std::filesystem;
 
 VersionManager::VersionManager(Options options) : options_(std::move(options)) {}
@@ -106,6 +116,7 @@ absl::Status VersionManager::LoadAndInstall(int64_t version) {
             << seconds() << " s)";
   if (on_swap_) on_swap_(**servable);
   RemoveOldVersions();
+  ReleaseFreeHeapToSystem();
   return absl::OkStatus();
 }
 
