@@ -190,6 +190,32 @@ std::unique_ptr<faiss::Index> MakeEmptyLike(const faiss::Index& old) {
   return fresh;
 }
 
+
+// FAISS's flat and HNSW structures are std::vectors sized exactly to ntotal after read_index, so
+// the first online add reallocates and copies all of them (vectors + graph: ~0.5 GB at 1M x 64)
+// while Upsert holds the exclusive lock, and every search waits (measured: Recall p99 7 ms ->
+// 1.2 s for that request). Reserving headroom when a version is loaded moves that copy off the
+// serving path; untouched capacity is not resident memory (large allocations are fresh pages).
+// Headroom: an eighth of the index plus 64K items (190K at 1M: 38 s of upserts at 5,000/s, or
+// a day at 2/s); past it the vectors grow geometrically again, one copy per doubling.
+int64_t OnlineAddHeadroom(int64_t n) { return n / 8 + 65536; }
+
+void ReserveForOnlineAdds(faiss::Index* index, int64_t extra) {
+  if (extra <= 0 || index == nullptr) return;
+  const int64_t n = index->ntotal;
+  if (auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(index)) {
+    flat->codes.reserve((n + extra) * flat->code_size);
+    return;
+  }
+  if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index)) {
+    ReserveForOnlineAdds(h->storage, extra);
+    faiss::HNSW& g = h->hnsw;
+    g.levels.reserve(n + extra);
+    g.offsets.reserve(n + extra + 1);
+    const double per_item = n > 0 ? static_cast<double>(g.neighbors.size()) / n : 0.0;
+    g.neighbors.reserve(g.neighbors.size() + static_cast<size_t>(per_item * extra) + 1024);
+  }
+}
 }  // namespace
 
 EmbeddingIndex::EmbeddingIndex(int dim, std::string factory, std::unique_ptr<faiss::Index> index,
@@ -315,6 +341,7 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::
             });
   if (!s.ok()) return s;
 
+  ReserveForOnlineAdds(inner.get(), OnlineAddHeadroom(inner->ntotal));
   std::string fs = factory.empty() ? DeriveFactory(inner.get()) : std::string(factory);
   const int dim = inner->d;
   std::unique_ptr<EmbeddingIndex> out(
