@@ -190,7 +190,6 @@ std::unique_ptr<faiss::Index> MakeEmptyLike(const faiss::Index& old) {
   return fresh;
 }
 
-
 // FAISS's flat and HNSW structures are std::vectors sized exactly to ntotal after read_index, so
 // the first online add reallocates and copies all of them (vectors + graph: ~0.5 GB at 1M x 64)
 // while Upsert holds the exclusive lock, and every search waits (measured: Recall p99 7 ms ->

@@ -130,18 +130,22 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
     out.item_category[perm[j]] = k;
     cat_items[k].push_back(perm[j]);
   }
-  // Zipf CDF per category over ranks: weight(r) = 1 / (r + 1)^zipf.
+  // Zipf weight of each popularity rank, weight(r) = 1 / (r + 1)^zipf, and its CDF per category.
+  size_t largest = 0;
+  for (const auto& members : cat_items) largest = std::max(largest, members.size());
+  std::vector<double> rank_weight(largest);
+  for (size_t r = 0; r < largest; ++r) rank_weight[r] = std::pow(static_cast<double>(r + 1), -c.zipf);
   std::vector<std::vector<double>> cat_cdf(num_cat);
   for (int k = 0; k < num_cat; ++k) {
     double total = 0.0;
     cat_cdf[k].reserve(cat_items[k].size());
     for (size_t r = 0; r < cat_items[k].size(); ++r) {
-      total += std::pow(static_cast<double>(r + 1), -c.zipf);
+      total += rank_weight[r];
       cat_cdf[k].push_back(total);
     }
   }
-  auto draw_in_category = [&](int k) {
-    const std::vector<double>& cdf = cat_cdf[k];
+  // Category k's member at a rank drawn from cdf (cumulative weights over k's ranks).
+  auto draw_by_cdf = [&](int k, const std::vector<double>& cdf) {
     const double x = rng.Uniform() * cdf.back();
     size_t r = std::upper_bound(cdf.begin(), cdf.end(), x) - cdf.begin();
     if (r >= cdf.size()) r = cdf.size() - 1;
@@ -182,16 +186,8 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
       for (int f = 0; f < n; ++f) cat_features[k][r * n + f] = d.item_num_values[f][cat_items[k][r]];
     }
   }
-  std::vector<double> taste_cdf;
+  std::vector<double> taste_cdf;  // the current user's preferred category: Zipf times the kernel
   std::vector<double> dist2;
-  // The preferred category's CDF for this user: the plain Zipf one, or Zipf times the kernel.
-  auto draw_preferred = [&](int k) {
-    if (!taste) return draw_in_category(k);
-    const double x = rng.Uniform() * taste_cdf.back();
-    size_t r = std::upper_bound(taste_cdf.begin(), taste_cdf.end(), x) - taste_cdf.begin();
-    if (r >= taste_cdf.size()) r = taste_cdf.size() - 1;
-    return cat_items[k][r];
-  };
 
   // Users.
   out.user_category.assign(c.num_users, 0);
@@ -232,7 +228,7 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
       taste_cdf.resize(members);
       double total = 0.0;
       for (size_t r = 0; r < members; ++r) {
-        total += std::pow(static_cast<double>(r + 1), -c.zipf) * std::exp(-(dist2[r] - min_d2) * inv_2h2);
+        total += rank_weight[r] * std::exp(-(dist2[r] - min_d2) * inv_2h2);
         taste_cdf[r] = total;
       }
     }
@@ -249,7 +245,8 @@ SyntheticData GenerateSyntheticWithTruth(const SyntheticConfig& config) {
         k = static_cast<int>(rng.Below(num_cat - 1));
         if (k >= pref) ++k;
       }
-      auto draw = [&] { return k == pref ? draw_preferred(k) : draw_in_category(k); };
+      const std::vector<double>& cdf = taste && k == pref ? taste_cdf : cat_cdf[k];
+      auto draw = [&] { return draw_by_cdf(k, cdf); };
       int64_t item = draw();
       for (int tries = 1; taken.contains(item) && tries < 64; ++tries) item = draw();
       if (taken.contains(item)) {
