@@ -15,6 +15,8 @@
 #      PY_WORKERS (8), UPSERT_RATE (5000), WORK (run/bench_serving),
 #      OUT_DIR (bench/results)
 # output: $OUT_DIR/serving.json, serving.md, serving.png (p99 against offered load)
+# RSS: after load, after the sweep (the figure compared) and with no version loaded; the
+# memory target's denominator is the index's raw vectors + HNSW graph (bench/index_bytes.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -86,6 +88,7 @@ if [ ! -f "$MODELS/1/MANIFEST.json" ]; then
 fi
 USERS_FROM="$MODELS/dataset"
 INDEX_BYTES=$(stat -c %s "$MODELS/1/items.faiss")
+read -r VECTOR_BYTES GRAPH_BYTES < <("$PY" bench/index_bytes.py "$MODELS/1/items.faiss")
 
 # 2. The smallest efSearch reaching the recall target (in-process, against exact search).
 EF=""
@@ -128,6 +131,17 @@ start_server() {
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 max_qps() { sed -n 's/.*"max_qps": \([0-9.]*\).*/\1/p' "$1"; }
 
+# What recall-server costs before any version is loaded (libraries, LibTorch's operator
+# registry, gRPC): the part of its RSS that does not grow with the catalog.
+mkdir -p "$WORK/empty_base"
+start_server "$WORK/server_empty.log" "$B/server/recall-server" --model_base="$WORK/empty_base" \
+  --port=0 --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 --wal_path="$WORK/wal_empty"
+sleep 1
+rss_kib "$SERVER_PID" >"$WORK/server_empty_rss_kib"
+echo "server rss with no version loaded: $(cat "$WORK/server_empty_rss_kib") KiB"
+stop_server
+rm -f "$WORK/wal_empty"
+
 for r in $(seq 1 "$ROUNDS"); do
   R="$WORK/round$r"
   mkdir -p "$R"
@@ -137,7 +151,8 @@ for r in $(seq 1 "$ROUNDS"); do
   start_server "$R/server.log" "$B/server/recall-server" --model_base="$MODELS" --port=0 \
     --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 --ef_search="$EF" \
     --wal_path="$WORK/wal" --max_k=1000
-  echo "server rss after load: $(rss_kib "$SERVER_PID") KiB" | tee "$R/server_rss.txt"
+  rss_kib "$SERVER_PID" >"$R/server_load_rss_kib"
+  echo "server rss after load: $(cat "$R/server_load_rss_kib") KiB"
   "${BENCH[@]}" --target=grpc --addr="127.0.0.1:$PORT" --json_out="$R/server.json" >/dev/null
   rss_kib "$SERVER_PID" >"$R/server_rss_kib"
   "${BENCH[@]}" --target=stream --mode=closed --addr="127.0.0.1:$PORT" --recall_queries=0 \
@@ -168,5 +183,6 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 "$PY" bench/serving_report.py --work="$WORK" --rounds="$ROUNDS" --out_dir="$OUT_DIR" \
-  --ef_search="$EF" --index_bytes="$INDEX_BYTES" --items="$ITEMS" --k="$K" \
+  --ef_search="$EF" --index_bytes="$INDEX_BYTES" --vector_bytes="$VECTOR_BYTES" \
+  --graph_bytes="$GRAPH_BYTES" --items="$ITEMS" --k="$K" \
   --server_cpus="$SERVER_CPUS" --bench_cpus="$BENCH_CPUS"

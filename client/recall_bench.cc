@@ -32,6 +32,7 @@
 #include "model/openmp_env.h"
 #include "server/recall_batcher.h"
 #include "server/recall_engine.h"
+#include "server/usable_cpus.h"
 #include "server/version_manager.h"
 #include "trainer/dataset.h"
 
@@ -66,7 +67,7 @@ DEFINE_int32(recall_queries, 300, "requests whose answers are checked against ex
 DEFINE_string(json_out, "", "also write the JSON result here");
 DEFINE_bool(batching, true, "inprocess: use the batcher (as recall-server does by default)");
 DEFINE_int32(batch_max_size, 32, "inprocess: as recall-server");
-DEFINE_int32(batch_max_wait_us, 200, "inprocess: as recall-server");
+DEFINE_int32(batch_max_wait_us, 0, "inprocess: as recall-server");
 DEFINE_int32(batch_workers, 0, "inprocess: as recall-server (0 = one per core of this process)");
 DEFINE_int32(torch_threads, 1, "inprocess: as recall-server");
 DEFINE_int32(ef_search, 0, "inprocess: HNSW efSearch (0 = the index's default)");
@@ -125,13 +126,6 @@ std::string Affinity() {
     if (CPU_ISSET(c, &set)) cpus.push_back(absl::StrCat(c));
   }
   return absl::StrJoin(cpus, ",");
-}
-
-int CoresOfThisProcess() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return std::max(1, CPU_COUNT(&set));
 }
 
 // Recall@k of the served answers against exact search over the same user vector, as
@@ -223,7 +217,7 @@ int main(int argc, char** argv) {
       recall::server::RecallBatcher::Options bo;
       bo.max_batch_size = FLAGS_batch_max_size;
       bo.max_wait_us = FLAGS_batch_max_wait_us;
-      bo.num_workers = FLAGS_batch_workers > 0 ? FLAGS_batch_workers : CoresOfThisProcess();
+      bo.num_workers = FLAGS_batch_workers > 0 ? FLAGS_batch_workers : recall::server::UsableCpus();
       batcher = std::make_unique<recall::server::RecallBatcher>(engine.get(), bo);
       target = recall::bench::MakeFunctionTarget(
           "inprocess-batched",

@@ -23,6 +23,7 @@
 #include "server/online_writes.h"
 #include "server/recall_engine.h"
 #include "server/retrain_jobs.h"
+#include "server/usable_cpus.h"
 #include "server/version_manager.h"
 
 DEFINE_string(model_base, "", "directory of model versions <model_base>/<version>/ (required)");
@@ -38,9 +39,10 @@ DEFINE_int32(grpc_threads, 0, "max gRPC server threads (0 = gRPC default)");
 DEFINE_bool(batching, true, "coalesce concurrent Recall requests into one tower forward and one "
             "index search (false: each request runs alone on its gRPC thread)");
 DEFINE_int32(batch_max_size, 32, "most requests in one batch");
-DEFINE_int32(batch_max_wait_us, 200, "longest a queued request waits for its batch to fill "
-             "(microseconds, counted from its arrival; 0 = never wait)");
-DEFINE_int32(batch_workers, 0, "threads that run batches (0 = one per core)");
+DEFINE_int32(batch_max_wait_us, 0, "longest a queued request waits for its batch to fill "
+             "(microseconds, counted from its arrival; 0 = never wait: a batch is what queued "
+             "while the workers were busy)");
+DEFINE_int32(batch_workers, 0, "threads that run batches (0 = one per CPU this process may use)");
 DEFINE_int32(max_queued_requests, 0, "overload bound: most Recall requests waiting for a batch "
              "worker; beyond it a request is refused RESOURCE_EXHAUSTED at once (0 = one full "
              "batch per worker, --batch_max_size x workers)");
@@ -219,7 +221,7 @@ int main(int argc, char** argv) {
     bo.max_wait_us = std::max(0, FLAGS_batch_max_wait_us);
     bo.num_workers = FLAGS_batch_workers > 0
                          ? FLAGS_batch_workers
-                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+                         : recall::server::UsableCpus();
     bo.max_queued = FLAGS_max_queued_requests > 0 ? FLAGS_max_queued_requests
                                                   : bo.max_batch_size * bo.num_workers;
     bo.on_batch = [&metrics](int n, const recall::server::RecallTimings& t) {
@@ -236,7 +238,7 @@ int main(int argc, char** argv) {
   service_limits.max_in_flight_recalls =
       FLAGS_max_in_flight_recalls > 0
           ? FLAGS_max_in_flight_recalls
-          : 4 * std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+          : 4 * recall::server::UsableCpus();
   service_limits.max_in_flight_writes = std::max(0, FLAGS_max_in_flight_writes);
   // The server is shut down (every call answered) before the batcher and the engine go away.
   recall::server::RecallServiceImpl recall_service(&engine, &metrics, batcher.get(), &*auth,

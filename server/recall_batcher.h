@@ -42,7 +42,7 @@ class RecallBatcher {
  public:
   struct Options {
     int max_batch_size = 32;
-    int max_wait_us = 200;
+    int max_wait_us = 0;  // recall-server's default: bench/results/batching.md
     int num_workers = 1;
     // Most requests waiting for a worker (0 = unbounded). recall-server's default is two
     // batches per worker: one being formed while the other runs.

@@ -25,8 +25,25 @@ for name in ("server", "inprocess", "python"):
 # server finds.
 r_server, r_python = s["targets"]["server"]["recall_at_k"], s["targets"]["python"]["recall_at_k"]
 assert abs(r_server - r_python) < 0.02, (r_server, r_python)
-for key in ("stream_max_qps", "unbatched_qps_c32", "batched_qps_c32", "upserts_per_sec"):
+for key in ("stream_max_qps", "unbatched_qps_c32", "batched_qps_c32", "upserts_per_sec",
+            "server_rss_without_version_bytes", "server_rss_over_vectors_and_graph"):
     assert s[key] and s[key] > 0, (key, s[key])
+# 3,000 x 64 floats and a graph of up to 64 + 32 neighbors per node.
+assert s["vector_bytes"] == 3000 * 64 * 4, s["vector_bytes"]
+assert 3000 * 64 * 4 <= s["graph_bytes"] <= 3000 * (100 * 4 + 12), s["graph_bytes"]
 print("serving smoke ok")
 PY
 test -s "$TMP/out/serving.md"
+
+# bench/batching.sh on the same version: every configuration answers.
+MODELS=$(ls -d "$TMP"/run/models-*) SKIP_BUILD=1 DURATION=1 SERVER_CPUS=0 WORK="$TMP/batching" \
+  OUT_DIR="$TMP/out" bash bench/batching.sh 1
+/usr/bin/python3 - "$TMP/out/batching.json" <<'PY'
+import json, sys
+b = json.load(open(sys.argv[1]))
+for name, row in b["rows"].items():
+    for key in ("c1_qps", "c32_qps"):
+        assert row[key] and row[key] > 0, (name, key, row)
+assert set(b["batching_on_off_qps_at_c32"]) == {"hnsw", "flat"}, b
+print("batching smoke ok")
+PY
