@@ -53,6 +53,8 @@ class EmbeddingIndex {
   // HNSW efConstruction of bulk loads (Build, Compact); online Upserts use the structure's own
   // value (FAISS's 40), since each insertion costs about efConstruction distance evaluations.
   static constexpr int kBulkEfConstruction = 200;
+  // Items an HNSW Upsert inserts per exclusive hold of the index (~0.25 ms each at 1M items).
+  static constexpr size_t kHnswUpsertChunk = 4;
   // The reserved external id: FAISS uses -1 for "no result" and for hidden entries in the file.
   static constexpr int64_t kReservedId = -1;
 
@@ -86,8 +88,11 @@ class EmbeddingIndex {
 
   // Adds new ids or replaces the vectors of existing ones (the old vector is hidden at once and
   // never returned again). Same input rules as Build. FailedPrecondition if the index needs
-  // training and has not been built. Searches wait while the vectors are added to FAISS, so
-  // keep batches small (the server batches writes anyway).
+  // training and has not been built. Searches wait while vectors are added to FAISS: HNSW
+  // inserts kHnswUpsertChunk items per exclusive hold and lets searches run in between, so a
+  // search may see a prefix of the batch (each item atomically: its old vector hidden in the
+  // step its new one appears), and generation() grows by one per chunk. A failure (out of
+  // memory) leaves the chunks before it applied. Other kinds apply the batch in one hold.
   absl::Status Upsert(absl::Span<const int64_t> ids, const float* vectors);
 
   // Removes ids; returns how many of them were present. Removed ids are never returned by
@@ -136,7 +141,7 @@ class EmbeddingIndex {
   int64_t size() const;
   // Entries hidden (removed/replaced) but still in the FAISS structure, awaiting Compact().
   int64_t num_hidden() const;
-  // Increments on every successful Build/Upsert/Remove/Compact.
+  // Increments on every successful Build/Upsert (per chunk)/Remove/Compact.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
   ~EmbeddingIndex();
@@ -175,8 +180,15 @@ class EmbeddingIndex {
   int ef_search_ ABSL_GUARDED_BY(mu_) = kDefaultEfSearch;
   int nprobe_ ABSL_GUARDED_BY(mu_) = kDefaultNprobe;
 
+  // Online HNSW insertion state (per-node locks, visited table), made at the first Upsert and
+  // kept; see HnswInserter in the .cc.
+  struct HnswInserter;
+  std::unique_ptr<HnswInserter> hnsw_inserter_ ABSL_GUARDED_BY(mu_);
+
   // Written only while holding mu_ exclusively, so a reader holding mu_ sees a stable value.
   std::atomic<uint64_t> generation_{0};
+  // Searches waiting for their shared hold of mu_; a chunked Upsert lets them in first.
+  mutable std::atomic<int> searches_waiting_{0};
 };
 
 }  // namespace recall

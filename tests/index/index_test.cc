@@ -587,6 +587,95 @@ TEST_P(AllKinds, ConcurrentSearchAndWrites) {
   EXPECT_EQ(index->size(), stable + (add_started_below.load() - removed_end));
 }
 
+// 6b. An HNSW Upsert inserts kHnswUpsertChunk items per exclusive hold: searches run between
+// the chunks and see a prefix of the batch, every item whole (its replaced vector hidden in the
+// step its new one appears); the generation counts chunks. Flat applies a batch in one hold.
+TEST(EmbeddingIndexTest, HnswUpsertLetsSearchesInBetweenChunks) {
+  const int stable = 3000, batch = 400;
+  std::vector<int64_t> ids(stable);
+  std::iota(ids.begin(), ids.end(), 0);
+  const auto base = RandomUnit(stable, kDim, 21);
+  auto index = MustBuild("HNSW32", kDim, ids, base);
+  ASSERT_NE(index, nullptr);
+  auto flat = MustBuild("Flat", kDim, ids, base);
+  ASSERT_NE(flat, nullptr);
+
+  // The batch replaces ids [0, batch/2) and adds [stable, stable + batch/2).
+  std::vector<int64_t> upsert_ids;
+  for (int i = 0; i < batch / 2; ++i) upsert_ids.push_back(i);
+  for (int i = 0; i < batch / 2; ++i) upsert_ids.push_back(stable + i);
+  const auto vectors = RandomUnit(batch, kDim, 22);
+
+  const uint64_t flat_before = flat->generation();
+  ASSERT_TRUE(flat->Upsert(upsert_ids, vectors.data()).ok());
+  EXPECT_EQ(flat->generation(), flat_before + 1);
+
+  const uint64_t before = index->generation();
+  const size_t chunk = EmbeddingIndex::kHnswUpsertChunk;
+  const uint64_t chunks = (batch + chunk - 1) / chunk;
+  std::atomic<bool> done{false}, searching{false};
+  std::atomic<int64_t> in_between{0}, bad_results{0};
+  std::thread reader([&] {
+    const auto q = RandomUnit(1, kDim, 23);
+    while (!done.load()) {
+      uint64_t g = 0;
+      auto hits = index->Search(q.data(), 1, 5, {}, &g);
+      if (!hits.ok() || hits->size() != 1 || (*hits)[0].ids.size() != 5) ++bad_results;
+      if (g > before && g < before + chunks) ++in_between;
+      searching = true;
+    }
+  });
+  while (!searching.load()) std::this_thread::yield();
+  ASSERT_TRUE(index->Upsert(upsert_ids, vectors.data()).ok());
+  done = true;
+  reader.join();
+  EXPECT_EQ(index->generation(), before + chunks);
+  EXPECT_GT(in_between.load(), 0) << "no search ran between two chunks of a " << batch
+                                  << "-item upsert";
+  EXPECT_EQ(bad_results.load(), 0);
+  EXPECT_EQ(index->size(), stable + batch / 2);
+  EXPECT_EQ(index->num_hidden(), batch / 2);
+  for (int i = 0; i < batch; ++i) {
+    auto v = index->Reconstruct(upsert_ids[i]);
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(*v, std::vector<float>(vectors.begin() + i * kDim, vectors.begin() + (i + 1) * kDim));
+  }
+}
+
+// 6c. Online HNSW insertions (the index's own loop over FAISS's HNSW::add_with_locks) link the
+// new nodes into the graph: every upserted vector, and every old one, is found as its own
+// nearest neighbor, whatever the call sizes.
+TEST(EmbeddingIndexTest, HnswOnlineInsertionsAreReachable) {
+  const int stable = 2000, added = 1200;
+  std::vector<int64_t> ids(stable);
+  std::iota(ids.begin(), ids.end(), 0);
+  const auto base = RandomUnit(stable, kDim, 31);
+  auto index = MustBuild("HNSW32", kDim, ids, base);
+  ASSERT_NE(index, nullptr);
+  const auto fresh = RandomUnit(added, kDim, 32);
+  int done = 0;
+  for (int size : {1, 7, 50, 142, 1000}) {
+    const int m = std::min(size, added - done);
+    std::vector<int64_t> batch_ids(m);
+    std::iota(batch_ids.begin(), batch_ids.end(), 100000 + done);
+    ASSERT_TRUE(index->Upsert(batch_ids, fresh.data() + static_cast<size_t>(done) * kDim).ok());
+    done += m;
+  }
+  ASSERT_EQ(done, added);
+  ASSERT_EQ(index->size(), stable + added);
+  auto self_hits = [&](const std::vector<float>& vectors, int n, int64_t first_id) {
+    auto hits = index->Search(vectors.data(), n, 1);
+    EXPECT_TRUE(hits.ok());
+    int found = 0;
+    for (int i = 0; hits.ok() && i < n; ++i) {
+      found += !(*hits)[i].ids.empty() && (*hits)[i].ids[0] == first_id + i;
+    }
+    return static_cast<double>(found) / n;
+  };
+  EXPECT_GE(self_hits(fresh, added, 100000), 0.99);
+  EXPECT_GE(self_hits(base, stable, 0), 0.99);
+}
+
 // 7. Error cases map to the right status codes.
 TEST(EmbeddingIndexTest, ErrorCodes) {
   using absl::StatusCode;
