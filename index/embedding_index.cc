@@ -220,6 +220,16 @@ void ReserveForOnlineAdds(faiss::Index* index, int64_t extra) {
     g.neighbors.reserve(g.neighbors.size() + static_cast<size_t>(per_item * extra) + 1024);
   }
 }
+
+// HNSW minimizes; for inner product FAISS searches and links on the negated similarity.
+struct NegatedDistance : faiss::DistanceComputer {
+  explicit NegatedDistance(faiss::DistanceComputer* d) : base(d) {}
+  void set_query(const float* x) override { base->set_query(x); }
+  float operator()(idx_t i) override { return -(*base)(i); }
+  float symmetric_dis(idx_t i, idx_t j) override { return -base->symmetric_dis(i, j); }
+  faiss::DistanceComputer* base;
+};
+
 }  // namespace
 
 // Online insertion into an HNSW graph without IndexHNSW::add's per-call setup: FAISS 1.7.3's
@@ -251,15 +261,6 @@ struct EmbeddingIndex::HnswInserter {
     if (visited.visited.size() < n) visited.visited.resize(std::max(n, 2 * visited.visited.size()));
   }
 
-  // HNSW minimizes; for inner product FAISS searches and links on the negated similarity.
-  struct Negated : faiss::DistanceComputer {
-    explicit Negated(faiss::DistanceComputer* d) : base(d) {}
-    void set_query(const float* x) override { base->set_query(x); }
-    float operator()(idx_t i) override { return -(*base)(i); }
-    float symmetric_dis(idx_t i, idx_t j) override { return -base->symmetric_dis(i, j); }
-    faiss::DistanceComputer* base;
-  };
-
   // Same effect as index.add(n, x). Throws what FAISS throws.
   void Insert(faiss::IndexHNSW& index, idx_t n, const float* x) {
     if (n == 0) return;
@@ -276,10 +277,11 @@ struct EmbeddingIndex::HnswInserter {
     std::stable_sort(order.begin(), order.end(),
                      [&](idx_t a, idx_t b) { return g.levels[a] > g.levels[b]; });
     std::unique_ptr<faiss::DistanceComputer> base(index.storage->get_distance_computer());
-    Negated negated(base.get());
+    NegatedDistance negated(base.get());
     faiss::DistanceComputer& dis =
-        index.metric_type == faiss::METRIC_INNER_PRODUCT ? static_cast<faiss::DistanceComputer&>(negated)
-                                                         : *base;
+        index.metric_type == faiss::METRIC_INNER_PRODUCT
+            ? static_cast<faiss::DistanceComputer&>(negated)
+            : *base;
     for (idx_t pt : order) {
       dis.set_query(x + (pt - n0) * index.d);
       g.add_with_locks(dis, g.levels[pt] - 1, static_cast<int>(pt), locks, visited);
