@@ -234,7 +234,7 @@ struct NegatedDistance : faiss::DistanceComputer {
 
 // Online insertion into an HNSW graph without IndexHNSW::add's per-call setup: FAISS 1.7.3's
 // hnsw_add_vertices creates and initializes one OpenMP lock per node of the whole index, and a
-// visited table as large, on every add call (~5.7 ms at 1.2M nodes, the cost of ~15 insertions:
+// visited table as large, on every add call (~5.7 ms at 1.2M nodes, the cost of ~20 insertions:
 // upserts in chunks of 4 fell from ~2,100 to 558 items/s). Writers are serialized here, so both
 // are made once and grown geometrically; the insertion itself is FAISS's (HNSW::add_with_locks),
 // in FAISS's order (highest level first), with FAISS's negated inner product as the distance.

@@ -44,8 +44,8 @@ class RecallBatcher {
     int max_batch_size = 32;
     int max_wait_us = 0;  // recall-server's default: bench/results/batching.md
     int num_workers = 1;
-    // Most requests waiting for a worker (0 = unbounded). recall-server's default is two
-    // batches per worker: one being formed while the other runs.
+    // Most requests waiting for a worker (0 = unbounded). recall-server's default is one full
+    // batch per worker (--max_queued_requests).
     int max_queued = 0;
     // Called once per batch, on the worker, after the batch ran (metrics: batch size and the
     // encode/tower/search stages, which belong to the batch, not to one request).

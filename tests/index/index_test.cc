@@ -76,6 +76,12 @@ std::vector<int64_t> SparseIds(int64_t n) {  // non-sequential external ids
   return ids;
 }
 
+std::vector<int64_t> SequentialIds(int64_t n) {  // external ids 0..n-1
+  std::vector<int64_t> ids(n);
+  std::iota(ids.begin(), ids.end(), 0);
+  return ids;
+}
+
 std::string TempPath(const std::string& name) {
   return absl::StrCat(::testing::TempDir(), "/index_test_", name, "_", ::getpid(), ".faiss");
 }
@@ -238,8 +244,7 @@ TEST(EmbeddingIndexTest, FlatMatchesBruteForce) {
 // 3. Approximate kinds reach good recall@10 against brute force.
 TEST(EmbeddingIndexTest, ApproximateRecall) {
   const int n = 20000, nq = 300, k = 10;
-  std::vector<int64_t> ids(n);
-  std::iota(ids.begin(), ids.end(), 0);
+  const std::vector<int64_t> ids = SequentialIds(n);
   const auto base = RandomUnit(n, kDim, 6);
   const auto queries = RandomUnit(nq, kDim, 7);
   std::vector<SearchHits> truth;
@@ -454,8 +459,7 @@ TEST_P(AllKinds, ConcurrentSearchAndWrites) {
   const int stable = 2000, k = 10;
   const int64_t churn_base = 1'000'000;
   const double seconds = std::string(GetParam()) == "HNSW32" ? 1.0 : 0.4;
-  std::vector<int64_t> ids(stable);
-  std::iota(ids.begin(), ids.end(), 0);
+  const std::vector<int64_t> ids = SequentialIds(stable);
   const auto base = RandomUnit(stable, kDim, 14);
   auto index = MustBuild(GetParam(), kDim, ids, base);
   ASSERT_NE(index, nullptr);
@@ -592,8 +596,7 @@ TEST_P(AllKinds, ConcurrentSearchAndWrites) {
 // step its new one appears); the generation counts chunks. Flat applies a batch in one hold.
 TEST(EmbeddingIndexTest, HnswUpsertLetsSearchesInBetweenChunks) {
   const int stable = 3000, batch = 400;
-  std::vector<int64_t> ids(stable);
-  std::iota(ids.begin(), ids.end(), 0);
+  const std::vector<int64_t> ids = SequentialIds(stable);
   const auto base = RandomUnit(stable, kDim, 21);
   auto index = MustBuild("HNSW32", kDim, ids, base);
   ASSERT_NE(index, nullptr);
@@ -647,8 +650,7 @@ TEST(EmbeddingIndexTest, HnswUpsertLetsSearchesInBetweenChunks) {
 // nearest neighbor, whatever the call sizes.
 TEST(EmbeddingIndexTest, HnswOnlineInsertionsAreReachable) {
   const int stable = 2000, added = 1200;
-  std::vector<int64_t> ids(stable);
-  std::iota(ids.begin(), ids.end(), 0);
+  const std::vector<int64_t> ids = SequentialIds(stable);
   const auto base = RandomUnit(stable, kDim, 31);
   auto index = MustBuild("HNSW32", kDim, ids, base);
   ASSERT_NE(index, nullptr);
