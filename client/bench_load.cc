@@ -134,7 +134,11 @@ class FunctionTarget : public Target {
                      std::function<void(const grpc::Status&)>)> fn_;
 };
 
-// One closed-loop virtual user over a unary-style target.
+// One closed-loop virtual user over a unary-style target. A target may answer inside Call (an
+// in-process engine without the batcher) or later on another thread (gRPC, the batcher's
+// workers). Send loops instead of calling itself from the callback: a synchronous target once
+// nested one Send frame per request, thousands of them over a run, and recall-bench died of a
+// stack overflow under ASan (CI, inside OpenBLAS's sgemm kernel at the bottom of that stack).
 struct VirtualUser {
   Target* target;
   const std::vector<RecallRequest>* pool;
@@ -144,20 +148,35 @@ struct VirtualUser {
   size_t next;
   RecallResponse resp;
   Clock::time_point sent;
+  // Who continues after a call: Send's loop if the answer came before Call returned, else the
+  // callback. kCalling until one of the two claims the other's turn.
+  enum : int { kCalling, kAnswered, kReturned };
+  std::atomic<int> turn{kCalling};
 
   void Send() {
-    if (Clock::now() >= end) {
-      finished->Add(-1);
-      return;
+    for (;;) {
+      if (Clock::now() >= end) {
+        finished->Add(-1);
+        return;
+      }
+      const RecallRequest* req = &(*pool)[next++ % pool->size()];
+      resp.Clear();
+      sent = Clock::now();
+      turn.store(kCalling, std::memory_order_relaxed);
+      target->Call(req, &resp, [this](const grpc::Status& s) {
+        const auto now = Clock::now();
+        rec->Record(now, s, Seconds(now - sent));
+        int expected = kCalling;
+        if (turn.compare_exchange_strong(expected, kAnswered, std::memory_order_acq_rel)) {
+          return;  // Call has not returned yet: its caller's loop sends the next request
+        }
+        Send();  // Call had returned: this callback is the only one left to continue
+      });
+      int expected = kCalling;
+      if (turn.compare_exchange_strong(expected, kReturned, std::memory_order_acq_rel)) {
+        return;  // the answer comes later; its callback continues
+      }
     }
-    const RecallRequest* req = &(*pool)[next++ % pool->size()];
-    resp.Clear();
-    sent = Clock::now();
-    target->Call(req, &resp, [this](const grpc::Status& s) {
-      const auto now = Clock::now();
-      rec->Record(now, s, Seconds(now - sent));
-      Send();
-    });
   }
 };
 
@@ -308,10 +327,16 @@ LatencyStats RunClosedLoop(Target& target, const std::vector<RecallRequest>& poo
   Latch finished(c);
   std::vector<std::unique_ptr<VirtualUser>> users;
   for (int i = 0; i < c; ++i) {
-    users.push_back(std::make_unique<VirtualUser>(
-        VirtualUser{&target, &pool, &rec, &finished, end, pool.size() * i / c, {}, {}}));
+    users.push_back(std::unique_ptr<VirtualUser>(
+        new VirtualUser{&target, &pool, &rec, &finished, end, pool.size() * i / c, {}, {}, {}}));
   }
-  for (auto& u : users) u->Send();
+  // Each user starts on a thread of its own: with a synchronous target its whole run is that
+  // thread's loop (c threads, c requests in flight); with an asynchronous one the thread only
+  // sends the first request.
+  std::vector<std::thread> starters;
+  starters.reserve(c);
+  for (auto& u : users) starters.emplace_back([v = u.get()] { v->Send(); });
+  for (auto& t : starters) t.join();
   finished.WaitFor(warmup_sec + duration_sec + 60);
   return rec.Stats();
 }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -159,6 +160,46 @@ TEST(ClosedLoop, CountsAnswersAndErrorsByCode) {
   EXPECT_EQ(s.errors_by_code.at("RESOURCE_EXHAUSTED"), s.errors);
   EXPECT_NEAR(static_cast<double>(s.errors) / (s.ok + s.errors), 0.1, 0.05);
   EXPECT_GT(s.p50_ms, 0);
+}
+
+// A target that answers inside Call (recall-bench's in-process engine without the batcher):
+// the stack stays flat however many requests a user sends (each answer used to nest one more
+// Send frame), and the users run at once, one thread each.
+TEST(ClosedLoop, SynchronousTargetKeepsTheStackFlatAndRunsUsersConcurrently) {
+  std::mutex mu;
+  std::map<std::thread::id, std::pair<uintptr_t, uintptr_t>> depth;  // thread -> lowest, highest
+  std::atomic<int> in_call{0}, most_in_call{0};
+  std::atomic<int64_t> calls{0};
+  auto target = MakeFunctionTarget(
+      "sync", [&](const RecallRequest*, RecallResponse*,
+                  std::function<void(const grpc::Status&)> done) {
+        int here = 0;
+        const auto addr = reinterpret_cast<uintptr_t>(&here);
+        {
+          std::lock_guard<std::mutex> l(mu);
+          auto [it, fresh] = depth.try_emplace(std::this_thread::get_id(), addr, addr);
+          it->second.first = std::min(it->second.first, addr);
+          it->second.second = std::max(it->second.second, addr);
+        }
+        const int now = ++in_call;
+        for (int seen = most_in_call.load(); now > seen;) {
+          if (most_in_call.compare_exchange_weak(seen, now)) break;
+        }
+        // Every 64th call sleeps so the four users overlap even on one core.
+        if (++calls % 64 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+        --in_call;
+        done(grpc::Status::OK);
+      });
+  auto pool = MakeRequests(10, {1, 2, 3}, 10, 1, 2, 5, 1);
+  LatencyStats s = RunClosedLoop(*target, pool, 4, 0.0, 0.3);
+  EXPECT_EQ(s.errors, 0);
+  EXPECT_GT(s.ok, 2000);  // enough calls for a recursion to show in the depth
+  EXPECT_GE(calls.load(), s.ok);
+  EXPECT_EQ(most_in_call.load(), 4);
+  ASSERT_EQ(depth.size(), 4u);  // one thread per user
+  for (const auto& [id, range] : depth) {
+    EXPECT_LT(range.second - range.first, 4096u) << "the stack grew across calls";
+  }
 }
 
 TEST(OpenLoop, SendsAtTheRateAndCountsBacklogWhenTheTargetStalls) {

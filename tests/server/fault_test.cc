@@ -328,9 +328,12 @@ TEST_F(FaultTest, TrainerKilledDuringPublishLeavesNoVersion) {
 // not yet handed to a handler when the shutdown began (grpc/grpc#41785: core ends such a
 // never-started call with "CANCELLED"; the counts above prove no started call was cut off).
 TEST_F(FaultTest, SigtermUnderLoadAnswersEveryAcceptedCall) {
-  // One worker and batches of 4 for 8 closed-loop clients: while one batch runs the next one
-  // waits, so calls are in flight whenever the signal lands.
-  ASSERT_TRUE(StartServer({"--batch_max_size=4", "--batch_workers=1", "--batch_max_wait_us=2000",
+  // Batches of up to 16 that wait 20 ms for more, for 8 closed-loop clients: every call spends
+  // ~20 ms in the server and a client turns around in well under that, so calls are in flight
+  // whenever the signal lands. (Batches of 4 with a 2 ms wait filled at once and ran in
+  // microseconds: under ASan on a busy CI machine the clients were the bottleneck and the
+  // signal once found nothing in flight.)
+  ASSERT_TRUE(StartServer({"--batch_max_size=16", "--batch_workers=1", "--batch_max_wait_us=20000",
                            "--max_queued_requests=16",
                            "--shutdown_grace_s=20"}))
       << server_.log();
