@@ -77,6 +77,9 @@ DEFINE_double(user_ssl_weight, 0, "weight of the user-side self-supervised loss 
 DEFINE_double(ssl_mask_prob, 0.3, "SSL views: probability of masking an id / feature / history item");
 DEFINE_bool(share_item_embeddings, false,
             "the user tower pools history from the item tower's id table (SimpleX-style)");
+DEFINE_string(pooling, "mean",
+              "how the user tower pools its history and the item tower its audience: mean "
+              "(sum / n) | sqrt (sum / sqrt(n), LightGCN's degree normalization)");
 DEFINE_bool(l2_normalize, true, "L2-normalize tower outputs (off only for the ablation)");
 DEFINE_int64(validation_users, 0,
              "hold one train item of this many users out for validation; the best epoch by "
@@ -327,6 +330,11 @@ int main(int argc, char** argv) {
   cfg.max_lr_decays = FLAGS_max_lr_decays;
   cfg.tower.l2_normalize = FLAGS_l2_normalize;
   cfg.tower.share_item_embeddings = FLAGS_share_item_embeddings;
+  if (FLAGS_pooling != "mean" && FLAGS_pooling != "sqrt") {
+    std::cerr << "error: --pooling must be mean or sqrt, not " << FLAGS_pooling << "\n";
+    return 64;
+  }
+  cfg.tower.sqrt_pooling = FLAGS_pooling == "sqrt";
   cfg.user_id_dropout = FLAGS_user_id_dropout;
   cfg.history_dropout = FLAGS_history_dropout;
   cfg.item_audience_length = FLAGS_item_audience_length;

@@ -49,6 +49,9 @@ int64_t ItemInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
          e.spec().item_categorical_size() * c.cat_dim + e.spec().item_numeric_size();
 }
 
+// The pooled sum's divisor for a clamped count `n` (TowerConfig::sqrt_pooling).
+std::string Divisor(const TowerConfig& c) { return c.sqrt_pooling ? "torch.sqrt(n)" : "n"; }
+
 }  // namespace
 
 std::string UserTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
@@ -59,7 +62,7 @@ std::string UserTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
       "        u = torch.embedding(self.user_emb, user_id)\n"
       "        h = torch.embedding(self.hist_emb, history)\n"
       "        n = torch.clamp(history_mask.sum(1, keepdim=True), min=1.0)\n"
-      "        pooled = (h * history_mask.unsqueeze(2)).sum(1) / n\n"
+      "        pooled = (h * history_mask.unsqueeze(2)).sum(1) / " + Divisor(c) + "\n"
       "        parts = [u, pooled]\n";
   if (nc > 0) {
     absl::StrAppend(&src, "        parts.append(torch.embedding(self.cat_emb, categorical)",
@@ -80,7 +83,7 @@ std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
         "        a = torch.embedding(self.aud_emb, audience)\n"
         "        n = torch.clamp(audience_mask.sum(1, keepdim=True), min=1.0)\n"
         "        parts = [torch.embedding(self.item_emb, item_id),\n"
-        "                 (a * audience_mask.unsqueeze(2)).sum(1) / n]\n";
+        "                 (a * audience_mask.unsqueeze(2)).sum(1) / " + Divisor(c) + "]\n";
   } else {
     src =
         "    def forward(self, item_id: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:\n"

@@ -1,13 +1,16 @@
 // The user and item towers, each defined once as a TorchScript module that is trained from C++
 // and saved as is: the module the trainer optimizes is the module the server loads.
 //
-// user: [E_user[id] | mean_{mask} E_hist[history] | E_ucat[categorical] (flattened) | numeric]
+// user: [E_user[id] | pool_{mask} E_hist[history] | E_ucat[categorical] (flattened) | numeric]
 //       -> MLP -> L2 normalize
-// item: [E_item[id] | mean_{mask} E_aud[audience] | E_icat[categorical] (flattened) | numeric]
+// item: [E_item[id] | pool_{mask} E_aud[audience] | E_icat[categorical] (flattened) | numeric]
 //       -> MLP -> L2 normalize; the audience part (the item's training users, over user id
 //       rows) only when the spec has item_audience_length > 0
 // The MLP is `hidden` Linear+ReLU layers followed by a Linear to `dim` (no hidden layer = one
 // linear projection). Row 0 of every id table (OOV / padding) starts at zero.
+// pool: the sum over the masked entries divided by their count n (mean) or by sqrt(n)
+// (LightGCN's symmetric degree normalization on the user / item side: a longer history or
+// larger audience keeps a longer pooled vector).
 #ifndef RECALL_TRAINER_TOWERS_H_
 #define RECALL_TRAINER_TOWERS_H_
 
@@ -33,6 +36,7 @@ struct TowerConfig {
   // modules while training; each saved file carries its copy), as in SimpleX, instead of a
   // separate history table.
   bool share_item_embeddings = false;
+  bool sqrt_pooling = false;    // pool by sum / sqrt(n) instead of the mean (see above)
   float init_std = 0.1f;
 };
 

@@ -1,0 +1,76 @@
+// The towers' TorchScript forward: what the pooling divides by.
+#include "trainer/towers.h"
+
+#include <gtest/gtest.h>
+
+#include "model/encoder.h"
+
+namespace recall::trainer {
+namespace {
+
+std::shared_ptr<const FeatureEncoder> Encoder(int audience_length) {
+  recall::v1::FeatureSpec spec;
+  spec.mutable_user_id()->set_name("user_id");
+  spec.mutable_user_id()->set_num_buckets(50);
+  spec.mutable_item_id()->set_name("item_id");
+  spec.mutable_item_id()->set_num_buckets(50);
+  spec.set_history_length(4);
+  spec.set_item_audience_length(audience_length);
+  auto e = FeatureEncoder::Create(spec, {}, {});
+  EXPECT_TRUE(e.ok()) << e.status();
+  return *e;
+}
+
+// The user embedding of user 3 with history rows `rows` (padded to the spec's 4).
+torch::Tensor EmbedUser(torch::jit::Module& user, const std::vector<int64_t>& rows) {
+  UserBatch b = UserBatch::Allocate(1, 4, 0, 0);
+  b.user_id[0] = 3;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    b.history[0][i] = rows[i];
+    b.history_mask[0][i] = 1.0f;
+  }
+  torch::NoGradGuard no_grad;
+  return user.forward(b.Inputs()).toTensor();
+}
+
+torch::Tensor EmbedItem(torch::jit::Module& item, const std::vector<int64_t>& audience) {
+  ItemBatch b = ItemBatch::Allocate(1, 0, 0, 4);
+  b.item_id[0] = 5;
+  for (size_t i = 0; i < audience.size(); ++i) {
+    b.audience[0][i] = audience[i];
+    b.audience_mask[0][i] = 1.0f;
+  }
+  torch::NoGradGuard no_grad;
+  return item.forward(b.Inputs()).toTensor();
+}
+
+TEST(Towers, MeanPoolingIgnoresRepetitionSqrtPoolingScalesWithTheDegree) {
+  auto enc = Encoder(4);
+  for (bool sqrt_pooling : {false, true}) {
+    SCOPED_TRACE(sqrt_pooling ? "sqrt" : "mean");
+    torch::manual_seed(1);
+    TowerConfig c;
+    c.dim = 8;
+    c.id_dim = 8;
+    c.l2_normalize = false;  // compare the raw projections
+    c.sqrt_pooling = sqrt_pooling;
+    Towers t = BuildTowers(*enc, c);
+    // The projection is linear: f(u, pooled) = W_u u + W_p pooled + b. A history of one row
+    // repeated 4 times pools to that row's vector (mean) or twice it (sqrt(4) = 2).
+    const torch::Tensor one = EmbedUser(t.user, {7});
+    const torch::Tensor four = EmbedUser(t.user, {7, 7, 7, 7});
+    const torch::Tensor none = EmbedUser(t.user, {});  // W_u u + b
+    const double scale = sqrt_pooling ? 2.0 : 1.0;
+    EXPECT_TRUE(torch::allclose(four - none, (one - none) * scale, 1e-5, 1e-6))
+        << (four - none) << (one - none);
+    // The item tower pools its audience the same way.
+    const torch::Tensor aud1 = EmbedItem(t.item, {9});
+    const torch::Tensor aud4 = EmbedItem(t.item, {9, 9, 9, 9});
+    const torch::Tensor aud0 = EmbedItem(t.item, {});
+    EXPECT_TRUE(torch::allclose(aud4 - aud0, (aud1 - aud0) * scale, 1e-5, 1e-6));
+    EXPECT_FALSE(torch::allclose(one, none));  // the history does reach the output
+  }
+}
+
+}  // namespace
+}  // namespace recall::trainer
