@@ -21,27 +21,31 @@ std::shared_ptr<const FeatureEncoder> Encoder(int audience_length) {
   return *e;
 }
 
-// The user embedding of user 3 with history rows `rows` (padded to the spec's 4).
+// Runs `tower` on one example whose pooled input (history or audience: `ids`, `mask`) holds
+// `rows`; the other inputs are as given.
+torch::Tensor ForwardPooling(torch::jit::Module& tower, const std::vector<torch::jit::IValue>& in,
+                             torch::Tensor ids, torch::Tensor mask,
+                             const std::vector<int64_t>& rows) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ids[0][i] = rows[i];
+    mask[0][i] = 1.0f;
+  }
+  torch::NoGradGuard no_grad;
+  return tower.forward(in).toTensor();
+}
+
+// User 3 with history rows `rows` (padded to the spec's 4).
 torch::Tensor EmbedUser(torch::jit::Module& user, const std::vector<int64_t>& rows) {
   UserBatch b = UserBatch::Allocate(1, 4, 0, 0);
   b.user_id[0] = 3;
-  for (size_t i = 0; i < rows.size(); ++i) {
-    b.history[0][i] = rows[i];
-    b.history_mask[0][i] = 1.0f;
-  }
-  torch::NoGradGuard no_grad;
-  return user.forward(b.Inputs()).toTensor();
+  return ForwardPooling(user, b.Inputs(), b.history, b.history_mask, rows);
 }
 
-torch::Tensor EmbedItem(torch::jit::Module& item, const std::vector<int64_t>& audience) {
+// Item 5 with audience rows `rows`.
+torch::Tensor EmbedItem(torch::jit::Module& item, const std::vector<int64_t>& rows) {
   ItemBatch b = ItemBatch::Allocate(1, 0, 0, 4);
   b.item_id[0] = 5;
-  for (size_t i = 0; i < audience.size(); ++i) {
-    b.audience[0][i] = audience[i];
-    b.audience_mask[0][i] = 1.0f;
-  }
-  torch::NoGradGuard no_grad;
-  return item.forward(b.Inputs()).toTensor();
+  return ForwardPooling(item, b.Inputs(), b.audience, b.audience_mask, rows);
 }
 
 TEST(Towers, MeanPoolingIgnoresRepetitionSqrtPoolingScalesWithTheDegree) {
