@@ -42,6 +42,9 @@ DEFINE_string(loss, "softmax", "softmax (InfoNCE over in-batch/queue/global nega
               "full_softmax (exact softmax over every item each step; no sampled negatives) | "
               "ccl (cosine contrastive loss over the uniform --global_negatives, SimpleX; "
               "--temperature and --logq do not apply)");
+DEFINE_double(item_to_user_weight, 0,
+              "softmax loss: also each batch item against the batch's users (symmetric InfoNCE), "
+              "with this weight (0: off)");
 DEFINE_double(ccl_margin, 0.9, "ccl: negatives below this cosine cost nothing");
 DEFINE_double(ccl_negative_weight, 150, "ccl: weight of the mean negative hinge term");
 DEFINE_bool(logq, false,
@@ -317,6 +320,7 @@ int main(int argc, char** argv) {
   cfg.logq_correction = FLAGS_logq;
   cfg.logq_weight = FLAGS_logq_weight;
   cfg.loss = FLAGS_loss;
+  cfg.item_to_user_weight = FLAGS_item_to_user_weight;
   cfg.ccl_margin = FLAGS_ccl_margin;
   cfg.ccl_negative_weight = FLAGS_ccl_negative_weight;
   cfg.queue_size = FLAGS_queue_size;

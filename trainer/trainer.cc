@@ -149,6 +149,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   if (c.loss == "ccl" && c.global_negatives <= 0) {
     return absl::InvalidArgumentError("--loss=ccl needs --global_negatives > 0");
   }
+  if (!(c.item_to_user_weight >= 0) || (c.item_to_user_weight > 0 && c.loss != "softmax")) {
+    return absl::InvalidArgumentError(
+        "--item_to_user_weight must be >= 0, and > 0 only with --loss=softmax");
+  }
   if (c.history_length < 0) return absl::InvalidArgumentError("--history_length must be >= 0");
   if (c.queue_size < 0 || c.global_negatives < 0 || c.validation_users < 0) {
     return absl::InvalidArgumentError(
@@ -251,6 +255,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     const double total = static_cast<double>(t->examples_.size());
     for (int64_t i = 0; i < d.num_items; ++i) {
       lq[i] = static_cast<float>(std::log(std::max<int64_t>(pop[i], 1) / total));
+    }
+    std::vector<int64_t> activity(d.num_users, 0);
+    for (const auto& [u, i] : t->examples_) ++activity[u];
+    t->log_q_users_ = torch::empty({d.num_users}, torch::kFloat32);
+    auto lu = t->log_q_users_.accessor<float, 1>();
+    for (int64_t u = 0; u < d.num_users; ++u) {
+      lu[u] = static_cast<float>(std::log(std::max<int64_t>(activity[u], 1) / total));
     }
   }
   torch::manual_seed(c.seed);
@@ -438,6 +449,14 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
       opt.log_q_weight = config_.logq_weight;
     }
     loss = InfoNceLoss(ContrastiveLogits(u, v, ids, queued, global, opt));
+    if (config_.item_to_user_weight > 0) {
+      ContrastiveOptions reverse;
+      reverse.temperature = config_.temperature;
+      if (config_.logq_correction) reverse.log_q = log_q_users_;
+      torch::Tensor uids = torch::tensor(users, torch::kInt64);
+      loss = loss + config_.item_to_user_weight *
+                        InfoNceLoss(ContrastiveLogits(v, u, uids, {}, {}, reverse));
+    }
   }
   ContrastiveOptions ssl;
   ssl.temperature = config_.temperature;

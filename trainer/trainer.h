@@ -45,6 +45,12 @@ struct TrainConfig {
   // against every user of the step (no sampling, so no logQ, queue or global negatives; costs
   // B x N x dim per step, affordable for catalogs of ~10^5 items).
   std::string loss = "softmax";
+  // > 0 (softmax loss only): the symmetric InfoNCE of CLIP (Radford et al. 2021) — each batch
+  // item also picks its own user among the batch's users, added with this weight. With logQ on,
+  // the user columns get -log q(user) (users enter a batch in proportion to their train
+  // interactions; the textbook alpha 1, not logq_weight). A column holding the row's own user
+  // (the same user twice in a batch) is masked. 0 = off.
+  double item_to_user_weight = 0;
   double ccl_margin = 0.9;
   double ccl_negative_weight = 150;
   // MoCo (He et al. 2020): a momentum copy of the item tower encodes each batch's positives as
@@ -222,6 +228,7 @@ class Trainer {
   std::vector<std::vector<int64_t>> full_audience_, fit_audience_;
   std::unique_ptr<ItemBatch> all_items_batch_;
   torch::Tensor log_q_;  // [num_items] log of each item's share of train interactions
+  torch::Tensor log_q_users_;  // [num_users] the same for users (item_to_user_weight)
   torch::jit::Module key_tower_;  // momentum copy of towers_.item (queue_size > 0)
   KeyQueue queue_;
   std::mt19937_64 rng_;

@@ -80,11 +80,11 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
 
 TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
   // MoCo keys, re-encoded queue ids, global negatives, SSL views, a shared item table, user id
-  // dropout, history dropout, the exact full softmax: each trains to well above popularity on
+  // dropout, history dropout, the exact full softmax, the symmetric item-to-user term: each trains to well above popularity on
   // the synthetic data.
   Dataset d = SmallSynthetic();
   const double pop = EvaluatePopularity(d).values.at("recall@20");
-  for (int variant = 0; variant < 7; ++variant) {
+  for (int variant = 0; variant < 8; ++variant) {
     TrainConfig c = FullMethodConfig();
     if (variant == 1) c.queue_reencode = true;
     if (variant == 2) {
@@ -100,6 +100,7 @@ TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
       c.queue_size = 0;
       c.global_negatives = 0;
     }
+    if (variant == 7) c.item_to_user_weight = 1;
     auto t = Trainer::Create(d, c);
     ASSERT_TRUE(t.ok());
     ASSERT_TRUE((*t)->Train().ok());
@@ -497,6 +498,12 @@ TEST(Trainer, RejectsBadConfig) {
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
   c = SmallConfig();
   c.batch_size = 1;
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.item_to_user_weight = -1;
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.item_to_user_weight = 1;
+  c.loss = "full_softmax";
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
