@@ -249,19 +249,21 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   if (t->examples_.size() < 2) return absl::InvalidArgumentError("dataset has < 2 interactions");
 
   {
-    std::vector<int64_t> pop = fit.ItemPopularity();
-    t->log_q_ = torch::empty({d.num_items}, torch::kFloat32);
-    auto lq = t->log_q_.accessor<float, 1>();
+    // log of each entity's share of the training examples (an entity never seen counts once).
     const double total = static_cast<double>(t->examples_.size());
-    for (int64_t i = 0; i < d.num_items; ++i) {
-      lq[i] = static_cast<float>(std::log(std::max<int64_t>(pop[i], 1) / total));
-    }
-    std::vector<int64_t> activity(d.num_users, 0);
-    for (const auto& [u, i] : t->examples_) ++activity[u];
-    t->log_q_users_ = torch::empty({d.num_users}, torch::kFloat32);
-    auto lu = t->log_q_users_.accessor<float, 1>();
-    for (int64_t u = 0; u < d.num_users; ++u) {
-      lu[u] = static_cast<float>(std::log(std::max<int64_t>(activity[u], 1) / total));
+    auto log_share = [total](const std::vector<int64_t>& counts) {
+      torch::Tensor out = torch::empty({static_cast<int64_t>(counts.size())}, torch::kFloat32);
+      auto a = out.accessor<float, 1>();
+      for (size_t k = 0; k < counts.size(); ++k) {
+        a[k] = static_cast<float>(std::log(std::max<int64_t>(counts[k], 1) / total));
+      }
+      return out;
+    };
+    t->log_q_ = log_share(fit.ItemPopularity());
+    if (c.item_to_user_weight > 0) {
+      std::vector<int64_t> activity(d.num_users, 0);
+      for (const auto& [u, i] : t->examples_) ++activity[u];
+      t->log_q_users_ = log_share(activity);
     }
   }
   torch::manual_seed(c.seed);

@@ -80,8 +80,8 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
 
 TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
   // MoCo keys, re-encoded queue ids, global negatives, SSL views, a shared item table, user id
-  // dropout, history dropout, the exact full softmax, the symmetric item-to-user term: each trains to well above popularity on
-  // the synthetic data.
+  // dropout, history dropout, the exact full softmax, the symmetric item-to-user term: each
+  // trains to well above popularity on the synthetic data.
   Dataset d = SmallSynthetic();
   const double pop = EvaluatePopularity(d).values.at("recall@20");
   for (int variant = 0; variant < 8; ++variant) {
