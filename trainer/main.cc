@@ -45,6 +45,11 @@ DEFINE_string(loss, "softmax", "softmax (InfoNCE over in-batch/queue/global nega
 DEFINE_double(item_to_user_weight, 0,
               "softmax loss: also each batch item against the batch's users (symmetric InfoNCE), "
               "with this weight (0: off)");
+DEFINE_double(item_neighbor_weight, 0,
+              "softmax loss: also each batch user against one co-occurrence neighbour of its "
+              "positive (UltraGCN's item-item graph, --item_neighbors strongest per item), "
+              "with this weight (0: off)");
+DEFINE_int32(item_neighbors, 10, "neighbours kept per item for --item_neighbor_weight");
 DEFINE_double(ccl_margin, 0.9, "ccl: negatives below this cosine cost nothing");
 DEFINE_double(ccl_negative_weight, 150, "ccl: weight of the mean negative hinge term");
 DEFINE_bool(logq, false,
@@ -321,6 +326,8 @@ int main(int argc, char** argv) {
   cfg.logq_weight = FLAGS_logq_weight;
   cfg.loss = FLAGS_loss;
   cfg.item_to_user_weight = FLAGS_item_to_user_weight;
+  cfg.item_neighbor_weight = FLAGS_item_neighbor_weight;
+  cfg.item_neighbors = FLAGS_item_neighbors;
   cfg.ccl_margin = FLAGS_ccl_margin;
   cfg.ccl_negative_weight = FLAGS_ccl_negative_weight;
   cfg.queue_size = FLAGS_queue_size;

@@ -153,6 +153,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     return absl::InvalidArgumentError(
         "--item_to_user_weight must be >= 0, and > 0 only with --loss=softmax");
   }
+  if (!(c.item_neighbor_weight >= 0) || (c.item_neighbor_weight > 0 && c.loss != "softmax") ||
+      c.item_neighbors < 1) {
+    return absl::InvalidArgumentError(
+        "--item_neighbor_weight must be >= 0, and > 0 only with --loss=softmax; "
+        "--item_neighbors must be >= 1");
+  }
   if (c.history_length < 0) return absl::InvalidArgumentError("--history_length must be >= 0");
   if (c.queue_size < 0 || c.global_negatives < 0 || c.validation_users < 0) {
     return absl::InvalidArgumentError(
@@ -264,6 +270,19 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
       std::vector<int64_t> activity(d.num_users, 0);
       for (const auto& [u, i] : t->examples_) ++activity[u];
       t->log_q_users_ = log_share(activity);
+    }
+    if (c.item_neighbor_weight > 0) {
+      // From the fit split only: the validation items must not link anything.
+      t->item_neighbors_ = ItemNeighbors::Build(fit.train, d.num_items, c.item_neighbors);
+      std::vector<double> share(d.num_items, 0.0);
+      for (const auto& [u, i] : t->examples_) share[i] += 1.0 / total;
+      const std::vector<double> drawn = t->item_neighbors_.DrawShare(share);
+      t->log_q_neighbors_ = torch::empty({d.num_items}, torch::kFloat32);
+      auto a = t->log_q_neighbors_.accessor<float, 1>();
+      // An item never drawn is never a column; the floor only keeps the table finite.
+      for (int64_t i = 0; i < d.num_items; ++i) {
+        a[i] = static_cast<float>(std::log(std::max(drawn[i], 1.0 / total)));
+      }
     }
   }
   torch::manual_seed(c.seed);
@@ -420,7 +439,18 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     all.insert(all.end(), drawn.begin(), drawn.end());
     global.ids = torch::tensor(drawn, torch::kInt64);
   }
-  ItemBatch ib = TrainItemBatch(all, users, rng);
+  // Item-item neighbours (UltraGCN): one per row, encoded in the same forward; the row's own
+  // user is kept out of their audiences as out of the positives'.
+  std::vector<int64_t> owners(users);
+  std::vector<int64_t> neighbors;
+  if (config_.item_neighbor_weight > 0) {
+    neighbors.resize(items.size());
+    for (size_t r = 0; r < items.size(); ++r) neighbors[r] = item_neighbors_.Sample(items[r], rng);
+    owners.resize(all.size(), -1);
+    owners.insert(owners.end(), users.begin(), users.end());
+    all.insert(all.end(), neighbors.begin(), neighbors.end());
+  }
+  ItemBatch ib = TrainItemBatch(all, owners, rng);
   torch::Tensor u = towers_.user.forward(ub.Inputs()).toTensor();
   torch::Tensor v = towers_.item.forward(ib.Inputs()).toTensor();
   const int64_t b = static_cast<int64_t>(items.size());
@@ -433,7 +463,10 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     queued.embeddings = queue_.keys();
     queued.ids = queue_.ids();
   }
-  if (global.ids.defined()) global.embeddings = v.narrow(0, b + nq, v.size(0) - b - nq);
+  const int64_t ng = config_.global_negatives;
+  if (global.ids.defined()) global.embeddings = v.narrow(0, b + nq, ng);
+  torch::Tensor v_neighbors;
+  if (!neighbors.empty()) v_neighbors = v.narrow(0, b + nq + ng, b);
   v = v.narrow(0, 0, b);
 
   torch::Tensor loss;
@@ -458,6 +491,14 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
       torch::Tensor uids = torch::tensor(users, torch::kInt64);
       loss = loss + config_.item_to_user_weight *
                         InfoNceLoss(ContrastiveLogits(v, u, uids, {}, {}, reverse));
+    }
+    if (!neighbors.empty()) {
+      ContrastiveOptions nb = opt;
+      if (config_.logq_correction) nb.log_q = log_q_neighbors_;
+      loss = loss + config_.item_neighbor_weight *
+                        InfoNceLoss(ContrastiveLogits(u, v_neighbors,
+                                                      torch::tensor(neighbors, torch::kInt64), {},
+                                                      {}, nb));
     }
   }
   ContrastiveOptions ssl;

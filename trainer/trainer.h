@@ -22,6 +22,7 @@
 #include "recall/v1/model.pb.h"
 #include "trainer/dataset.h"
 #include "trainer/evaluator.h"
+#include "trainer/item_graph.h"
 #include "trainer/negatives.h"
 #include "trainer/towers.h"
 
@@ -51,6 +52,13 @@ struct TrainConfig {
   // interactions; the textbook alpha 1, not logq_weight). A column holding the row's own user
   // (the same user twice in a batch) is masked. 0 = off.
   double item_to_user_weight = 0;
+  // > 0 (softmax loss only): UltraGCN's item-item constraint (Mao et al. 2021) as an auxiliary
+  // InfoNCE term with this weight: each row's user must also pick one of its positive's
+  // item_neighbors strongest co-occurrence neighbours (ItemNeighbors, drawn by weight, from
+  // the fit split's train interactions) among the batch's drawn neighbours. With logQ on, each
+  // neighbour column gets -logq_weight * log(its share of the neighbour draws). 0 = off.
+  double item_neighbor_weight = 0;
+  int item_neighbors = 10;
   double ccl_margin = 0.9;
   double ccl_negative_weight = 150;
   // MoCo (He et al. 2020): a momentum copy of the item tower encodes each batch's positives as
@@ -159,7 +167,7 @@ class Trainer {
                           std::mt19937_64& rng);
   // Items as training encodes them: a fresh uniform audience subset from the fit split, never
   // users[r] for the first users.size() items (their own example's user, which would give the
-  // positive away). Exposed for tests.
+  // positive away; -1 excludes nobody). Exposed for tests.
   ItemBatch TrainItemBatch(const std::vector<int64_t>& items, const std::vector<int64_t>& users,
                            std::mt19937_64& rng) const;
   // After an optimizer step: the momentum update of the key encoder (no-op without a queue).
@@ -229,6 +237,8 @@ class Trainer {
   std::unique_ptr<ItemBatch> all_items_batch_;
   torch::Tensor log_q_;  // [num_items] log of each item's share of train interactions
   torch::Tensor log_q_users_;  // [num_users] the same for users (item_to_user_weight)
+  ItemNeighbors item_neighbors_;    // item_neighbor_weight > 0
+  torch::Tensor log_q_neighbors_;  // [num_items] log of each item's share of neighbour draws
   torch::jit::Module key_tower_;  // momentum copy of towers_.item (queue_size > 0)
   KeyQueue queue_;
   std::mt19937_64 rng_;

@@ -80,11 +80,11 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
 
 TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
   // MoCo keys, re-encoded queue ids, global negatives, SSL views, a shared item table, user id
-  // dropout, history dropout, the exact full softmax, the symmetric item-to-user term: each
-  // trains to well above popularity on the synthetic data.
+  // dropout, history dropout, the exact full softmax, the symmetric item-to-user term, the
+  // item-item neighbour term: each trains to well above popularity on the synthetic data.
   Dataset d = SmallSynthetic();
   const double pop = EvaluatePopularity(d).values.at("recall@20");
-  for (int variant = 0; variant < 8; ++variant) {
+  for (int variant = 0; variant < 9; ++variant) {
     TrainConfig c = FullMethodConfig();
     if (variant == 1) c.queue_reencode = true;
     if (variant == 2) {
@@ -101,6 +101,7 @@ TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
       c.global_negatives = 0;
     }
     if (variant == 7) c.item_to_user_weight = 1;
+    if (variant == 8) c.item_neighbor_weight = 1;
     auto t = Trainer::Create(d, c);
     ASSERT_TRUE(t.ok());
     ASSERT_TRUE((*t)->Train().ok());
@@ -503,6 +504,15 @@ TEST(Trainer, RejectsBadConfig) {
   c.item_to_user_weight = -1;
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
   c.item_to_user_weight = 1;
+  c.loss = "full_softmax";
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.item_neighbor_weight = -1;
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.item_neighbor_weight = 1;
+  c.item_neighbors = 0;
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.item_neighbors = 10;
   c.loss = "full_softmax";
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
