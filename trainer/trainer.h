@@ -191,6 +191,8 @@ class Trainer {
   const KeyQueue& queue() const { return queue_; }
   torch::jit::Module& key_encoder() { return key_tower_; }
   const torch::Tensor& log_q() const { return log_q_; }
+  // The co-occurrence graph of item_neighbor_weight (empty when off).
+  const ItemNeighbors& item_neighbors() const { return item_neighbors_; }
 
  private:
   Trainer(const Dataset& d, const TrainConfig& c) : dataset_(d), config_(c) {}

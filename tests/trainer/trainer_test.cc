@@ -492,6 +492,35 @@ TEST(Trainer, RejectsBadLearningRateDecay) {
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(Trainer, ItemNeighborsComeFromTheFitSplitOnly) {
+  // A validation item must not link its item to others: the neighbour graph is the fit
+  // split's (the held-out pairs removed), not the dataset's.
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.validation_users = 100;
+  c.item_neighbor_weight = 1;
+  auto t = Trainer::Create(d, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const ItemNeighbors fit =
+      ItemNeighbors::Build(HoldOutValidation(d, c.validation_users, c.seed).train, d.num_items,
+                           c.item_neighbors);
+  const ItemNeighbors full = ItemNeighbors::Build(d.train, d.num_items, c.item_neighbors);
+  auto same = [&](const ItemNeighbors& a, const ItemNeighbors& b) {
+    for (int64_t i = 0; i < d.num_items; ++i) {
+      if (a.of(i).size() != b.of(i).size()) return false;
+      for (size_t k = 0; k < a.of(i).size(); ++k) {
+        if (a.of(i)[k].item != b.of(i)[k].item || a.of(i)[k].weight != b.of(i)[k].weight) {
+          return false;
+        }
+      }
+    }
+    return true;
+  };
+  ASSERT_EQ((*t)->item_neighbors().num_items(), d.num_items);
+  EXPECT_TRUE(same((*t)->item_neighbors(), fit));
+  EXPECT_FALSE(same((*t)->item_neighbors(), full));
+}
+
 TEST(Trainer, RejectsBadConfig) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
