@@ -42,7 +42,8 @@ class ItemNeighbors {
 
   // How often each item is drawn as a column when the rows' items follow `item_share` (each
   // item's share of the training examples): share_j = sum_i item_share_i P(j | i). The logQ
-  // correction of the neighbour term subtracts its log.
+  // correction of the neighbour term subtracts its log. Linear in item_share: counts in give
+  // expected counts out.
   std::vector<double> DrawShare(const std::vector<double>& item_share) const;
 
  private:

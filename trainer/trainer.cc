@@ -257,15 +257,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   {
     // log of each entity's share of the training examples (an entity never seen counts once).
     const double total = static_cast<double>(t->examples_.size());
-    auto log_share = [total](const std::vector<int64_t>& counts) {
+    // (Counts may be expected counts, as the neighbour draws'.)
+    auto log_share = [total](const auto& counts) {
       torch::Tensor out = torch::empty({static_cast<int64_t>(counts.size())}, torch::kFloat32);
       auto a = out.accessor<float, 1>();
       for (size_t k = 0; k < counts.size(); ++k) {
-        a[k] = static_cast<float>(std::log(std::max<int64_t>(counts[k], 1) / total));
+        a[k] = static_cast<float>(std::log(std::max<double>(counts[k], 1) / total));
       }
       return out;
     };
-    t->log_q_ = log_share(fit.ItemPopularity());
+    const std::vector<int64_t> popularity = fit.ItemPopularity();
+    t->log_q_ = log_share(popularity);
     if (c.item_to_user_weight > 0) {
       std::vector<int64_t> activity(d.num_users, 0);
       for (const auto& [u, i] : t->examples_) ++activity[u];
@@ -274,15 +276,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     if (c.item_neighbor_weight > 0) {
       // From the fit split only: the validation items must not link anything.
       t->item_neighbors_ = ItemNeighbors::Build(fit.train, d.num_items, c.item_neighbors);
-      std::vector<double> share(d.num_items, 0.0);
-      for (const auto& [u, i] : t->examples_) share[i] += 1.0 / total;
-      const std::vector<double> drawn = t->item_neighbors_.DrawShare(share);
-      t->log_q_neighbors_ = torch::empty({d.num_items}, torch::kFloat32);
-      auto a = t->log_q_neighbors_.accessor<float, 1>();
-      // An item never drawn is never a column; the floor only keeps the table finite.
-      for (int64_t i = 0; i < d.num_items; ++i) {
-        a[i] = static_cast<float>(std::log(std::max(drawn[i], 1.0 / total)));
-      }
+      // DrawShare is linear: popularity counts in, expected neighbour-draw counts out. An
+      // item never drawn is never a column; log_share's floor only keeps the table finite.
+      t->log_q_neighbors_ = log_share(t->item_neighbors_.DrawShare(
+          std::vector<double>(popularity.begin(), popularity.end())));
     }
   }
   torch::manual_seed(c.seed);
