@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "trainer/dataset.h"
+#include "trainer/ensemble.h"
 #include "trainer/synthetic.h"
 #include "trainer/trainer.h"
 
@@ -106,6 +107,10 @@ DEFINE_int32(id_dim, 64, "id embedding dimension");
 DEFINE_int32(cat_dim, 16, "categorical feature embedding dimension");
 DEFINE_string(user_hidden, "", "comma-separated hidden widths of the user tower MLP");
 DEFINE_string(item_hidden, "", "comma-separated hidden widths of the item tower MLP");
+DEFINE_int32(ensemble, 1,
+             "train this many models concurrently (each on threads/N threads; they differ in "
+             "initialization and example order) and publish them as one model of N*dim whose "
+             "score is the mean of theirs (trainer/ensemble.h)");
 DEFINE_uint64(seed, 42, "seed of every random choice (init, shuffling, history sampling)");
 DEFINE_int32(threads, 0, "torch intra-op and OpenMP threads (0: all cores)");
 DEFINE_string(index_factory, "HNSW32", "FAISS factory string of the published item index");
@@ -164,28 +169,34 @@ std::string Duration(double sec) {
   return absl::StrFormat("%d:%02d", s / 60, s % 60);
 }
 
-void Render(const ProgressEvent& e, bool bar) {
+// member >= 0: the event is an ensemble member's (a "member" field / an "[m<k>]" prefix).
+void Render(const ProgressEvent& e, bool bar, int member = -1) {
   if (!bar) {
+    const std::string member_field =
+        member >= 0 ? absl::StrCat("\"member\": ", member, ", ") : std::string();
     std::printf(
-        "{\"event\": \"%s\", \"epoch\": %d, \"epochs\": %d, \"step\": %lld, \"steps\": %lld, "
+        "{%s\"event\": \"%s\", \"epoch\": %d, \"epochs\": %d, \"step\": %lld, \"steps\": %lld, "
         "\"loss\": %.5f, \"examples_per_sec\": %.1f, \"eta_sec\": %.1f, \"elapsed_sec\": %.2f, "
         "\"metrics\": %s}\n",
-        e.kind.c_str(), e.epoch, e.total_epochs, static_cast<long long>(e.step),
+        member_field.c_str(), e.kind.c_str(), e.epoch, e.total_epochs,
+        static_cast<long long>(e.step),
         static_cast<long long>(e.total_steps), e.loss, e.examples_per_sec, e.eta_sec,
         e.elapsed_sec, MetricsJson(e.metrics).c_str());
     std::fflush(stdout);
     return;
   }
+  const std::string prefix = member >= 0 ? absl::StrCat("[m", member, "] ") : std::string();
   if (e.kind == "step") {
     const int width = 30;
     const int filled = e.total_steps ? static_cast<int>(width * e.step / e.total_steps) : width;
-    std::fprintf(stderr, "\repoch %d/%d [%s%s] %lld/%lld loss %.4f  %.0f ex/s  ETA %s   ",
-                 e.epoch, e.total_epochs, std::string(filled, '#').c_str(),
+    std::fprintf(stderr, "\r%sepoch %d/%d [%s%s] %lld/%lld loss %.4f  %.0f ex/s  ETA %s   ",
+                 prefix.c_str(), e.epoch, e.total_epochs, std::string(filled, '#').c_str(),
                  std::string(width - filled, '.').c_str(), static_cast<long long>(e.step),
                  static_cast<long long>(e.total_steps), e.loss, e.examples_per_sec,
                  Duration(e.eta_sec).c_str());
   } else {
-    std::fprintf(stderr, "\repoch %d/%d done: loss %.4f, %.0f ex/s, %.1fs %s%s\n", e.epoch,
+    std::fprintf(stderr, "\r%sepoch %d/%d done: loss %.4f, %.0f ex/s, %.1fs %s%s\n",
+                 prefix.c_str(), e.epoch,
                  e.total_epochs, e.loss, e.examples_per_sec, e.elapsed_sec,
                  e.metrics.empty() ? "" : "metrics ", e.metrics.empty() ? "" : MetricsJson(e.metrics).c_str());
   }
@@ -370,28 +381,46 @@ int main(int argc, char** argv) {
     cfg.log_every_steps = 1;
     cfg.validation_users = 0;
   }
-  auto trainer = recall::trainer::Trainer::Create(dataset, cfg);
-  if (!trainer.ok()) {
-    std::cerr << "error: " << trainer.status().message() << "\n";
+  if (FLAGS_ensemble < 1) {
+    std::cerr << "error: --ensemble must be >= 1\n";
+    return 64;
+  }
+  const bool ensemble = FLAGS_ensemble > 1;
+  if (ensemble && FLAGS_benchmark_steps > 0) {
+    std::cerr << "error: --benchmark_steps measures one model; drop --ensemble\n";
+    return 64;
+  }
+  auto created = recall::trainer::CreateEnsemble(dataset, cfg, FLAGS_ensemble);
+  if (!created.ok()) {
+    std::cerr << "error: " << created.status().message() << "\n";
     return 2;
   }
+  std::vector<recall::trainer::Trainer*> members;
+  for (const auto& m : *created) members.push_back(m.get());
+  // Member 0 is the single model without --ensemble; with it, member 0 ends up evaluating and
+  // publishing the combined towers.
+  recall::trainer::Trainer* const trainer = members[0];
   if (!FLAGS_checkpoint.empty()) {
-    (*trainer)->set_checkpoint(FLAGS_checkpoint, FLAGS_checkpoint_every_steps);
-    if (FLAGS_resume && std::filesystem::exists(FLAGS_checkpoint)) {
-      if (auto s = (*trainer)->LoadCheckpoint(FLAGS_checkpoint); !s.ok()) {
-        std::cerr << "error: " << s.message() << "\n";
-        return 2;
+    for (size_t k = 0; k < members.size(); ++k) {
+      const std::string path =
+          ensemble ? absl::StrCat(FLAGS_checkpoint, ".member", k) : FLAGS_checkpoint;
+      members[k]->set_checkpoint(path, FLAGS_checkpoint_every_steps);
+      if (FLAGS_resume && std::filesystem::exists(path)) {
+        if (auto s = members[k]->LoadCheckpoint(path); !s.ok()) {
+          std::cerr << "error: " << s.message() << "\n";
+          return 2;
+        }
+        LOG(INFO) << "resumed from " << path;
       }
-      LOG(INFO) << "resumed from " << FLAGS_checkpoint;
     }
   } else if (FLAGS_resume) {
     std::cerr << "error: --resume needs --checkpoint\n";
     return 64;
   }
-  std::vector<ProgressEvent> epochs;
-  auto progress = [&](const ProgressEvent& e) {
-    if (e.kind == "epoch") epochs.push_back(e);
-    if (!quiet) Render(e, bar);
+  std::vector<ProgressEvent> epochs;  // member 0's (the report's loss / Recall@20 curves)
+  auto member_progress = [&](int member, const ProgressEvent& e) {
+    if (e.kind == "epoch" && member == 0) epochs.push_back(e);
+    if (!quiet) Render(e, bar, ensemble ? member : -1);
   };
   if (FLAGS_benchmark_steps > 0) {
     int64_t seen = 0;
@@ -404,7 +433,7 @@ int main(int argc, char** argv) {
       end = std::chrono::steady_clock::now();
       last_loss = e.loss;
     };
-    if (auto s = (*trainer)->Train(timing); !s.ok()) {
+    if (auto s = trainer->Train(timing); !s.ok()) {
       std::cerr << "error: " << s.message() << "\n";
       return 1;
     }
@@ -414,18 +443,31 @@ int main(int argc, char** argv) {
                 static_cast<long long>(seen - kWarmupSteps), sec, last_loss);
     return 0;
   }
-  if (auto s = (*trainer)->Train(progress); !s.ok()) {
+  if (auto s = recall::trainer::TrainConcurrently(members, threads, member_progress); !s.ok()) {
     std::cerr << "error: " << s.message() << "\n";
     return 1;
   }
   const double train_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Each member's own figures first (what the ensemble adds is measured in the same run).
+  std::map<std::string, double> member_metrics;
+  if (ensemble) {
+    for (size_t k = 0; k < members.size(); ++k) {
+      const std::string prefix = absl::StrCat("member", k, "_");
+      if (!FLAGS_skip_eval) {
+        for (const auto& [key, v] : members[k]->Evaluate().values) member_metrics[prefix + key] = v;
+      }
+      if (cfg.validation_users > 0) member_metrics[prefix + "best_epoch"] = members[k]->best_epoch();
+    }
+    recall::trainer::CombineInto(members);
+  }
   recall::trainer::RankingMetrics metrics;
-  if (!FLAGS_skip_eval) metrics = (*trainer)->EvaluateReport(FLAGS_index_factory);
+  if (!FLAGS_skip_eval) metrics = trainer->EvaluateReport(FLAGS_index_factory);
   if (cfg.validation_users > 0) {
     // The validation figures go into the manifest too: the quality gate compares them.
-    for (const auto& [k, v] : (*trainer)->EvaluateValidation().values) metrics.values["val_" + k] = v;
-    metrics.values["best_epoch"] = (*trainer)->best_epoch();
+    for (const auto& [k, v] : trainer->EvaluateValidation().values) metrics.values["val_" + k] = v;
+    metrics.values["best_epoch"] = trainer->best_epoch();
   }
+  for (const auto& [k, v] : member_metrics) metrics.values[k] = v;
   ProgressEvent ev;
   ev.kind = "eval";
   ev.epoch = ev.total_epochs = cfg.epochs;
@@ -445,7 +487,7 @@ int main(int argc, char** argv) {
     for (const auto& f : flags) {
       if (absl::StrContains(f.filename, "trainer/main.cc")) echo[f.name] = f.current_value;
     }
-    auto path = (*trainer)->Export(FLAGS_model_base, FLAGS_index_factory, metrics, echo, FLAGS_publish_version);
+    auto path = trainer->Export(FLAGS_model_base, FLAGS_index_factory, metrics, echo, FLAGS_publish_version);
     if (!path.ok()) {
       std::cerr << "error: publishing the version: " << path.status().message() << "\n";
       return 1;

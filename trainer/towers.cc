@@ -1,6 +1,10 @@
 #include "trainer/towers.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace recall::trainer {
 namespace {
@@ -49,6 +53,24 @@ int64_t ItemInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
          e.spec().item_categorical_size() * c.cat_dim + e.spec().item_numeric_size();
 }
 
+// The forward's arguments, in the order the trainer and the server pass them.
+std::vector<std::string> UserArgs() {
+  return {"user_id", "history", "history_mask", "categorical", "numeric"};
+}
+std::vector<std::string> ItemArgs(const FeatureEncoder& e) {
+  if (e.spec().item_audience_length() > 0) {
+    return {"item_id", "audience", "audience_mask", "categorical", "numeric"};
+  }
+  return {"item_id", "categorical", "numeric"};
+}
+std::string ForwardHeader(const std::vector<std::string>& args) {
+  return absl::StrCat("    def forward(self, ",
+                      absl::StrJoin(args, ", ", [](std::string* out, const std::string& a) {
+                        absl::StrAppend(out, a, ": Tensor");
+                      }),
+                      ") -> Tensor:\n");
+}
+
 // The pooled sum's divisor for a clamped count `n` (TowerConfig::sqrt_pooling).
 std::string Divisor(const TowerConfig& c) { return c.sqrt_pooling ? "torch.sqrt(n)" : "n"; }
 
@@ -57,8 +79,7 @@ std::string Divisor(const TowerConfig& c) { return c.sqrt_pooling ? "torch.sqrt(
 std::string UserTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
   const int nc = e.spec().user_categorical_size(), nn = e.spec().user_numeric_size();
   std::string src =
-      "    def forward(self, user_id: Tensor, history: Tensor, history_mask: Tensor,\n"
-      "                categorical: Tensor, numeric: Tensor) -> Tensor:\n"
+      ForwardHeader(UserArgs()) +
       "        u = torch.embedding(self.user_emb, user_id)\n"
       "        h = torch.embedding(self.hist_emb, history)\n"
       "        n = torch.clamp(history_mask.sum(1, keepdim=True), min=1.0)\n"
@@ -77,16 +98,13 @@ std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
   const int nc = e.spec().item_categorical_size(), nn = e.spec().item_numeric_size();
   std::string src;
   if (e.spec().item_audience_length() > 0) {
-    src =
-        "    def forward(self, item_id: Tensor, audience: Tensor, audience_mask: Tensor,\n"
-        "                categorical: Tensor, numeric: Tensor) -> Tensor:\n"
+    src = ForwardHeader(ItemArgs(e)) +
         "        a = torch.embedding(self.aud_emb, audience)\n"
         "        n = torch.clamp(audience_mask.sum(1, keepdim=True), min=1.0)\n"
         "        parts = [torch.embedding(self.item_emb, item_id),\n"
         "                 (a * audience_mask.unsqueeze(2)).sum(1) / " + Divisor(c) + "]\n";
   } else {
-    src =
-        "    def forward(self, item_id: Tensor, categorical: Tensor, numeric: Tensor) -> Tensor:\n"
+    src = ForwardHeader(ItemArgs(e)) +
         "        parts = [torch.embedding(self.item_emb, item_id)]\n";
   }
   if (nc > 0) {
@@ -131,6 +149,27 @@ Towers BuildTowers(const FeatureEncoder& e, const TowerConfig& c) {
       false);
   AddMlp(t.item, ItemInputWidth(e, c), c.item_hidden, c.dim);
   t.item.define(ItemTowerSource(e, c));
+  return t;
+}
+
+Towers EnsembleTowers(const FeatureEncoder& e, const std::vector<const Towers*>& members) {
+  Towers t{torch::jit::Module("EnsembleUserTower"), torch::jit::Module("EnsembleItemTower")};
+  // 1/sqrt(N) keeps the concatenation of N unit vectors a unit vector.
+  const std::string scale =
+      absl::StrFormat("%.17g", 1.0 / std::sqrt(static_cast<double>(members.size())));
+  auto define = [&](torch::jit::Module& m, const std::vector<std::string>& args,
+                    torch::jit::Module Towers::*side) {
+    std::vector<std::string> calls;
+    for (size_t k = 0; k < members.size(); ++k) {
+      const std::string name = absl::StrCat("m", k);
+      m.register_module(name, members[k]->*side);
+      calls.push_back(absl::StrCat("self.", name, ".forward(", absl::StrJoin(args, ", "), ")"));
+    }
+    m.define(absl::StrCat(ForwardHeader(args), "        return torch.cat([",
+                          absl::StrJoin(calls, ", "), "], 1) * ", scale, "\n"));
+  };
+  define(t.user, UserArgs(), &Towers::user);
+  define(t.item, ItemArgs(e), &Towers::item);
   return t;
 }
 

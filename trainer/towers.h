@@ -51,6 +51,13 @@ struct Towers {
 // (seed it with torch::manual_seed for repeatable runs).
 Towers BuildTowers(const FeatureEncoder& encoder, const TowerConfig& config);
 
+// An ensemble of N member models (trainer/ensemble.h) as one model of dim N * dim: each tower
+// runs the N members' towers on the same inputs and concatenates their outputs scaled by
+// 1/sqrt(N). Inner products of ensemble outputs are the mean of the members' inner products,
+// and unit-norm member outputs give unit-norm ensemble outputs. The members' modules are
+// shared, not copied; all members must be built for the same encoder spec.
+Towers EnsembleTowers(const FeatureEncoder& encoder, const std::vector<const Towers*>& members);
+
 // The TorchScript source of a tower's forward, for documentation and tests.
 std::string UserTowerSource(const FeatureEncoder& encoder, const TowerConfig& config);
 std::string ItemTowerSource(const FeatureEncoder& encoder, const TowerConfig& config);

@@ -282,8 +282,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
           std::vector<double>(popularity.begin(), popularity.end())));
     }
   }
-  torch::manual_seed(c.seed);
-  t->rng_.seed(c.seed);
+  // Member 0 draws exactly what a single model with this seed draws.
+  const uint64_t draw_seed = c.seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(c.ensemble_member);
+  torch::manual_seed(draw_seed);
+  t->rng_.seed(draw_seed);
   t->towers_ = BuildTowers(e, c.tower);
   if (c.queue_size > 0) {
     t->key_tower_ = t->towers_.item.deepcopy();

@@ -103,6 +103,10 @@ struct TrainConfig {
   double lr_decay = 0;
   int max_lr_decays = 2;
   uint64_t seed = 42;
+  // Member k of an ensemble (trainer/ensemble.h): varies the initialization and the example
+  // order (seeded by seed and k), not the validation split or the evaluation audiences (seeded
+  // by seed alone), so every member validates on the same held-out pairs.
+  int ensemble_member = 0;
   int log_every_steps = 50;
   int64_t max_steps = 0;      // stop after this many steps in all (0: run every epoch)
   int eval_every_epochs = 0;  // 0 = only at the end
@@ -160,6 +164,9 @@ class Trainer {
   Towers& towers() { return towers_; }
   const TrainConfig& config() const { return config_; }
   const Dataset& dataset() const { return dataset_; }
+  // What training fits: the dataset less the validation pairs (the dataset itself without
+  // validation).
+  const Dataset& fit_split() const { return *fit_; }
 
   // The contrastive loss for one batch of (user, positive item) pairs, against in-batch,
   // queue and global negatives as configured. Also enqueues the batch's keys (MoCo).
