@@ -79,6 +79,9 @@ DEFINE_double(history_dropout, 0,
 DEFINE_int32(item_audience_length, 0,
              "> 0: the item tower also mean-pools up to this many of the item's training users "
              "(its audience: the item side of the user's history; online items have none)");
+DEFINE_int32(eval_audience_length, 0,
+             "with --item_audience_length: evaluation, validation and the published item vectors "
+             "pool up to this many of each item's train users (0: --item_audience_length)");
 DEFINE_double(audience_dropout, 0,
               "training: probability of dropping each audience user of an item");
 DEFINE_double(item_ssl_weight, 0, "weight of the item-side self-supervised loss (0: off)");
@@ -360,6 +363,7 @@ int main(int argc, char** argv) {
   cfg.user_id_dropout = FLAGS_user_id_dropout;
   cfg.history_dropout = FLAGS_history_dropout;
   cfg.item_audience_length = FLAGS_item_audience_length;
+  cfg.eval_audience_length = FLAGS_eval_audience_length;
   cfg.audience_dropout = FLAGS_audience_dropout;
   cfg.user_id_buckets = FLAGS_user_id_buckets;
   cfg.item_id_buckets = FLAGS_item_id_buckets;

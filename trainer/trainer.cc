@@ -188,9 +188,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     return absl::InvalidArgumentError(
         "--item_audience_length must be >= 0 and --audience_dropout in [0, 1)");
   }
+  if (c.eval_audience_length < 0 || (c.eval_audience_length > 0 && c.item_audience_length == 0)) {
+    return absl::InvalidArgumentError(
+        "--eval_audience_length must be >= 0, and > 0 only with --item_audience_length");
+  }
   recall::v1::FeatureSpec spec =
       SpecForDataset(d, c.history_length, c.user_id_buckets, c.item_id_buckets);
-  spec.set_item_audience_length(c.item_audience_length);
+  spec.set_item_audience_length(c.eval_audience_length > 0 ? c.eval_audience_length
+                                                           : c.item_audience_length);
   auto enc = FeatureEncoder::Create(
       spec,
       c.user_id_buckets > 0 ? Vocabulary() : Vocabulary(ExternalUserIds(d)),
@@ -378,20 +383,23 @@ const ItemBatch& Trainer::AllItemsBatch() {
   if (!all_items_batch_) {
     std::vector<int64_t> all(dataset_.num_items);
     for (int64_t i = 0; i < dataset_.num_items; ++i) all[i] = i;
-    all_items_batch_ = std::make_unique<ItemBatch>(ItemBatchWith(all, fit_audience_));
+    all_items_batch_ = std::make_unique<ItemBatch>(
+        ItemBatchWith(all, fit_audience_, config_.item_audience_length));
   }
   return *all_items_batch_;
 }
 
+int64_t Trainer::eval_audience_length() const { return spec().item_audience_length(); }
+
 ItemBatch Trainer::ItemBatchFor(const std::vector<int64_t>& items) const {
-  return ItemBatchWith(items, full_audience_);
+  return ItemBatchWith(items, full_audience_, eval_audience_length());
 }
 
 ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items,
-                                 const std::vector<std::vector<int64_t>>& audience) const {
+                                 const std::vector<std::vector<int64_t>>& audience,
+                                 int64_t len) const {
   const int64_t b = static_cast<int64_t>(items.size());
   const int64_t nc = dataset_.item_cat_names.size(), nn = dataset_.item_num_names.size();
-  const int64_t len = config_.item_audience_length;
   ItemBatch out = ItemBatch::Allocate(b, nc, nn, len);
   if (len > 0 && !audience.empty()) {
     auto aud = out.audience.accessor<int64_t, 2>();
@@ -521,7 +529,9 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     torch::NoGradGuard no_grad;
     torch::Tensor keys = config_.queue_reencode
                              ? v.detach()
-                             : key_tower_.forward(ItemBatchWith(items, fit_audience_).Inputs())
+                             : key_tower_.forward(
+                                   ItemBatchWith(items, fit_audience_, config_.item_audience_length)
+                                       .Inputs())
                                    .toTensor();
     queue_.Enqueue(keys, ids);
   }
@@ -531,8 +541,8 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
 ItemBatch Trainer::TrainItemBatch(const std::vector<int64_t>& items,
                                   const std::vector<int64_t>& users,
                                   std::mt19937_64& rng) const {
-  ItemBatch out = ItemBatchWith(items, {});
   const int64_t len = config_.item_audience_length;
+  ItemBatch out = ItemBatchWith(items, {}, len);
   if (len <= 0) return out;
   auto aud = out.audience.accessor<int64_t, 2>();
   auto mask = out.audience_mask.accessor<float, 2>();
@@ -789,11 +799,15 @@ torch::Tensor Trainer::EmbedItems(const std::vector<int64_t>& items) {
 }
 
 namespace {
-torch::Tensor EmbedAll(int64_t n, const std::function<torch::Tensor(const std::vector<int64_t>&)>& f) {
+// Rows of f per call: 4,096 while each holds up to 100 pooled entries; fewer for wider ones,
+// so the gathered [chunk, width, id_dim] block stays ~100 MB at id_dim 64.
+int64_t ChunkRows(int64_t width) { return std::max<int64_t>(64, 4096 * 100 / std::max<int64_t>(width, 100)); }
+
+torch::Tensor EmbedAll(int64_t n, int64_t chunk,
+                       const std::function<torch::Tensor(const std::vector<int64_t>&)>& f) {
   std::vector<torch::Tensor> parts;
-  constexpr int64_t kChunk = 4096;
-  for (int64_t begin = 0; begin < n; begin += kChunk) {
-    std::vector<int64_t> ids(std::min(kChunk, n - begin));
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    std::vector<int64_t> ids(std::min(chunk, n - begin));
     std::iota(ids.begin(), ids.end(), begin);
     parts.push_back(f(ids));
   }
@@ -804,7 +818,7 @@ torch::Tensor EmbedAll(int64_t n, const std::function<torch::Tensor(const std::v
 torch::Tensor Trainer::EmbedAllUsers() { return EmbedAllUsersFrom(dataset_); }
 
 torch::Tensor Trainer::EmbedAllUsersFrom(const Dataset& source) {
-  return EmbedAll(dataset_.num_users,
+  return EmbedAll(dataset_.num_users, ChunkRows(config_.history_length),
                   [&](const std::vector<int64_t>& ids) { return EmbedUsersFrom(source, ids); });
 }
 torch::Tensor Trainer::EmbedAllItems() { return EmbedAllItemsWith(full_audience_); }
@@ -812,8 +826,11 @@ torch::Tensor Trainer::EmbedAllItems() { return EmbedAllItemsWith(full_audience_
 torch::Tensor Trainer::EmbedAllItemsWith(const std::vector<std::vector<int64_t>>& audience) {
   torch::NoGradGuard guard;
   towers_.item.eval();
-  return EmbedAll(dataset_.num_items, [&](const std::vector<int64_t>& ids) {
-    return towers_.item.forward(ItemBatchWith(ids, audience).Inputs()).toTensor().contiguous();
+  const int64_t width = eval_audience_length();
+  return EmbedAll(dataset_.num_items, ChunkRows(width), [&](const std::vector<int64_t>& ids) {
+    return towers_.item.forward(ItemBatchWith(ids, audience, width).Inputs())
+        .toTensor()
+        .contiguous();
   });
 }
 

@@ -90,6 +90,11 @@ struct TrainConfig {
   // the example's own user (which would give its positive away); evaluation and export use a
   // fixed seeded subset of the train users (the fit split's for validation).
   int item_audience_length = 0;
+  // > 0: evaluation, validation and export pool up to this many of each item's users instead
+  // (FeatureSpec.item_audience_length then says this). Training samples item_audience_length of
+  // them each time, noisy estimates of the item's mean user; with all of them the item vector
+  // is that mean. 0: item_audience_length.
+  int eval_audience_length = 0;
   double audience_dropout = 0;  // training: drop each audience user with this probability
   // Validation: one train item of each of validation_users random users (with >= 3 train
   // items) is held out of training; after every epoch Recall@20 on it picks the best epoch,
@@ -215,7 +220,10 @@ class Trainer {
   torch::Tensor EmbedAllUsersFrom(const Dataset& source);
   // Items with the fixed audiences in `audience` (full_audience_ or fit_audience_).
   ItemBatch ItemBatchWith(const std::vector<int64_t>& items,
-                          const std::vector<std::vector<int64_t>>& audience) const;
+                          const std::vector<std::vector<int64_t>>& audience,
+                          int64_t audience_length) const;
+  // The audience width of evaluation, validation and export (TrainConfig::eval_audience_length).
+  int64_t eval_audience_length() const;
   torch::Tensor EmbedAllItemsWith(const std::vector<std::vector<int64_t>>& audience);
   torch::Tensor EmbedUsersFrom(const Dataset& source, const std::vector<int64_t>& users);
   std::vector<torch::Tensor> SnapshotParameters() const;

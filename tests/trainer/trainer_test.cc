@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <random>
 #include <set>
 #include <string>
@@ -318,6 +319,41 @@ TEST(Trainer, AudienceModelPublishesServesOnlineItemsAndBeatsPopularity) {
   EXPECT_NEAR(emb->norm().item<float>(), 1.0f, 1e-4);
 }
 
+TEST(Trainer, EvaluationAudienceIsWiderThanTrainingsAndExtendsTheSameSeededSubset) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.item_audience_length = 4;
+  auto narrow = Trainer::Create(d, c);
+  c.eval_audience_length = 30;
+  auto wide = Trainer::Create(d, c);
+  ASSERT_TRUE(narrow.ok() && wide.ok());
+  EXPECT_EQ((*narrow)->spec().item_audience_length(), 4);
+  EXPECT_EQ((*wide)->spec().item_audience_length(), 30);  // what the published vectors pooled
+  std::vector<int64_t> items(d.num_items);
+  std::iota(items.begin(), items.end(), 0);
+  std::vector<int64_t> degree(d.num_items, 0);
+  for (const auto& train : d.train) {
+    for (int64_t i : train) ++degree[i];
+  }
+  const ItemBatch n = (*narrow)->ItemBatchFor(items), w = (*wide)->ItemBatchFor(items);
+  ASSERT_EQ(w.audience.size(1), 30);
+  int64_t wider = 0;
+  for (int64_t i = 0; i < d.num_items; ++i) {
+    EXPECT_EQ(w.audience_mask[i].sum().item<float>(), std::min<int64_t>(30, degree[i])) << i;
+    wider += degree[i] > 4;
+  }
+  EXPECT_GT(wider, 0);
+  // The first 4 of the wide audience are the narrow one: one seeded order, a longer prefix.
+  EXPECT_TRUE(torch::equal(w.audience.slice(1, 0, 4), n.audience));
+  // Training still samples item_audience_length users.
+  std::mt19937_64 rng(1);
+  EXPECT_EQ((*wide)->TrainItemBatch({0, 1, 2}, {-1, -1, -1}, rng).audience.size(1), 4);
+  // The embeddings follow the wider input (and stay unit norm).
+  const torch::Tensor v = (*wide)->EmbedAllItems();
+  EXPECT_LT((v.norm(2, 1) - 1).abs().max().item<float>(), 1e-4);
+  EXPECT_FALSE(torch::allclose(v, (*narrow)->EmbedAllItems()));
+}
+
 TEST(Trainer, RejectsBadAudienceConfig) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
@@ -325,6 +361,12 @@ TEST(Trainer, RejectsBadAudienceConfig) {
   EXPECT_FALSE(Trainer::Create(d, c).ok());
   c.item_audience_length = 4;
   c.audience_dropout = 1.0;
+  EXPECT_FALSE(Trainer::Create(d, c).ok());
+  c.audience_dropout = 0;
+  c.eval_audience_length = -1;
+  EXPECT_FALSE(Trainer::Create(d, c).ok());
+  c.item_audience_length = 0;
+  c.eval_audience_length = 10;  // a wider evaluation audience of no audience
   EXPECT_FALSE(Trainer::Create(d, c).ok());
 }
 
