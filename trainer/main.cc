@@ -66,6 +66,9 @@ DEFINE_bool(queue_reencode, false,
 DEFINE_int64(global_negatives, 0,
              "uniformly drawn items per step added as negatives (mixed negative sampling; 0: off)");
 DEFINE_double(weight_decay, 0, "Adam L2 penalty on every parameter");
+DEFINE_double(weight_average_decay, 0,
+              "> 0: validate, evaluate and export an exponential moving average of the tower "
+              "weights with this decay per step (Polyak averaging; e.g. 0.999); 0 = the live weights");
 DEFINE_double(user_id_dropout, 0,
               "training: probability of replacing a user's id by the OOV row (regularizes the id "
               "table; the tower learns to serve from history alone)");
@@ -349,6 +352,7 @@ int main(int argc, char** argv) {
   cfg.queue_reencode = FLAGS_queue_reencode;
   cfg.global_negatives = FLAGS_global_negatives;
   cfg.weight_decay = FLAGS_weight_decay;
+  cfg.weight_average_decay = FLAGS_weight_average_decay;
   cfg.validation_users = FLAGS_validation_users;
   cfg.patience = FLAGS_patience;
   cfg.lr_decay = FLAGS_lr_decay;

@@ -164,6 +164,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     return absl::InvalidArgumentError(
         "--queue_size, --global_negatives and --validation_users must be >= 0");
   }
+  if (!(c.weight_average_decay >= 0 && c.weight_average_decay < 1)) {
+    return absl::InvalidArgumentError("--weight_average_decay must be in [0, 1)");
+  }
   if (!(c.momentum >= 0 && c.momentum <= 1)) {
     return absl::InvalidArgumentError("--momentum must be in [0, 1]");
   }
@@ -300,6 +303,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
       t->towers_.parameters(),
       torch::optim::AdamOptions(c.learning_rate).weight_decay(c.weight_decay));
   t->learning_rate_ = c.learning_rate;
+  if (c.weight_average_decay > 0) t->average_params_ = t->SnapshotParameters();
   return t;
 }
 
@@ -630,6 +634,14 @@ void Trainer::AfterStep() {
   if (config_.queue_size > 0 && !config_.queue_reencode) {
     MomentumUpdate(towers_.item, key_tower_, config_.momentum);
   }
+  if (!average_params_.empty()) {
+    torch::NoGradGuard no_grad;
+    ++average_updates_;
+    const double t = static_cast<double>(average_updates_);
+    const double d = std::min(config_.weight_average_decay, (1 + t) / (10 + t));
+    const std::vector<torch::Tensor> params = towers_.parameters();
+    for (size_t i = 0; i < params.size(); ++i) average_params_[i].lerp_(params[i], 1.0 - d);
+  }
 }
 
 double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
@@ -719,7 +731,13 @@ absl::Status Trainer::Train(const ProgressFn& progress) {
     ev.elapsed_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     ev.examples_per_sec = (examples_.size() / config_.batch_size) * config_.batch_size /
                           std::max(ev.elapsed_sec, 1e-9);
-    bool stop = false;
+    bool stop = false, restart_from_best = false;
+    // Validation and evaluation see the averaged weights; training resumes from the live ones.
+    std::vector<torch::Tensor> live;
+    if (!average_params_.empty()) {
+      live = SnapshotParameters();
+      RestoreParameters(average_params_);
+    }
     if (fit_split_) {
       const RankingMetrics val = EvaluateValidation();
       for (const auto& [k, v] : val.values) ev.metrics["val_" + k] = v;
@@ -732,7 +750,11 @@ absl::Status Trainer::Train(const ProgressFn& progress) {
       } else if (config_.patience > 0 && ++stale_epochs_ >= config_.patience) {
         if (config_.lr_decay > 0 && lr_decays_done_ < config_.max_lr_decays) {
           // Anneal from the best point rather than from where the plateau drifted to.
-          RestoreParameters(best_params_);
+          if (average_params_.empty()) {
+            RestoreParameters(best_params_);
+          } else {
+            restart_from_best = true;  // after the live weights are back (below)
+          }
           SetLearningRate(learning_rate_ * config_.lr_decay);
           ++lr_decays_done_;
           stale_epochs_ = 0;
@@ -747,6 +769,12 @@ absl::Status Trainer::Train(const ProgressFn& progress) {
         epoch != config_.epochs) {
       for (const auto& [k, v] : Evaluate().values) ev.metrics[k] = v;
     }
+    if (!live.empty()) RestoreParameters(live);
+    if (restart_from_best) {
+      // The best weights are averaged ones: training and the average restart there.
+      RestoreParameters(best_params_);
+      average_params_ = SnapshotParameters();
+    }
     next_epoch_ = epoch + 1;
     if (!checkpoint_path_.empty()) {
       if (absl::Status st = SaveCheckpoint(checkpoint_path_); !st.ok()) {
@@ -756,7 +784,11 @@ absl::Status Trainer::Train(const ProgressFn& progress) {
     if (progress) progress(ev);
     if (stop) break;
   }
-  if (!best_params_.empty()) RestoreParameters(best_params_);
+  if (!best_params_.empty()) {
+    RestoreParameters(best_params_);
+  } else if (!average_params_.empty()) {
+    RestoreParameters(average_params_);
+  }
   return absl::OkStatus();
 }
 
@@ -906,6 +938,12 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
     for (size_t i = 0; i < best_params_.size(); ++i) {
       ar.write(absl::StrCat("best.", i), best_params_[i]);
     }
+    for (size_t i = 0; i < average_params_.size(); ++i) {
+      ar.write(absl::StrCat("average.", i), average_params_[i]);
+    }
+    if (!average_params_.empty()) {
+      ar.write("average_updates", torch::tensor({average_updates_}, torch::kInt64));
+    }
     const std::string tmp = path + ".tmp";
     ar.save_to(tmp);
     fs::rename(tmp, path);
@@ -978,6 +1016,20 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
         torch::Tensor t;
         ar.read(absl::StrCat("best.", j), t);
         best_params_.push_back(t);
+      }
+    }
+    if (!average_params_.empty()) {
+      torch::Tensor updates;
+      if (!ar.try_read("average_updates", updates)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "checkpoint ", path, " has no weight average: it was written without "
+            "--weight_average_decay"));
+      }
+      average_updates_ = updates.item<int64_t>();
+      for (size_t j = 0; j < average_params_.size(); ++j) {
+        torch::Tensor t;
+        ar.read(absl::StrCat("average.", j), t);
+        average_params_[j].copy_(t);
       }
     }
   } catch (const std::exception& ex) {

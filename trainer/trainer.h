@@ -72,6 +72,13 @@ struct TrainConfig {
   // batch, encoded by the online item tower. 0 = off.
   int64_t global_negatives = 0;
   double weight_decay = 0;      // Adam L2 penalty on every parameter
+  // > 0: Polyak averaging — an exponential moving average of the tower weights,
+  // avg = d * avg + (1 - d) * w after every optimizer step, with d = min(weight_average_decay,
+  // (1 + t) / (10 + t)) after t updates so the random initialization fades within tens of
+  // steps (as TensorFlow's ExponentialMovingAverage with num_updates). Validation, the
+  // best-epoch pick, eval_every_epochs and the weights Train() leaves (hence evaluation and
+  // export) are the averaged ones; the optimizer keeps stepping the live weights. 0 = off.
+  double weight_average_decay = 0;
   // Self-supervised auxiliary losses (Yao et al. 2021), added with these weights (0 = off):
   // item side, two views of each batch item with its id and each categorical feature masked
   // (replaced by the OOV / missing row) with probability ssl_mask_prob, contrasted by in-batch
@@ -182,8 +189,13 @@ class Trainer {
   // positive away; -1 excludes nobody). Exposed for tests.
   ItemBatch TrainItemBatch(const std::vector<int64_t>& items, const std::vector<int64_t>& users,
                            std::mt19937_64& rng) const;
-  // After an optimizer step: the momentum update of the key encoder (no-op without a queue).
+  // After an optimizer step: the momentum update of the key encoder (no-op without a queue)
+  // and the weight average's update (no-op without weight_average_decay).
   void AfterStep();
+  // The averaged tower weights in towers().parameters() order (empty without
+  // weight_average_decay) and the number of updates folded into them.
+  const std::vector<torch::Tensor>& average_parameters() const { return average_params_; }
+  int64_t average_updates() const { return average_updates_; }
 
   // Validation Recall@K / NDCG@K on the held-out split (empty without validation).
   RankingMetrics EvaluateValidation();
@@ -268,6 +280,8 @@ class Trainer {
   int lr_decays_done_ = 0;
   double learning_rate_ = 0;   // current (config's, times lr_decay per plateau)
   std::vector<torch::Tensor> best_params_;
+  std::vector<torch::Tensor> average_params_;  // weight_average_decay > 0
+  int64_t average_updates_ = 0;
   std::string checkpoint_path_;
   int checkpoint_every_steps_ = 0;
 };

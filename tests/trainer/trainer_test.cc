@@ -382,7 +382,9 @@ TEST(Trainer, MomentumEncoderLagsTheOnlineTower) {
   EXPECT_FALSE(torch::equal((*t)->towers().item.attr("item_emb").toTensor(), before));
 }
 
-TEST(Trainer, ResumedRunContinuesWithTheSameQueueAndOptimizerState) {
+// Trains c for 3 epochs straight, and for 1 epoch + checkpoint + 2 resumed epochs: the two
+// must agree bit for bit (losses, queue, best epoch, weights, weight average).
+void ExpectResumedRunMatchesStraightRun(TrainConfig c) {
   Dataset d = SmallSynthetic();
   const std::string ckpt =
       (std::filesystem::temp_directory_path() / ("trainer_test_ckpt_" + std::to_string(getpid())))
@@ -393,7 +395,6 @@ TEST(Trainer, ResumedRunContinuesWithTheSameQueueAndOptimizerState) {
       if (e.kind == "epoch") out->push_back(e.loss);
     };
   };
-  TrainConfig c = FullMethodConfig();
   c.epochs = 3;
   c.validation_users = 50;
   auto a = Trainer::Create(d, c);
@@ -415,9 +416,18 @@ TEST(Trainer, ResumedRunContinuesWithTheSameQueueAndOptimizerState) {
   ASSERT_TRUE(r.ok());
   ASSERT_TRUE((*r)->LoadCheckpoint(ckpt).ok());
   {  // The loaded state is exactly the state the interrupted run reached after epoch 1.
-    const auto pb = (*b)->towers().parameters(), pl = (*r)->towers().parameters();
-    for (size_t i = 0; i < pb.size(); ++i) EXPECT_TRUE(torch::equal(pb[i], pl[i])) << i;
-    for (size_t i = 0; i < pb.size(); ++i) EXPECT_TRUE(torch::equal(pb[i], a1[i])) << i;
+    // (The checkpoint holds the live weights, which the progress callback saw in run a; with
+    // averaging, Train() leaves b holding the averaged ones, compared below.)
+    const auto pl = (*r)->towers().parameters();
+    for (size_t i = 0; i < pl.size(); ++i) EXPECT_TRUE(torch::equal(pl[i], a1[i])) << i;
+    if (c.weight_average_decay == 0) {
+      const auto pb = (*b)->towers().parameters();
+      for (size_t i = 0; i < pb.size(); ++i) EXPECT_TRUE(torch::equal(pb[i], pl[i])) << i;
+    }
+    const auto& ab = (*b)->average_parameters();
+    const auto& al = (*r)->average_parameters();
+    ASSERT_EQ(ab.size(), al.size());
+    for (size_t i = 0; i < ab.size(); ++i) EXPECT_TRUE(torch::equal(ab[i], al[i])) << i;
     EXPECT_TRUE(torch::equal((*b)->queue().IdsOldestFirst(), (*r)->queue().IdsOldestFirst()));
   }
   ASSERT_TRUE((*r)->Train(record(&resumed)).ok());
@@ -432,6 +442,119 @@ TEST(Trainer, ResumedRunContinuesWithTheSameQueueAndOptimizerState) {
   EXPECT_EQ((*r)->best_epoch(), (*a)->best_epoch());
   const auto pa = (*a)->towers().parameters(), pr = (*r)->towers().parameters();
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pr[i])) << i;
+  const auto& aa = (*a)->average_parameters();
+  const auto& ar = (*r)->average_parameters();
+  ASSERT_EQ(aa.size(), ar.size());
+  for (size_t i = 0; i < aa.size(); ++i) EXPECT_TRUE(torch::equal(aa[i], ar[i])) << i;
+  EXPECT_EQ((*a)->average_updates(), (*r)->average_updates());
+}
+
+TEST(Trainer, ResumedRunContinuesWithTheSameQueueAndOptimizerState) {
+  ExpectResumedRunMatchesStraightRun(FullMethodConfig());
+}
+
+TEST(Trainer, ResumedRunContinuesWithTheSameWeightAverage) {
+  TrainConfig c = FullMethodConfig();
+  c.weight_average_decay = 0.9;
+  ExpectResumedRunMatchesStraightRun(c);
+}
+
+TEST(Trainer, WeightAverageFollowsTheWarmedUpMovingAverageOfEveryStep) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.weight_average_decay = 0.5;  // reached after 8 updates: (1 + 8) / (10 + 8)
+  c.max_steps = 12;
+  c.log_every_steps = 1;  // a step event after every optimizer step (and its AfterStep)
+  auto t = Trainer::Create(d, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  Trainer& trainer = **t;
+  std::vector<torch::Tensor> expected;
+  for (const auto& p : trainer.towers().parameters()) expected.push_back(p.detach().clone());
+  int64_t updates = 0;
+  trainer.TrainEpoch(1, [&](const ProgressEvent& ev) {
+    if (ev.kind != "step") return;
+    ++updates;
+    const double u = static_cast<double>(updates);
+    const double decay = std::min(0.5, (1 + u) / (10 + u));
+    const auto live = trainer.towers().parameters();
+    for (size_t i = 0; i < live.size(); ++i) {
+      expected[i] = expected[i] * decay + live[i].detach() * (1 - decay);
+    }
+  });
+  ASSERT_EQ(updates, 12);
+  EXPECT_EQ(trainer.average_updates(), 12);
+  const auto& avg = trainer.average_parameters();
+  const auto live = trainer.towers().parameters();
+  ASSERT_EQ(avg.size(), expected.size());
+  for (size_t i = 0; i < avg.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(avg[i], expected[i], 1e-5, 1e-6)) << i;
+    EXPECT_FALSE(torch::equal(avg[i], live[i])) << i << ": the average is not the live weights";
+  }
+}
+
+TEST(Trainer, ValidationPicksAmongAveragedWeightsAndTrainLeavesThem) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.weight_average_decay = 0.9;
+  c.validation_users = 100;
+  c.epochs = 4;
+  auto t = Trainer::Create(d, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  Trainer& trainer = **t;
+  std::map<int, std::vector<torch::Tensor>> average_at, live_at;
+  std::map<int, double> val_recall_at;
+  ASSERT_TRUE(trainer
+                  .Train([&](const ProgressEvent& ev) {
+                    if (ev.kind != "epoch") return;
+                    for (const auto& p : trainer.average_parameters()) {
+                      average_at[ev.epoch].push_back(p.clone());
+                    }
+                    for (const auto& p : trainer.towers().parameters()) {
+                      live_at[ev.epoch].push_back(p.detach().clone());
+                    }
+                    val_recall_at[ev.epoch] = ev.metrics.at("val_recall@20");
+                  })
+                  .ok());
+  const int best = trainer.best_epoch();
+  ASSERT_GT(best, 0);
+  // Train() leaves the best epoch's averaged weights, not its live ones ...
+  const auto final_params = trainer.towers().parameters();
+  bool differs_from_live = false;
+  for (size_t i = 0; i < final_params.size(); ++i) {
+    EXPECT_TRUE(torch::equal(final_params[i], average_at.at(best)[i])) << i;
+    differs_from_live |= !torch::equal(final_params[i], live_at.at(best)[i]);
+  }
+  EXPECT_TRUE(differs_from_live);
+  // ... and the validation figure of that epoch is the one those weights give.
+  EXPECT_DOUBLE_EQ(trainer.EvaluateValidation().Get("recall@20"), val_recall_at.at(best));
+
+  // Without validation, the last average is what Train() leaves.
+  c.validation_users = 0;
+  c.epochs = 2;
+  auto plain = Trainer::Create(d, c);
+  ASSERT_TRUE(plain.ok());
+  ASSERT_TRUE((*plain)->Train().ok());
+  const auto p = (*plain)->towers().parameters();
+  const auto& avg = (*plain)->average_parameters();
+  for (size_t i = 0; i < p.size(); ++i) EXPECT_TRUE(torch::equal(p[i], avg[i])) << i;
+}
+
+TEST(Trainer, CheckpointWithoutWeightAverageIsRefusedByAnAveragingRun) {
+  Dataset d = SmallSynthetic();
+  const std::string ckpt = (std::filesystem::temp_directory_path() /
+                            ("trainer_test_noavg_" + std::to_string(getpid())))
+                               .string();
+  TrainConfig c = SmallConfig();
+  c.epochs = 1;
+  auto a = Trainer::Create(d, c);
+  ASSERT_TRUE(a.ok());
+  (*a)->set_checkpoint(ckpt, 0);
+  ASSERT_TRUE((*a)->Train().ok());
+  c.weight_average_decay = 0.9;
+  auto b = Trainer::Create(d, c);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ((*b)->LoadCheckpoint(ckpt).code(), absl::StatusCode::kFailedPrecondition);
+  std::filesystem::remove(ckpt);
 }
 
 TEST(Trainer, CheckpointOfAnotherDatasetIsRefused) {
@@ -586,6 +709,11 @@ TEST(Trainer, RejectsBadConfig) {
   c.item_neighbors = 10;
   c.loss = "full_softmax";
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  for (double decay : {-0.1, 1.0}) {
+    c = SmallConfig();
+    c.weight_average_decay = decay;
+    EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument) << decay;
+  }
 }
 
 }  // namespace
