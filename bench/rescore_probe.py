@@ -58,8 +58,7 @@ def main():
 
     train = read_split(os.path.join(args.data, "train.txt"))
     test = read_split(os.path.join(args.data, "test.txt"))
-    num_items = 1 + max(max(v) for v in train.values() if v)
-    num_items = max(num_items, 1 + max(max(v) for v in test.values() if v))
+    num_items = 1 + max(max(v) for split in (train, test) for v in split.values() if v)
     counts = np.zeros(num_items)
     for items in train.values():
         counts[items] += 1
