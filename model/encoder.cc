@@ -160,6 +160,9 @@ absl::Status ValidateFeatureSpec(const recall::v1::FeatureSpec& spec) {
   if (spec.item_audience_length() < 0 || spec.item_audience_length() > 10000) {
     return absl::InvalidArgumentError("feature spec: item_audience_length must be in [0, 10000]");
   }
+  if (spec.item_neighbor_length() < 0 || spec.item_neighbor_length() > 10000) {
+    return absl::InvalidArgumentError("feature spec: item_neighbor_length must be in [0, 10000]");
+  }
   if (auto s = ValidateSide(spec.user_categorical(), spec.user_numeric(), "user"); !s.ok()) {
     return s;
   }
@@ -275,9 +278,10 @@ ItemBatch FeatureEncoder::EncodeItems(
     absl::Span<const recall::v1::ItemFeatures* const> items) const {
   const int64_t b = static_cast<int64_t>(items.size());
   const int64_t nc = spec_.item_categorical_size(), nn = spec_.item_numeric_size();
-  // An online item has no known audience: the padding row with mask 0 (pooled to zeros, as
-  // an item nobody has interacted with yet).
-  ItemBatch out = ItemBatch::Allocate(b, nc, nn, spec_.item_audience_length());
+  // An online item has no known audience or neighbours: the padding row with mask 0 (pooled to
+  // zeros, as an item nobody has interacted with yet).
+  ItemBatch out = ItemBatch::Allocate(b, nc, nn, spec_.item_audience_length(),
+                                      spec_.item_neighbor_length());
   auto iid = out.item_id.accessor<int64_t, 1>();
   auto cat = out.categorical.accessor<int64_t, 2>();
   auto num = out.numeric.accessor<float, 2>();

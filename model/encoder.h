@@ -52,24 +52,42 @@ struct UserBatch {
 
 struct ItemBatch {
   // Zero-filled tensors for b items; audience_length > 0 adds the audience inputs (user rows,
-  // 0 = padding, mask 0) of a spec with item_audience_length.
+  // 0 = padding, mask 0) of a spec with item_audience_length, neighbor_length > 0 the
+  // neighbour inputs (item rows) of a spec with item_neighbor_length.
   static ItemBatch Allocate(int64_t b, int64_t num_categorical, int64_t num_numeric,
-                            int64_t audience_length = 0) {
-    ItemBatch out{torch::zeros({b}, torch::kInt64),
-                  torch::zeros({b, num_categorical}, torch::kInt64),
-                  torch::zeros({b, num_numeric}, torch::kFloat32)};
+                            int64_t audience_length = 0, int64_t neighbor_length = 0) {
+    ItemBatch out;
+    out.item_id = torch::zeros({b}, torch::kInt64);
+    out.categorical = torch::zeros({b, num_categorical}, torch::kInt64);
+    out.numeric = torch::zeros({b, num_numeric}, torch::kFloat32);
     if (audience_length > 0) {
       out.audience = torch::zeros({b, audience_length}, torch::kInt64);
       out.audience_mask = torch::zeros({b, audience_length}, torch::kFloat32);
     }
+    if (neighbor_length > 0) {
+      out.neighbors = torch::zeros({b, neighbor_length}, torch::kInt64);
+      out.neighbors_mask = torch::zeros({b, neighbor_length}, torch::kFloat32);
+    }
     return out;
   }
   torch::Tensor item_id, categorical, numeric;
-  torch::Tensor audience, audience_mask;  // undefined without an audience input
+  torch::Tensor audience, audience_mask;    // undefined without an audience input
+  torch::Tensor neighbors, neighbors_mask;  // undefined without a neighbour input
   int64_t size() const { return item_id.size(0); }
+  // In the item tower's argument order (FeatureSpec.item_neighbor_length).
   std::vector<torch::jit::IValue> Inputs() const {
-    if (audience.defined()) return {item_id, audience, audience_mask, categorical, numeric};
-    return {item_id, categorical, numeric};
+    std::vector<torch::jit::IValue> in{item_id};
+    if (audience.defined()) {
+      in.emplace_back(audience);
+      in.emplace_back(audience_mask);
+    }
+    if (neighbors.defined()) {
+      in.emplace_back(neighbors);
+      in.emplace_back(neighbors_mask);
+    }
+    in.emplace_back(categorical);
+    in.emplace_back(numeric);
+    return in;
   }
 };
 

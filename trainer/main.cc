@@ -85,6 +85,9 @@ DEFINE_int32(item_audience_length, 0,
 DEFINE_int32(eval_audience_length, 0,
              "with --item_audience_length: evaluation, validation and the published item vectors "
              "pool up to this many of each item's train users (0: --item_audience_length)");
+DEFINE_int32(item_neighbor_length, 0,
+             "> 0: the item tower also mean-pools this many of the item's strongest co-occurrence "
+             "neighbours (items its train users also had; online items have none)");
 DEFINE_double(audience_dropout, 0,
               "training: probability of dropping each audience user of an item");
 DEFINE_double(item_ssl_weight, 0, "weight of the item-side self-supervised loss (0: off)");
@@ -369,6 +372,7 @@ int main(int argc, char** argv) {
   cfg.item_audience_length = FLAGS_item_audience_length;
   cfg.eval_audience_length = FLAGS_eval_audience_length;
   cfg.audience_dropout = FLAGS_audience_dropout;
+  cfg.item_neighbor_length = FLAGS_item_neighbor_length;
   cfg.user_id_buckets = FLAGS_user_id_buckets;
   cfg.item_id_buckets = FLAGS_item_id_buckets;
   cfg.item_ssl_weight = FLAGS_item_ssl_weight;

@@ -49,7 +49,8 @@ int64_t UserInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
          e.spec().user_numeric_size();
 }
 int64_t ItemInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
-  return (e.spec().item_audience_length() > 0 ? 2 : 1) * c.id_dim +
+  return (1 + (e.spec().item_audience_length() > 0) + (e.spec().item_neighbor_length() > 0)) *
+             c.id_dim +
          e.spec().item_categorical_size() * c.cat_dim + e.spec().item_numeric_size();
 }
 
@@ -58,10 +59,15 @@ std::vector<std::string> UserArgs() {
   return {"user_id", "history", "history_mask", "categorical", "numeric"};
 }
 std::vector<std::string> ItemArgs(const FeatureEncoder& e) {
+  std::vector<std::string> args{"item_id"};
   if (e.spec().item_audience_length() > 0) {
-    return {"item_id", "audience", "audience_mask", "categorical", "numeric"};
+    args.insert(args.end(), {"audience", "audience_mask"});
   }
-  return {"item_id", "categorical", "numeric"};
+  if (e.spec().item_neighbor_length() > 0) {
+    args.insert(args.end(), {"neighbors", "neighbors_mask"});
+  }
+  args.insert(args.end(), {"categorical", "numeric"});
+  return args;
 }
 std::string ForwardHeader(const std::vector<std::string>& args) {
   return absl::StrCat("    def forward(self, ",
@@ -96,16 +102,19 @@ std::string UserTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
 
 std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
   const int nc = e.spec().item_categorical_size(), nn = e.spec().item_numeric_size();
-  std::string src;
+  std::string src = ForwardHeader(ItemArgs(e)) +
+                    "        parts = [torch.embedding(self.item_emb, item_id)]\n";
   if (e.spec().item_audience_length() > 0) {
-    src = ForwardHeader(ItemArgs(e)) +
-        "        a = torch.embedding(self.aud_emb, audience)\n"
-        "        n = torch.clamp(audience_mask.sum(1, keepdim=True), min=1.0)\n"
-        "        parts = [torch.embedding(self.item_emb, item_id),\n"
-        "                 (a * audience_mask.unsqueeze(2)).sum(1) / " + Divisor(c) + "]\n";
-  } else {
-    src = ForwardHeader(ItemArgs(e)) +
-        "        parts = [torch.embedding(self.item_emb, item_id)]\n";
+    src += "        a = torch.embedding(self.aud_emb, audience)\n"
+           "        n = torch.clamp(audience_mask.sum(1, keepdim=True), min=1.0)\n"
+           "        parts.append((a * audience_mask.unsqueeze(2)).sum(1) / " + Divisor(c) + ")\n";
+  }
+  if (e.spec().item_neighbor_length() > 0) {
+    // Neighbours are rows of the item's own id table: an item's vector is smoothed over the
+    // items its users also had, and every neighbour's row learns from the items it neighbours.
+    src += "        g = torch.embedding(self.item_emb, neighbors)\n"
+           "        n = torch.clamp(neighbors_mask.sum(1, keepdim=True), min=1.0)\n"
+           "        parts.append((g * neighbors_mask.unsqueeze(2)).sum(1) / " + Divisor(c) + ")\n";
   }
   if (nc > 0) {
     absl::StrAppend(&src, "        parts.append(torch.embedding(self.cat_emb, categorical)",

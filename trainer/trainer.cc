@@ -191,6 +191,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     return absl::InvalidArgumentError(
         "--item_audience_length must be >= 0 and --audience_dropout in [0, 1)");
   }
+  if (c.item_neighbor_length < 0 || c.item_neighbor_length > 10000) {
+    return absl::InvalidArgumentError("--item_neighbor_length must be in [0, 10000]");
+  }
   if (c.eval_audience_length < 0 || (c.eval_audience_length > 0 && c.item_audience_length == 0)) {
     return absl::InvalidArgumentError(
         "--eval_audience_length must be >= 0, and > 0 only with --item_audience_length");
@@ -199,6 +202,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
       SpecForDataset(d, c.history_length, c.user_id_buckets, c.item_id_buckets);
   spec.set_item_audience_length(c.eval_audience_length > 0 ? c.eval_audience_length
                                                            : c.item_audience_length);
+  spec.set_item_neighbor_length(c.item_neighbor_length);
   auto enc = FeatureEncoder::Create(
       spec,
       c.user_id_buckets > 0 ? Vocabulary() : Vocabulary(ExternalUserIds(d)),
@@ -257,8 +261,21 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
       }
       return out;
     };
-    t->full_audience_ = audiences(d);
-    t->fit_audience_ = t->fit_ == &d ? t->full_audience_ : audiences(fit);
+    t->full_graph_.audience = audiences(d);
+    t->fit_graph_.audience = t->fit_ == &d ? t->full_graph_.audience : audiences(fit);
+  }
+  if (c.item_neighbor_length > 0) {
+    auto neighbors = [&](const Dataset& source) {
+      const ItemNeighbors graph =
+          ItemNeighbors::Build(source.train, d.num_items, c.item_neighbor_length);
+      std::vector<std::vector<int64_t>> out(d.num_items);
+      for (int64_t i = 0; i < d.num_items; ++i) {
+        for (const auto& n : graph.of(i)) out[i].push_back(n.item);
+      }
+      return out;
+    };
+    t->full_graph_.neighbors = neighbors(d);
+    t->fit_graph_.neighbors = t->fit_ == &d ? t->full_graph_.neighbors : neighbors(fit);
   }
   if (t->examples_.size() < 2) return absl::InvalidArgumentError("dataset has < 2 interactions");
 
@@ -388,7 +405,7 @@ const ItemBatch& Trainer::AllItemsBatch() {
     std::vector<int64_t> all(dataset_.num_items);
     for (int64_t i = 0; i < dataset_.num_items; ++i) all[i] = i;
     all_items_batch_ = std::make_unique<ItemBatch>(
-        ItemBatchWith(all, fit_audience_, config_.item_audience_length));
+        ItemBatchWith(all, fit_graph_, config_.item_audience_length));
   }
   return *all_items_batch_;
 }
@@ -396,15 +413,16 @@ const ItemBatch& Trainer::AllItemsBatch() {
 int64_t Trainer::eval_audience_length() const { return spec().item_audience_length(); }
 
 ItemBatch Trainer::ItemBatchFor(const std::vector<int64_t>& items) const {
-  return ItemBatchWith(items, full_audience_, eval_audience_length());
+  return ItemBatchWith(items, full_graph_, eval_audience_length());
 }
 
-ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items,
-                                 const std::vector<std::vector<int64_t>>& audience,
+ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items, const ItemGraph& graph,
                                  int64_t len) const {
   const int64_t b = static_cast<int64_t>(items.size());
   const int64_t nc = dataset_.item_cat_names.size(), nn = dataset_.item_num_names.size();
-  ItemBatch out = ItemBatch::Allocate(b, nc, nn, len);
+  const int64_t nb = config_.item_neighbor_length;
+  ItemBatch out = ItemBatch::Allocate(b, nc, nn, len, nb);
+  const auto& audience = graph.audience;
   if (len > 0 && !audience.empty()) {
     auto aud = out.audience.accessor<int64_t, 2>();
     auto mask = out.audience_mask.accessor<float, 2>();
@@ -413,6 +431,18 @@ ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items,
       const int64_t take = std::min<int64_t>(len, users.size());
       for (int64_t j = 0; j < take; ++j) {
         aud[r][j] = user_row_[users[j]];
+        mask[r][j] = 1.0f;
+      }
+    }
+  }
+  if (nb > 0 && !graph.neighbors.empty()) {
+    auto nbr = out.neighbors.accessor<int64_t, 2>();
+    auto mask = out.neighbors_mask.accessor<float, 2>();
+    for (int64_t r = 0; r < b; ++r) {
+      const auto& near = graph.neighbors[items[r]];
+      const int64_t take = std::min<int64_t>(nb, near.size());
+      for (int64_t j = 0; j < take; ++j) {
+        nbr[r][j] = item_row_[near[j]];
         mask[r][j] = 1.0f;
       }
     }
@@ -534,7 +564,7 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     torch::Tensor keys = config_.queue_reencode
                              ? v.detach()
                              : key_tower_.forward(
-                                   ItemBatchWith(items, fit_audience_, config_.item_audience_length)
+                                   ItemBatchWith(items, fit_graph_, config_.item_audience_length)
                                        .Inputs())
                                    .toTensor();
     queue_.Enqueue(keys, ids);
@@ -546,15 +576,18 @@ ItemBatch Trainer::TrainItemBatch(const std::vector<int64_t>& items,
                                   const std::vector<int64_t>& users,
                                   std::mt19937_64& rng) const {
   const int64_t len = config_.item_audience_length;
-  ItemBatch out = ItemBatchWith(items, {}, len);
+  // Neighbours are fixed (fit split); the audience is drawn afresh below.
+  ItemBatch out = ItemBatchWith(items, fit_graph_, len);
   if (len <= 0) return out;
+  out.audience.zero_();
+  out.audience_mask.zero_();
   auto aud = out.audience.accessor<int64_t, 2>();
   auto mask = out.audience_mask.accessor<float, 2>();
   std::vector<int64_t> picked;
   for (int64_t r = 0; r < out.size(); ++r) {
     picked.clear();
     const int64_t own = r < static_cast<int64_t>(users.size()) ? users[r] : -1;
-    for (int64_t u : fit_audience_[items[r]]) {
+    for (int64_t u : fit_graph_.audience[items[r]]) {
       if (u != own) picked.push_back(u);
     }
     const int64_t take = std::min<int64_t>(len, picked.size());
@@ -598,22 +631,29 @@ UserBatch Trainer::MaskedView(const UserBatch& b, std::mt19937_64& rng) const {
 }
 
 ItemBatch Trainer::MaskedView(const ItemBatch& b, std::mt19937_64& rng) const {
-  ItemBatch v{b.item_id.clone(), b.categorical.clone(), b.numeric.clone()};
-  if (b.audience.defined()) {
-    // The audience is masked like a user's history.
-    v.audience = b.audience.clone();
-    v.audience_mask = b.audience_mask.clone();
-    auto aud = v.audience.accessor<int64_t, 2>();
-    auto amask = v.audience_mask.accessor<float, 2>();
+  ItemBatch v;
+  v.item_id = b.item_id.clone();
+  v.categorical = b.categorical.clone();
+  v.numeric = b.numeric.clone();
+  // The audience and the neighbours are masked like a user's history.
+  auto mask_list = [&](const torch::Tensor& ids, const torch::Tensor& mask, torch::Tensor* v_ids,
+                       torch::Tensor* v_mask) {
+    if (!ids.defined()) return;
+    *v_ids = ids.clone();
+    *v_mask = mask.clone();
+    auto id = v_ids->accessor<int64_t, 2>();
+    auto m = v_mask->accessor<float, 2>();
     for (int64_t r = 0; r < v.size(); ++r) {
-      for (int64_t j = 0; j < amask.size(1); ++j) {
-        if (amask[r][j] > 0 && Draw(rng, config_.ssl_mask_prob)) {
-          amask[r][j] = 0;
-          aud[r][j] = 0;
+      for (int64_t j = 0; j < m.size(1); ++j) {
+        if (m[r][j] > 0 && Draw(rng, config_.ssl_mask_prob)) {
+          m[r][j] = 0;
+          id[r][j] = 0;
         }
       }
     }
-  }
+  };
+  mask_list(b.audience, b.audience_mask, &v.audience, &v.audience_mask);
+  mask_list(b.neighbors, b.neighbors_mask, &v.neighbors, &v.neighbors_mask);
   const double p = config_.ssl_mask_prob;
   auto iid = v.item_id.accessor<int64_t, 1>();
   auto cat = v.categorical.accessor<int64_t, 2>();
@@ -794,7 +834,7 @@ absl::Status Trainer::Train(const ProgressFn& progress) {
 
 RankingMetrics Trainer::EvaluateValidation() {
   if (!fit_split_) return {};
-  torch::Tensor u = EmbedAllUsersFrom(*fit_), v = EmbedAllItemsWith(fit_audience_);
+  torch::Tensor u = EmbedAllUsersFrom(*fit_), v = EmbedAllItemsWith(fit_graph_);
   return EvaluateEmbeddings(*fit_, u.data_ptr<float>(), v.data_ptr<float>(),
                             static_cast<int>(u.size(1)));
 }
@@ -853,14 +893,14 @@ torch::Tensor Trainer::EmbedAllUsersFrom(const Dataset& source) {
   return EmbedAll(dataset_.num_users, ChunkRows(config_.history_length),
                   [&](const std::vector<int64_t>& ids) { return EmbedUsersFrom(source, ids); });
 }
-torch::Tensor Trainer::EmbedAllItems() { return EmbedAllItemsWith(full_audience_); }
+torch::Tensor Trainer::EmbedAllItems() { return EmbedAllItemsWith(full_graph_); }
 
-torch::Tensor Trainer::EmbedAllItemsWith(const std::vector<std::vector<int64_t>>& audience) {
+torch::Tensor Trainer::EmbedAllItemsWith(const ItemGraph& graph) {
   torch::NoGradGuard guard;
   towers_.item.eval();
   const int64_t width = eval_audience_length();
   return EmbedAll(dataset_.num_items, ChunkRows(width), [&](const std::vector<int64_t>& ids) {
-    return towers_.item.forward(ItemBatchWith(ids, audience, width).Inputs())
+    return towers_.item.forward(ItemBatchWith(ids, graph, width).Inputs())
         .toTensor()
         .contiguous();
   });

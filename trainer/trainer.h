@@ -103,6 +103,11 @@ struct TrainConfig {
   // is that mean. 0: item_audience_length.
   int eval_audience_length = 0;
   double audience_dropout = 0;  // training: drop each audience user with this probability
+  // > 0: the item tower also mean-pools the item's this-many strongest co-occurrence
+  // neighbours (ItemNeighbors, UltraGCN's weights; FeatureSpec.item_neighbor_length) from its
+  // own id table: LightGCN's second hop as an input. Training and validation use the fit
+  // split's graph (a held-out item links nothing), evaluation and export the full train's.
+  int item_neighbor_length = 0;
   // Validation: one train item of each of validation_users random users (with >= 3 train
   // items) is held out of training; after every epoch Recall@20 on it picks the best epoch,
   // whose weights are restored at the end. 0 = no validation (train all epochs, keep the last).
@@ -230,13 +235,22 @@ class Trainer {
   // Users encoded with their train items in `source` as history (the last history_length).
   UserBatch HistoryUserBatch(const Dataset& source, const std::vector<int64_t>& users) const;
   torch::Tensor EmbedAllUsersFrom(const Dataset& source);
-  // Items with the fixed audiences in `audience` (full_audience_ or fit_audience_).
-  ItemBatch ItemBatchWith(const std::vector<int64_t>& items,
-                          const std::vector<std::vector<int64_t>>& audience,
+  // What the item tower pools besides an item's own features, from one split's train
+  // interactions (dense ids). Each list is empty without its input.
+  struct ItemGraph {
+    // Per item, its train users in a seeded random order: the first audience length of them
+    // are its evaluation audience.
+    std::vector<std::vector<int64_t>> audience;
+    // Per item, its item_neighbor_length strongest co-occurrence neighbours, strongest first.
+    std::vector<std::vector<int64_t>> neighbors;
+  };
+  // Items with the fixed audiences and neighbours of `graph` (full_graph_ or fit_graph_);
+  // an empty graph leaves those inputs as padding.
+  ItemBatch ItemBatchWith(const std::vector<int64_t>& items, const ItemGraph& graph,
                           int64_t audience_length) const;
   // The audience width of evaluation, validation and export (TrainConfig::eval_audience_length).
   int64_t eval_audience_length() const;
-  torch::Tensor EmbedAllItemsWith(const std::vector<std::vector<int64_t>>& audience);
+  torch::Tensor EmbedAllItemsWith(const ItemGraph& graph);
   torch::Tensor EmbedUsersFrom(const Dataset& source, const std::vector<int64_t>& users);
   std::vector<torch::Tensor> SnapshotParameters() const;
   // A masked view for the SSL losses (see TrainConfig); draws from rng.
@@ -260,9 +274,9 @@ class Trainer {
   std::vector<int64_t> user_row_, item_row_;
   std::vector<std::vector<int64_t>> user_cat_rows_, item_cat_rows_;  // [entity][feature]
   std::vector<std::vector<float>> user_num_rows_, item_num_rows_;    // standardized, [entity][feature]
-  // Per item, its train users (dense user indices) in a seeded random order: the first
-  // item_audience_length are its evaluation audience. Empty without an audience input.
-  std::vector<std::vector<int64_t>> full_audience_, fit_audience_;
+  // The full train split's graph (evaluation, export) and the fit split's (training,
+  // validation; the same object's contents when there is no validation split).
+  ItemGraph full_graph_, fit_graph_;
   std::unique_ptr<ItemBatch> all_items_batch_;
   torch::Tensor log_q_;  // [num_items] log of each item's share of train interactions
   torch::Tensor log_q_users_;  // [num_users] the same for users (item_to_user_weight)

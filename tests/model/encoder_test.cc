@@ -139,6 +139,36 @@ TEST(Encoder, RejectsInconsistentSpecs) {
   spec.add_user_numeric()->set_name("region");  // duplicate name
   spec.mutable_user_numeric(1)->set_std(1);
   EXPECT_FALSE(FeatureEncoder::Create(spec, {}, {}).ok());
+  for (int bad : {-1, 10001}) {
+    spec = TestSpec();
+    spec.set_item_neighbor_length(bad);
+    EXPECT_FALSE(FeatureEncoder::Create(spec, {}, {}).ok()) << bad;
+    spec = TestSpec();
+    spec.set_item_audience_length(bad);
+    EXPECT_FALSE(FeatureEncoder::Create(spec, {}, {}).ok()) << bad;
+  }
+}
+
+TEST(Encoder, OnlineItemsGetEmptyAudienceAndNeighbourInputsInTheTowersArgumentOrder) {
+  auto spec = TestSpec();
+  spec.set_item_audience_length(3);
+  spec.set_item_neighbor_length(5);
+  auto e = FeatureEncoder::Create(spec, {}, Vocabulary({5, 6, 7, 8}));
+  ASSERT_TRUE(e.ok()) << e.status();
+  recall::v1::ItemFeatures item;
+  item.set_item_id(6);
+  const recall::v1::ItemFeatures* ip = &item;
+  const ItemBatch b = (*e)->EncodeItems({&ip, 1});
+  ASSERT_TRUE(b.neighbors.defined() && b.audience.defined());
+  EXPECT_EQ(b.neighbors.sizes(), (std::vector<int64_t>{1, 5}));
+  EXPECT_EQ(b.neighbors_mask.sum().item<float>(), 0.0f);
+  EXPECT_EQ(b.audience_mask.sum().item<float>(), 0.0f);
+  const auto in = b.Inputs();  // item_id, audience, mask, neighbors, mask, categorical, numeric
+  ASSERT_EQ(in.size(), 7u);
+  EXPECT_EQ(in[1].toTensor().size(1), 3);
+  EXPECT_EQ(in[3].toTensor().size(1), 5);
+  EXPECT_EQ(in[5].toTensor().scalar_type(), torch::kInt64);  // categorical
+  EXPECT_EQ(in[0].toTensor()[0].item<int64_t>(), (*e)->ItemRow(6));
 }
 
 }  // namespace

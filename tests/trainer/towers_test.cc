@@ -8,7 +8,7 @@
 namespace recall::trainer {
 namespace {
 
-std::shared_ptr<const FeatureEncoder> Encoder(int audience_length) {
+std::shared_ptr<const FeatureEncoder> Encoder(int audience_length, int neighbor_length = 0) {
   recall::v1::FeatureSpec spec;
   spec.mutable_user_id()->set_name("user_id");
   spec.mutable_user_id()->set_num_buckets(50);
@@ -16,6 +16,7 @@ std::shared_ptr<const FeatureEncoder> Encoder(int audience_length) {
   spec.mutable_item_id()->set_num_buckets(50);
   spec.set_history_length(4);
   spec.set_item_audience_length(audience_length);
+  spec.set_item_neighbor_length(neighbor_length);
   auto e = FeatureEncoder::Create(spec, {}, {});
   EXPECT_TRUE(e.ok()) << e.status();
   return *e;
@@ -48,6 +49,17 @@ torch::Tensor EmbedItem(torch::jit::Module& item, const std::vector<int64_t>& ro
   return ForwardPooling(item, b.Inputs(), b.audience, b.audience_mask, rows);
 }
 
+// Item 5 with audience rows {2, 3} and neighbour rows `rows` (a spec with both inputs).
+torch::Tensor EmbedItemWithNeighbors(torch::jit::Module& item, const std::vector<int64_t>& rows) {
+  ItemBatch b = ItemBatch::Allocate(1, 0, 0, 4, 4);
+  b.item_id[0] = 5;
+  b.audience[0][0] = 2;
+  b.audience[0][1] = 3;
+  b.audience_mask[0][0] = 1.0f;
+  b.audience_mask[0][1] = 1.0f;
+  return ForwardPooling(item, b.Inputs(), b.neighbors, b.neighbors_mask, rows);
+}
+
 TEST(Towers, MeanPoolingIgnoresRepetitionSqrtPoolingScalesWithTheDegree) {
   auto enc = Encoder(4);
   for (bool sqrt_pooling : {false, true}) {
@@ -74,6 +86,35 @@ TEST(Towers, MeanPoolingIgnoresRepetitionSqrtPoolingScalesWithTheDegree) {
     EXPECT_TRUE(torch::allclose(aud4 - aud0, (aud1 - aud0) * scale, 1e-5, 1e-6));
     EXPECT_FALSE(torch::allclose(one, none));  // the history does reach the output
   }
+}
+
+TEST(Towers, NeighboursArePooledFromTheItemsOwnTableBesideTheAudience) {
+  auto enc = Encoder(4, 4);
+  torch::manual_seed(2);
+  TowerConfig c;
+  c.dim = 8;
+  c.id_dim = 8;
+  c.l2_normalize = false;
+  Towers t = BuildTowers(*enc, c);
+  // Arguments in the spec's order: item_id, audience, audience_mask, neighbors, neighbors_mask,
+  // categorical, numeric; no new table (the neighbours are item rows).
+  EXPECT_EQ(t.item.get_method("forward").function().getSchema().arguments().size(), 8u);
+  EXPECT_FALSE(t.item.hasattr("nbr_emb"));
+  const torch::Tensor one = EmbedItemWithNeighbors(t.item, {9});
+  const torch::Tensor four = EmbedItemWithNeighbors(t.item, {9, 9, 9, 9});
+  const torch::Tensor none = EmbedItemWithNeighbors(t.item, {});
+  EXPECT_TRUE(torch::allclose(four, one, 1e-5, 1e-6)) << "mean pooling";
+  EXPECT_FALSE(torch::allclose(one, none)) << "the neighbours reach the output";
+  // Pooling neighbour row 9 moves the output along the projection of item row 9: with the
+  // projection's neighbour block W_n, one - none = W_n item_emb[9].
+  const torch::Tensor w = t.item.attr("w0").toTensor();  // [in, dim]: id | audience | neighbours
+  const torch::Tensor row9 = t.item.attr("item_emb").toTensor()[9];
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = torch::matmul(row9, w.slice(0, 16, 24));
+  EXPECT_TRUE(torch::allclose((one - none).squeeze(0), expected, 1e-5, 1e-6))
+      << (one - none) << expected;
+  // The user tower is unchanged by the item side's inputs.
+  EXPECT_EQ(t.user.get_method("forward").function().getSchema().arguments().size(), 6u);
 }
 
 }  // namespace

@@ -354,6 +354,81 @@ TEST(Trainer, EvaluationAudienceIsWiderThanTrainingsAndExtendsTheSameSeededSubse
   EXPECT_FALSE(torch::allclose(v, (*narrow)->EmbedAllItems()));
 }
 
+TEST(Trainer, ItemNeighborInputHoldsTheStrongestNeighboursOfTheRightSplit) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.validation_users = 100;
+  c.item_audience_length = 4;
+  c.item_neighbor_length = 3;
+  auto t = Trainer::Create(d, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->spec().item_neighbor_length(), 3);
+  // Training and validation see the fit split's graph (a held-out pair links nothing);
+  // evaluation and export the full train split's.
+  const ItemNeighbors fit = ItemNeighbors::Build(
+      HoldOutValidation(d, c.validation_users, c.seed).train, d.num_items, 3);
+  const ItemNeighbors full = ItemNeighbors::Build(d.train, d.num_items, 3);
+  std::vector<int64_t> items(d.num_items);
+  std::iota(items.begin(), items.end(), 0);
+  std::mt19937_64 rng(1);
+  const ItemBatch train = (*t)->TrainItemBatch(items, std::vector<int64_t>(items.size(), -1), rng);
+  const ItemBatch eval = (*t)->ItemBatchFor(items);
+  auto holds = [&](const ItemBatch& b, const ItemNeighbors& g, int64_t i) {
+    const auto& want = g.of(i);
+    if (b.neighbors_mask[i].sum().item<float>() != static_cast<float>(want.size())) return false;
+    for (int64_t j = 0; j < 3; ++j) {
+      const int64_t row = j < static_cast<int64_t>(want.size())
+                              ? (*t)->encoder().ItemRow(d.ExternalItemId(want[j].item))
+                              : 0;
+      if (b.neighbors[i][j].item<int64_t>() != row) return false;
+    }
+    return true;
+  };
+  ASSERT_EQ(train.neighbors.sizes(), (std::vector<int64_t>{d.num_items, 3}));
+  int64_t differ = 0;
+  for (int64_t i = 0; i < d.num_items; ++i) {
+    EXPECT_TRUE(holds(train, fit, i)) << "item " << i << ": training pools the fit graph";
+    EXPECT_TRUE(holds(eval, full, i)) << "item " << i << ": evaluation pools the full graph";
+    differ += !holds(eval, fit, i);
+  }
+  EXPECT_GT(differ, 0) << "the validation pairs change some neighbour lists";
+  // The audience is still drawn afresh beside the fixed neighbours.
+  EXPECT_EQ(train.audience.size(1), 4);
+  EXPECT_GT(train.audience_mask.sum().item<float>(), 0.0f);
+}
+
+TEST(Trainer, NeighborModelTrainsPublishesServesOnlineItemsAndBeatsPopularity) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.item_audience_length = 8;
+  c.item_neighbor_length = 10;
+  c.item_ssl_weight = 0.3;  // masked views carry the neighbour input too
+  {
+    auto t = Trainer::Create(d, c);
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Train().ok());
+    const double learned = (*t)->Evaluate().values.at("recall@20");
+    const double pop = EvaluatePopularity(d).values.at("recall@20");
+    EXPECT_GT(learned, 1.3 * pop) << "learned " << learned << " vs popularity " << pop;
+  }
+  c.epochs = 1;
+  std::vector<int64_t> ids;
+  auto model = PublishAndLoad(d, c, "recall_neighbors", &ids);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->encoder().spec().item_neighbor_length(), 10);
+  // An item upserted online has no neighbours: padding, and the tower still runs.
+  recall::v1::ItemFeatures item;
+  item.set_item_id(ids[0]);
+  const recall::v1::ItemFeatures* ip = &item;
+  ItemBatch b = model->encoder().EncodeItems({&ip, 1});
+  ASSERT_TRUE(b.neighbors.defined());
+  EXPECT_EQ(b.neighbors.sizes(), (std::vector<int64_t>{1, 10}));
+  EXPECT_EQ(b.neighbors_mask.sum().item<float>(), 0.0f);
+  auto emb = model->EmbedItems(b);
+  ASSERT_TRUE(emb.ok()) << emb.status();
+  EXPECT_NEAR(emb->norm().item<float>(), 1.0f, 1e-4);
+}
+
 TEST(Trainer, RejectsBadAudienceConfig) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
@@ -367,6 +442,9 @@ TEST(Trainer, RejectsBadAudienceConfig) {
   EXPECT_FALSE(Trainer::Create(d, c).ok());
   c.item_audience_length = 0;
   c.eval_audience_length = 10;  // a wider evaluation audience of no audience
+  EXPECT_FALSE(Trainer::Create(d, c).ok());
+  c.eval_audience_length = 0;
+  c.item_neighbor_length = -1;
   EXPECT_FALSE(Trainer::Create(d, c).ok());
 }
 
