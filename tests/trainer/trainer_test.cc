@@ -289,34 +289,48 @@ TEST(Trainer, ItemAudienceIsDrawnFromTrainUsersAndNeverHoldsTheExamplesOwnUser) 
   if (audience[items[0]].size() > 8) EXPECT_GT(drawn_for_item0.size(), 6u);
 }
 
-TEST(Trainer, AudienceModelPublishesServesOnlineItemsAndBeatsPopularity) {
-  Dataset d = SmallSynthetic();
-  TrainConfig c = SmallConfig();
-  c.item_audience_length = 8;
-  c.audience_dropout = 0.2;
+// Trains `c` to the end (it must beat popularity by 30%), publishes one epoch of it under
+// `name` and returns the loaded model's encoding of an item upserted online by id alone,
+// after checking that the model embeds it to a unit vector; `spec` gets the published spec.
+ItemBatch TrainPublishAndEncodeOnlineItem(const Dataset& d, TrainConfig c, const std::string& name,
+                                          recall::v1::FeatureSpec* spec) {
   {
     auto t = Trainer::Create(d, c);
-    ASSERT_TRUE(t.ok()) << t.status();
-    ASSERT_TRUE((*t)->Train().ok());
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (!t.ok()) return {};
+    EXPECT_TRUE((*t)->Train().ok());
     const double learned = (*t)->Evaluate().values.at("recall@20");
     const double pop = EvaluatePopularity(d).values.at("recall@20");
     EXPECT_GT(learned, 1.3 * pop) << "learned " << learned << " vs popularity " << pop;
   }
   c.epochs = 1;
   std::vector<int64_t> ids;
-  auto model = PublishAndLoad(d, c, "recall_audience", &ids);
-  ASSERT_NE(model, nullptr);
-  EXPECT_EQ(model->encoder().spec().item_audience_length(), 8);
-  // An item upserted online has no audience: the server's encoding still runs the tower.
+  auto model = PublishAndLoad(d, c, name, &ids);
+  EXPECT_NE(model, nullptr);
+  if (model == nullptr) return {};
+  *spec = model->encoder().spec();
   recall::v1::ItemFeatures item;
   item.set_item_id(ids[0]);
   const recall::v1::ItemFeatures* ip = &item;
   ItemBatch b = model->encoder().EncodeItems({&ip, 1});
+  auto emb = model->EmbedItems(b);
+  EXPECT_TRUE(emb.ok()) << emb.status();
+  if (emb.ok()) {
+    EXPECT_NEAR(emb->norm().item<float>(), 1.0f, 1e-4);
+  }
+  return b;
+}
+
+TEST(Trainer, AudienceModelPublishesServesOnlineItemsAndBeatsPopularity) {
+  TrainConfig c = SmallConfig();
+  c.item_audience_length = 8;
+  c.audience_dropout = 0.2;
+  recall::v1::FeatureSpec spec;
+  const ItemBatch b = TrainPublishAndEncodeOnlineItem(SmallSynthetic(), c, "recall_audience", &spec);
+  EXPECT_EQ(spec.item_audience_length(), 8);
+  // An item upserted online has no audience: padding, and the tower still runs.
   ASSERT_TRUE(b.audience.defined());
   EXPECT_EQ(b.audience_mask.sum().item<float>(), 0.0f);
-  auto emb = model->EmbedItems(b);
-  ASSERT_TRUE(emb.ok()) << emb.status();
-  EXPECT_NEAR(emb->norm().item<float>(), 1.0f, 1e-4);
 }
 
 TEST(Trainer, EvaluationAudienceIsWiderThanTrainingsAndExtendsTheSameSeededSubset) {
@@ -398,35 +412,18 @@ TEST(Trainer, ItemNeighborInputHoldsTheStrongestNeighboursOfTheRightSplit) {
 }
 
 TEST(Trainer, NeighborModelTrainsPublishesServesOnlineItemsAndBeatsPopularity) {
-  Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
   c.item_audience_length = 8;
   c.item_neighbor_length = 10;
   c.item_ssl_weight = 0.3;  // masked views carry the neighbour input too
-  {
-    auto t = Trainer::Create(d, c);
-    ASSERT_TRUE(t.ok()) << t.status();
-    ASSERT_TRUE((*t)->Train().ok());
-    const double learned = (*t)->Evaluate().values.at("recall@20");
-    const double pop = EvaluatePopularity(d).values.at("recall@20");
-    EXPECT_GT(learned, 1.3 * pop) << "learned " << learned << " vs popularity " << pop;
-  }
-  c.epochs = 1;
-  std::vector<int64_t> ids;
-  auto model = PublishAndLoad(d, c, "recall_neighbors", &ids);
-  ASSERT_NE(model, nullptr);
-  EXPECT_EQ(model->encoder().spec().item_neighbor_length(), 10);
+  recall::v1::FeatureSpec spec;
+  const ItemBatch b =
+      TrainPublishAndEncodeOnlineItem(SmallSynthetic(), c, "recall_neighbors", &spec);
+  EXPECT_EQ(spec.item_neighbor_length(), 10);
   // An item upserted online has no neighbours: padding, and the tower still runs.
-  recall::v1::ItemFeatures item;
-  item.set_item_id(ids[0]);
-  const recall::v1::ItemFeatures* ip = &item;
-  ItemBatch b = model->encoder().EncodeItems({&ip, 1});
   ASSERT_TRUE(b.neighbors.defined());
   EXPECT_EQ(b.neighbors.sizes(), (std::vector<int64_t>{1, 10}));
   EXPECT_EQ(b.neighbors_mask.sum().item<float>(), 0.0f);
-  auto emb = model->EmbedItems(b);
-  ASSERT_TRUE(emb.ok()) << emb.status();
-  EXPECT_NEAR(emb->norm().item<float>(), 1.0f, 1e-4);
 }
 
 TEST(Trainer, RejectsBadAudienceConfig) {
