@@ -405,7 +405,8 @@ const ItemBatch& Trainer::AllItemsBatch() {
     std::vector<int64_t> all(dataset_.num_items);
     for (int64_t i = 0; i < dataset_.num_items; ++i) all[i] = i;
     all_items_batch_ = std::make_unique<ItemBatch>(
-        ItemBatchWith(all, fit_graph_, config_.item_audience_length));
+        ItemBatchWith(all, fit_graph_.audience, fit_graph_.neighbors,
+                      config_.item_audience_length));
   }
   return *all_items_batch_;
 }
@@ -413,16 +414,17 @@ const ItemBatch& Trainer::AllItemsBatch() {
 int64_t Trainer::eval_audience_length() const { return spec().item_audience_length(); }
 
 ItemBatch Trainer::ItemBatchFor(const std::vector<int64_t>& items) const {
-  return ItemBatchWith(items, full_graph_, eval_audience_length());
+  return ItemBatchWith(items, full_graph_.audience, full_graph_.neighbors, eval_audience_length());
 }
 
-ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items, const ItemGraph& graph,
+ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items,
+                                 const std::vector<std::vector<int64_t>>& audience,
+                                 const std::vector<std::vector<int64_t>>& neighbors,
                                  int64_t len) const {
   const int64_t b = static_cast<int64_t>(items.size());
   const int64_t nc = dataset_.item_cat_names.size(), nn = dataset_.item_num_names.size();
   const int64_t nb = config_.item_neighbor_length;
   ItemBatch out = ItemBatch::Allocate(b, nc, nn, len, nb);
-  const auto& audience = graph.audience;
   if (len > 0 && !audience.empty()) {
     auto aud = out.audience.accessor<int64_t, 2>();
     auto mask = out.audience_mask.accessor<float, 2>();
@@ -435,11 +437,11 @@ ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items, const ItemGr
       }
     }
   }
-  if (nb > 0 && !graph.neighbors.empty()) {
+  if (nb > 0 && !neighbors.empty()) {
     auto nbr = out.neighbors.accessor<int64_t, 2>();
     auto mask = out.neighbors_mask.accessor<float, 2>();
     for (int64_t r = 0; r < b; ++r) {
-      const auto& near = graph.neighbors[items[r]];
+      const auto& near = neighbors[items[r]];
       const int64_t take = std::min<int64_t>(nb, near.size());
       for (int64_t j = 0; j < take; ++j) {
         nbr[r][j] = item_row_[near[j]];
@@ -564,7 +566,8 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     torch::Tensor keys = config_.queue_reencode
                              ? v.detach()
                              : key_tower_.forward(
-                                   ItemBatchWith(items, fit_graph_, config_.item_audience_length)
+                                   ItemBatchWith(items, fit_graph_.audience, fit_graph_.neighbors,
+                                                 config_.item_audience_length)
                                        .Inputs())
                                    .toTensor();
     queue_.Enqueue(keys, ids);
@@ -577,10 +580,8 @@ ItemBatch Trainer::TrainItemBatch(const std::vector<int64_t>& items,
                                   std::mt19937_64& rng) const {
   const int64_t len = config_.item_audience_length;
   // Neighbours are fixed (fit split); the audience is drawn afresh below.
-  ItemBatch out = ItemBatchWith(items, fit_graph_, len);
+  ItemBatch out = ItemBatchWith(items, {}, fit_graph_.neighbors, len);
   if (len <= 0) return out;
-  out.audience.zero_();
-  out.audience_mask.zero_();
   auto aud = out.audience.accessor<int64_t, 2>();
   auto mask = out.audience_mask.accessor<float, 2>();
   std::vector<int64_t> picked;
@@ -900,7 +901,7 @@ torch::Tensor Trainer::EmbedAllItemsWith(const ItemGraph& graph) {
   towers_.item.eval();
   const int64_t width = eval_audience_length();
   return EmbedAll(dataset_.num_items, ChunkRows(width), [&](const std::vector<int64_t>& ids) {
-    return towers_.item.forward(ItemBatchWith(ids, graph, width).Inputs())
+    return towers_.item.forward(ItemBatchWith(ids, graph.audience, graph.neighbors, width).Inputs())
         .toTensor()
         .contiguous();
   });

@@ -244,9 +244,11 @@ class Trainer {
     // Per item, its item_neighbor_length strongest co-occurrence neighbours, strongest first.
     std::vector<std::vector<int64_t>> neighbors;
   };
-  // Items with the fixed audiences and neighbours of `graph` (full_graph_ or fit_graph_);
-  // an empty graph leaves those inputs as padding.
-  ItemBatch ItemBatchWith(const std::vector<int64_t>& items, const ItemGraph& graph,
+  // Items with the fixed `audience` and `neighbors` lists (an ItemGraph's); an empty list
+  // leaves that input as padding (training draws its audience itself).
+  ItemBatch ItemBatchWith(const std::vector<int64_t>& items,
+                          const std::vector<std::vector<int64_t>>& audience,
+                          const std::vector<std::vector<int64_t>>& neighbors,
                           int64_t audience_length) const;
   // The audience width of evaluation, validation and export (TrainConfig::eval_audience_length).
   int64_t eval_audience_length() const;
@@ -275,7 +277,7 @@ class Trainer {
   std::vector<std::vector<int64_t>> user_cat_rows_, item_cat_rows_;  // [entity][feature]
   std::vector<std::vector<float>> user_num_rows_, item_num_rows_;    // standardized, [entity][feature]
   // The full train split's graph (evaluation, export) and the fit split's (training,
-  // validation; the same object's contents when there is no validation split).
+  // validation; a copy of the full one when there is no validation split).
   ItemGraph full_graph_, fit_graph_;
   std::unique_ptr<ItemBatch> all_items_batch_;
   torch::Tensor log_q_;  // [num_items] log of each item's share of train interactions
