@@ -58,6 +58,9 @@ DEFINE_bool(logq, false,
             "frequency for in-batch and queue negatives, mixed with 1/N for global ones)");
 DEFINE_double(logq_weight, 1.0, "with --logq: subtract this multiple alpha of log q (1: the "
               "full correction; below 1 keeps part of the popularity prior)");
+DEFINE_bool(mask_user_positives, false,
+            "softmax loss: also mask negatives that are another train item of the row's user "
+            "(false negatives), not only the row's own positive (accidental hits)");
 DEFINE_int64(queue_size, 0, "MoCo queue of momentum-encoder item keys used as negatives (0: off)");
 DEFINE_double(momentum, 0.99, "MoCo key encoder momentum m: k = m*k + (1-m)*q after each step");
 DEFINE_bool(queue_reencode, false,
@@ -344,6 +347,7 @@ int main(int argc, char** argv) {
   cfg.temperature = FLAGS_temperature;
   cfg.logq_correction = FLAGS_logq;
   cfg.logq_weight = FLAGS_logq_weight;
+  cfg.mask_user_positives = FLAGS_mask_user_positives;
   cfg.loss = FLAGS_loss;
   cfg.item_to_user_weight = FLAGS_item_to_user_weight;
   cfg.item_neighbor_weight = FLAGS_item_neighbor_weight;

@@ -120,22 +120,41 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
   const int64_t* cid = col_ids.data_ptr<int64_t>();
   const int64_t* rid = row_ids.data_ptr<int64_t>();
   const int64_t c = col_ids.numel();
+  // With row_positives every column id is indexed (a user's positives can be any column);
+  // otherwise only the rows' own positives can be hits.
+  const bool known = !options.row_positives.empty();
+  if (known && static_cast<int64_t>(options.row_positives.size()) != b) {
+    throw std::invalid_argument("ContrastiveLogits: row_positives needs one entry per row");
+  }
   absl::flat_hash_map<int64_t, std::vector<int64_t>> columns_of;
-  columns_of.reserve(static_cast<size_t>(b));
-  for (int64_t r = 0; r < b; ++r) columns_of.try_emplace(rid[r]);
+  columns_of.reserve(static_cast<size_t>(known ? c : b));
+  if (!known) {
+    for (int64_t r = 0; r < b; ++r) columns_of.try_emplace(rid[r]);
+  }
   std::vector<int64_t> empty_cols, hit_rows, hit_cols;
   for (int64_t j = 0; j < c; ++j) {
     if (cid[j] < 0) {
       empty_cols.push_back(j);  // empty queue slots: only while the queue fills
+    } else if (known) {
+      columns_of[cid[j]].push_back(j);
     } else if (auto it = columns_of.find(cid[j]); it != columns_of.end()) {
       it->second.push_back(j);
     }
   }
-  for (int64_t r = 0; r < b; ++r) {
-    for (int64_t j : columns_of.at(rid[r])) {
+  const auto mask_item = [&](int64_t r, int64_t item) {
+    auto it = columns_of.find(item);
+    if (it == columns_of.end()) return;
+    for (int64_t j : it->second) {
       if (j == r) continue;
       hit_rows.push_back(r);
       hit_cols.push_back(j);
+    }
+  };
+  for (int64_t r = 0; r < b; ++r) {
+    mask_item(r, rid[r]);
+    if (!known || options.row_positives[r] == nullptr) continue;
+    for (int64_t item : *options.row_positives[r]) {
+      if (item != rid[r]) mask_item(r, item);
     }
   }
   // In place: the GEMM's backward does not need its output.

@@ -12,6 +12,9 @@
 // queue and global negatives it is exactly -log q(i), the correction of Yi et al. (2019).
 // Columns holding the row's own positive item (the same item twice in a batch, a queue key of
 // it, a global draw of it) are accidental hits and masked out; so is an empty queue slot.
+// Optionally (ContrastiveOptions::row_positives) so is any column holding another known
+// positive of the row's user: a false negative, which would push the user away from an item
+// it interacted with.
 #ifndef RECALL_TRAINER_NEGATIVES_H_
 #define RECALL_TRAINER_NEGATIVES_H_
 
@@ -19,6 +22,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace recall::trainer {
 
@@ -73,6 +77,10 @@ struct ContrastiveOptions {
   // 2019, an estimate of the unbiased softmax); below 1 keeps part of the popularity prior in
   // the learned scores, which full-ranking metrics on popularity-skewed test sets can reward.
   double log_q_weight = 1.0;
+  // Empty, or one entry per row: the row's other known positives (sorted or not; may include
+  // the row's own target, which stays unmasked in its own column), masked wherever they
+  // appear as a column. Pointers must outlive the call.
+  std::vector<const std::vector<int64_t>*> row_positives;
 };
 
 // The [B, B + Q + M] logits described above. user, pos: [B, dim]; pos_ids: [B] int64.

@@ -146,6 +146,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
         "--loss=full_softmax scores every item: --logq, --queue_size and --global_negatives "
         "do not apply");
   }
+  if (c.mask_user_positives && c.loss != "softmax") {
+    return absl::InvalidArgumentError("--mask_user_positives applies to --loss=softmax only");
+  }
   if (c.loss == "ccl" && c.global_negatives <= 0) {
     return absl::InvalidArgumentError("--loss=ccl needs --global_negatives > 0");
   }
@@ -525,6 +528,10 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     if (config_.logq_correction) {
       opt.log_q = log_q_;
       opt.log_q_weight = config_.logq_weight;
+    }
+    if (config_.mask_user_positives) {
+      opt.row_positives.reserve(users.size());
+      for (int64_t user : users) opt.row_positives.push_back(&fit_->train[user]);
     }
     loss = InfoNceLoss(ContrastiveLogits(u, v, ids, queued, global, opt));
     if (config_.item_to_user_weight > 0) {

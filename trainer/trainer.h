@@ -38,6 +38,10 @@ struct TrainConfig {
   // p(item | user) instead of p(item | user) / q(item).
   bool logq_correction = false;
   double logq_weight = 1.0;  // alpha: subtract alpha * log q (1 = the full correction)
+  // Softmax loss: mask, besides accidental hits, every negative column holding another of the
+  // row's user's fit-split train items (a false negative: in-batch negatives are drawn by
+  // popularity, so a user's own popular items turn up as its negatives several times a batch).
+  bool mask_user_positives = false;
   // "softmax" (InfoNCE above) or "ccl": the cosine contrastive loss of SimpleX (Mao et al.
   // 2021), (1 - cos(u, pos)) + ccl_negative_weight * mean_j max(0, cos(u, neg_j) - ccl_margin)
   // over the uniform global negatives (and the queue, if any), not the popularity-drawn

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <stdexcept>
 #include <vector>
 
 namespace recall::trainer {
@@ -115,6 +117,38 @@ TEST(ContrastiveLogits, MasksAccidentalHitsEverywhereButTheTarget) {
   EXPECT_TRUE(masked(2, 6));   // global draw of 9
   EXPECT_FALSE(masked(0, 6));
   EXPECT_TRUE(std::isfinite(InfoNceLoss(l).item<float>()));
+}
+
+TEST(ContrastiveLogits, MasksTheUsersOtherPositivesOnlyInTheirOwnRows) {
+  torch::Tensor u = torch::randn({4, 2}), v = torch::randn({4, 2});
+  // Rows: (user A, 7), (user B, 8), (user A, 9), (user C, 5). A's train items are 5, 7, 9;
+  // B's are 8 and 9; C has no list (nullptr). The queue holds keys of 8 and 5.
+  torch::Tensor ids = Ids({7, 8, 9, 5});
+  NegativeSet queue{torch::randn({2, 2}), Ids({8, 5})};
+  const std::vector<int64_t> a = {5, 7, 9}, b = {8, 9};
+  ContrastiveOptions o;
+  o.log_q = torch::log(torch::full({10}, 0.1));
+  const torch::Tensor plain = ContrastiveLogits(u, v, ids, queue, {}, o);
+  o.row_positives = {&a, &b, &a, nullptr};
+  const torch::Tensor l = ContrastiveLogits(u, v, ids, queue, {}, o);
+  const std::vector<std::vector<int>> expected_masked = {
+      {2, 3, 5},  // A's 9, A's 5 in the batch and A's 5 in the queue
+      {2, 4},     // B's 9 and B's own 8 in the queue (an accidental hit)
+      {0, 3, 5},  // A's 7 and both 5s
+      {5},        // C: only the queue key of its own positive
+  };
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < 6; ++c) {
+      const bool want = std::count(expected_masked[r].begin(), expected_masked[r].end(), c) > 0;
+      EXPECT_EQ(l[r][c].item<float>() == kMaskedLogit, want) << "row " << r << " column " << c;
+      // Everything not masked is exactly the logit without the option.
+      if (!want) {
+        EXPECT_EQ(l[r][c].item<float>(), plain[r][c].item<float>());
+      }
+    }
+  }
+  o.row_positives = {&a};
+  EXPECT_THROW(ContrastiveLogits(u, v, ids, queue, {}, o), std::invalid_argument);
 }
 
 TEST(InfoNceLoss, IsCrossEntropyOnTheDiagonal) {

@@ -82,10 +82,11 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
 TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
   // MoCo keys, re-encoded queue ids, global negatives, SSL views, a shared item table, user id
   // dropout, history dropout, the exact full softmax, the symmetric item-to-user term, the
-  // item-item neighbour term: each trains to well above popularity on the synthetic data.
+  // item-item neighbour term, masked false negatives: each trains to well above popularity on
+  // the synthetic data.
   Dataset d = SmallSynthetic();
   const double pop = EvaluatePopularity(d).values.at("recall@20");
-  for (int variant = 0; variant < 9; ++variant) {
+  for (int variant = 0; variant < 10; ++variant) {
     TrainConfig c = FullMethodConfig();
     if (variant == 1) c.queue_reencode = true;
     if (variant == 2) {
@@ -103,12 +104,52 @@ TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
     }
     if (variant == 7) c.item_to_user_weight = 1;
     if (variant == 8) c.item_neighbor_weight = 1;
+    if (variant == 9) c.mask_user_positives = true;
     auto t = Trainer::Create(d, c);
     ASSERT_TRUE(t.ok());
     ASSERT_TRUE((*t)->Train().ok());
     const double learned = (*t)->Evaluate().values.at("recall@20");
     EXPECT_GT(learned, 1.3 * pop) << "variant " << variant << ": " << learned << " vs " << pop;
   }
+}
+
+TEST(Trainer, MaskUserPositivesChangesOnlyBatchesHoldingAnotherItemOfTheRowsUser) {
+  Dataset d = SmallSynthetic();
+  // User 0 twice with two of its train items, and another user (without a) with an item user 0
+  // never had.
+  const int64_t user = 0;
+  ASSERT_GE(d.train[user].size(), 2u);
+  const int64_t a = d.train[user][0], b = d.train[user][1];
+  int64_t other_user = -1, c = -1;
+  const auto has = [&](int64_t u, int64_t i) {
+    return std::find(d.train[u].begin(), d.train[u].end(), i) != d.train[u].end();
+  };
+  for (int64_t u = 1; u < d.num_users && c < 0; ++u) {
+    if (has(u, a)) continue;  // a must be a true negative for the other user's row
+    for (int64_t i : d.train[u]) {
+      if (!has(user, i)) {
+        other_user = u;
+        c = i;
+        break;
+      }
+    }
+  }
+  ASSERT_GE(c, 0);
+  auto loss = [&](bool mask, const std::vector<int64_t>& users, const std::vector<int64_t>& items) {
+    TrainConfig tc = SmallConfig();
+    tc.logq_correction = true;
+    tc.mask_user_positives = mask;
+    auto t = Trainer::Create(d, tc);
+    EXPECT_TRUE(t.ok()) << t.status();
+    std::mt19937_64 rng(3);
+    return (*t)->BatchLoss(users, items, rng).item<double>();
+  };
+  // Row 0's negative b (and row 1's a) is user 0's own item: masked, so the loss changes.
+  const std::vector<int64_t> with_users = {user, user, other_user}, with_items = {a, b, c};
+  EXPECT_NE(loss(true, with_users, with_items), loss(false, with_users, with_items));
+  // No row meets another item of its user: bit-identical.
+  const std::vector<int64_t> without_users = {user, other_user}, without_items = {a, c};
+  EXPECT_EQ(loss(true, without_users, without_items), loss(false, without_users, without_items));
 }
 
 // Share of each user's top-5 cold items (never seen in training) that are of the user's
