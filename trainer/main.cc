@@ -105,6 +105,10 @@ DEFINE_bool(l2_normalize, true, "L2-normalize tower outputs (off only for the ab
 DEFINE_int64(validation_users, 0,
              "hold one train item of this many users out for validation; the best epoch by "
              "validation Recall@20 is kept (0: no validation, keep the last epoch)");
+DEFINE_double(validation_item_fraction, 0,
+              "> 0: each validation user holds out this share of its train items (at least one) "
+              "instead of one, so validation weighs many held-out items per user like the test "
+              "protocol");
 DEFINE_int32(patience, 0, "stop after N epochs without a better validation Recall@20 (0: never)");
 DEFINE_double(lr_decay, 0,
               "on a validation plateau of --patience epochs: restore the best weights, multiply "
@@ -361,6 +365,7 @@ int main(int argc, char** argv) {
   cfg.weight_decay = FLAGS_weight_decay;
   cfg.weight_average_decay = FLAGS_weight_average_decay;
   cfg.validation_users = FLAGS_validation_users;
+  cfg.validation_item_fraction = FLAGS_validation_item_fraction;
   cfg.patience = FLAGS_patience;
   cfg.lr_decay = FLAGS_lr_decay;
   cfg.max_lr_decays = FLAGS_max_lr_decays;

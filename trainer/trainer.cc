@@ -46,7 +46,8 @@ std::vector<int64_t> Range(int64_t n) {
 
 }  // namespace
 
-Dataset HoldOutValidation(const Dataset& d, int64_t num_users, uint64_t seed) {
+Dataset HoldOutValidation(const Dataset& d, int64_t num_users, uint64_t seed,
+                          double item_fraction) {
   Dataset fit = d;
   fit.name = d.name + "-validation";
   for (auto& t : fit.test) t.clear();
@@ -56,14 +57,25 @@ Dataset HoldOutValidation(const Dataset& d, int64_t num_users, uint64_t seed) {
   }
   // Own engine, salted: the choice must not shift the training RNG stream.
   std::mt19937_64 rng(seed ^ 0x76616c6964617465ULL);
+  std::mt19937_64 more(seed ^ 0x6d6f72656974656dULL);
   const int64_t take = std::min<int64_t>(num_users, eligible.size());
   for (int64_t j = 0; j < take; ++j) {
     std::swap(eligible[j], eligible[j + UniformBelow(rng, eligible.size() - j)]);
     const int64_t u = eligible[j];
     auto& items = fit.train[u];
-    const size_t pick = UniformBelow(rng, items.size());
-    fit.test[u].push_back(items[pick]);
-    items.erase(items.begin() + pick);
+    const int64_t n = static_cast<int64_t>(items.size());
+    const int64_t held =
+        item_fraction > 0
+            ? std::clamp<int64_t>(std::llround(item_fraction * static_cast<double>(n)), 1, n - 2)
+            : 1;
+    for (int64_t k = 0; k < held; ++k) {
+      // Draws past the first come from their own engine: the users and first items chosen
+      // stay those of the one-item split.
+      const size_t pick = UniformBelow(k == 0 ? rng : more, items.size());
+      fit.test[u].push_back(items[pick]);
+      items.erase(items.begin() + pick);
+    }
+    std::sort(fit.test[u].begin(), fit.test[u].end());
   }
   return fit;
 }
@@ -163,6 +175,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
         "--item_neighbors must be >= 1");
   }
   if (c.history_length < 0) return absl::InvalidArgumentError("--history_length must be >= 0");
+  if (!(c.validation_item_fraction >= 0 && c.validation_item_fraction < 1)) {
+    return absl::InvalidArgumentError("--validation_item_fraction must be in [0, 1)");
+  }
   if (c.queue_size < 0 || c.global_negatives < 0 || c.validation_users < 0) {
     return absl::InvalidArgumentError(
         "--queue_size, --global_negatives and --validation_users must be >= 0");
@@ -180,7 +195,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   std::unique_ptr<Trainer> t(new Trainer(d, c));
   t->fit_ = &d;
   if (c.validation_users > 0) {
-    t->fit_split_ = std::make_unique<Dataset>(HoldOutValidation(d, c.validation_users, c.seed));
+    t->fit_split_ = std::make_unique<Dataset>(
+        HoldOutValidation(d, c.validation_users, c.seed, c.validation_item_fraction));
     t->fit_ = t->fit_split_.get();
   }
   const Dataset& fit = *t->fit_;

@@ -116,6 +116,11 @@ struct TrainConfig {
   // items) is held out of training; after every epoch Recall@20 on it picks the best epoch,
   // whose weights are restored at the end. 0 = no validation (train all epochs, keep the last).
   int64_t validation_users = 0;
+  // > 0: hold out this share of each validation user's train items (rounded, at least one,
+  // leaving at least two) instead of one, so validation Recall/NDCG@K weigh a user's many
+  // held-out items as the test protocol does (an 80/20 split per user). One item measures a
+  // hit rate, which cannot see precision at the top of a heavy user's list.
+  double validation_item_fraction = 0;
   int patience = 0;             // stop after this many epochs without a better validation
                                 // Recall@20 (0 = never stop early)
   // Learning-rate decay on a validation plateau: when `patience` epochs pass without a better
@@ -312,7 +317,10 @@ recall::v1::FeatureSpec SpecForDataset(const Dataset& d, int history_length);
 // A copy of d whose test lists are one train item moved out of train for each of num_users
 // random users with >= 3 train items (fewer if fewer qualify), chosen by seed; every other
 // user has an empty test list.
-Dataset HoldOutValidation(const Dataset& d, int64_t num_users, uint64_t seed);
+// With item_fraction > 0 each chosen user gives max(1, round(item_fraction * n)) of its n train
+// items instead of one (never leaving fewer than two); item_fraction 0 draws exactly as before.
+Dataset HoldOutValidation(const Dataset& d, int64_t num_users, uint64_t seed,
+                          double item_fraction = 0);
 
 }  // namespace recall::trainer
 

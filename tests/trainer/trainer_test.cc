@@ -327,7 +327,9 @@ TEST(Trainer, ItemAudienceIsDrawnFromTrainUsersAndNeverHoldsTheExamplesOwnUser) 
   }
   // Fresh subsets each call: over 20 draws the first item's audience covers more than one
   // subset's worth of its users.
-  if (audience[items[0]].size() > 8) EXPECT_GT(drawn_for_item0.size(), 6u);
+  if (audience[items[0]].size() > 8) {
+    EXPECT_GT(drawn_for_item0.size(), 6u);
+  }
 }
 
 // Trains `c` to the end (it must beat popularity by 30%), publishes one epoch of it under
@@ -710,6 +712,33 @@ TEST(HoldOutValidation, MovesOneTrainItemPerChosenUser) {
   EXPECT_TRUE(v.Validate().ok());
 }
 
+TEST(HoldOutValidation, ItemFractionHoldsOutThatShareOfTheSameUsersItems) {
+  Dataset d = SmallSynthetic();
+  const Dataset one = HoldOutValidation(d, 100, 3);
+  const Dataset share = HoldOutValidation(d, 100, 3, 0.2);
+  int64_t several = 0;
+  for (int64_t u = 0; u < d.num_users; ++u) {
+    // The same users are chosen, and their first held-out draw is the one-item split's.
+    ASSERT_EQ(share.test[u].empty(), one.test[u].empty()) << "user " << u;
+    if (share.test[u].empty()) {
+      EXPECT_EQ(share.train[u], d.train[u]);
+      continue;
+    }
+    const int64_t n = static_cast<int64_t>(d.train[u].size());
+    const int64_t want = std::clamp<int64_t>(std::llround(0.2 * n), 1, n - 2);
+    ASSERT_EQ(static_cast<int64_t>(share.test[u].size()), want) << "user " << u << " of " << n;
+    several += want > 1;
+    EXPECT_TRUE(std::binary_search(share.test[u].begin(), share.test[u].end(), one.test[u][0]));
+    // Train and held-out items partition the user's original train items.
+    std::vector<int64_t> rejoined = share.train[u];
+    rejoined.insert(rejoined.end(), share.test[u].begin(), share.test[u].end());
+    std::sort(rejoined.begin(), rejoined.end());
+    EXPECT_EQ(rejoined, d.train[u]);
+  }
+  EXPECT_GT(several, 50);
+  EXPECT_TRUE(share.Validate().ok());
+}
+
 TEST(Trainer, PlateauDecaysTheLearningRateFromTheBestWeightsThenStops) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
@@ -830,6 +859,17 @@ TEST(Trainer, RejectsBadConfig) {
     c.weight_average_decay = decay;
     EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument) << decay;
   }
+  for (double fraction : {-0.1, 1.0}) {
+    c = SmallConfig();
+    c.validation_users = 10;
+    c.validation_item_fraction = fraction;
+    EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument)
+        << fraction;
+  }
+  c = SmallConfig();
+  c.mask_user_positives = true;
+  c.loss = "full_softmax";
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
