@@ -78,8 +78,8 @@ struct ContrastiveOptions {
   // the learned scores, which full-ranking metrics on popularity-skewed test sets can reward.
   double log_q_weight = 1.0;
   // Empty, or one entry per row: the row's other known positives (sorted or not; may include
-  // the row's own target, which stays unmasked in its own column), masked wherever they
-  // appear as a column. Pointers must outlive the call.
+  // the row's own target, which stays unmasked in its own column; nullptr = none), masked
+  // wherever they appear as a column. Pointers must outlive the call.
   std::vector<const std::vector<int64_t>*> row_positives;
 };
 
