@@ -50,6 +50,9 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--history", default="100,0", help="history lengths to try (0: all)")
     ap.add_argument("--pop_weights", default="0", help="popularity weights w to try")
+    ap.add_argument("--history_item_weights", default="0",
+                    help="weights g to try: the query becomes u + g * mean of the served vectors "
+                         "of the user's pooled history items (an item-to-item term)")
     ap.add_argument("--popularity_check", action="store_true")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -118,11 +121,18 @@ def main():
             with torch.no_grad():
                 emb.append(tower(uid, hist, mask, empty_cat, empty_num).numpy())
         emb = np.concatenate(emb)
-        for w in [float(x) for x in args.pop_weights.split(",")]:
-            rec, ndcg = rank(lambda s, e: emb[s:e] @ items.T + w * log_pop)
-            print(json.dumps({"history": hist_len, "pop_weight": w,
-                              f"recall@{args.k}": round(rec, 5), f"ndcg@{args.k}": round(ndcg, 5)}),
-                  flush=True)
+        hist_mean = np.zeros_like(emb)
+        for r, u in enumerate(users):
+            h = train.get(u, [])[-L:]
+            if h:
+                hist_mean[r] = items[h].mean(axis=0)
+        for g in [float(x) for x in args.history_item_weights.split(",")]:
+            query = emb + g * hist_mean
+            for w in [float(x) for x in args.pop_weights.split(",")]:
+                rec, ndcg = rank(lambda s, e: query[s:e] @ items.T + w * log_pop)
+                print(json.dumps({"history": hist_len, "history_item_weight": g, "pop_weight": w,
+                                  f"recall@{args.k}": round(rec, 5),
+                                  f"ndcg@{args.k}": round(ndcg, 5)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -206,6 +206,12 @@ absl::StatusOr<recall::v1::ModelManifest> VerifyVersionDir(const std::string& di
   if (manifest->embedding_dim() <= 0) {
     return absl::DataLossError(absl::StrCat(dir, "/", kManifestFile, ": embedding_dim <= 0"));
   }
+  if (const int s = manifest->score_offset_stride();
+      s < 0 || s == 1 || (s > 0 && manifest->embedding_dim() % s != 0)) {
+    return absl::DataLossError(absl::StrCat(dir, "/", kManifestFile, ": score_offset_stride ", s,
+                                            " does not split embedding_dim ",
+                                            manifest->embedding_dim(), " into blocks"));
+  }
   std::vector<std::string> listed;
   for (const auto& f : manifest->files()) {
     if (f.path().empty() || absl::StrContains(f.path(), "/") || f.path() == "..") {

@@ -133,7 +133,9 @@ absl::Status RecallEngine::UpsertInto(const std::shared_ptr<Servable>& pinned,
 
   // Validate everything before changing anything: a request is applied whole or not at all.
   std::vector<const recall::v1::ItemFeatures*> feature_items;
-  if (auto st = ValidateUpsertRequest(req, limits_, enc, dim, s.version(), &feature_items);
+  if (auto st = ValidateUpsertRequest(req, limits_, enc, dim,
+                                       s.model->manifest().score_offset_stride(), s.version(),
+                                       &feature_items);
       !st.ok()) {
     return st;
   }

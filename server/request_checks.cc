@@ -43,9 +43,10 @@ absl::Status CheckItemIds(const google::protobuf::RepeatedField<int64_t>& ids,
   return absl::OkStatus();
 }
 
-// A raw vector of item `field`: the serving version, `dim` finite values, L2 norm ~1.
+// A raw vector of item `field`: the serving version, `dim` finite values, L2 norm ~1 over the
+// coordinates that are not score offsets (every offset_stride-th, when > 0).
 absl::Status CheckRawVector(const recall::v1::RawVector& v, const std::string& field, int dim,
-                            int64_t serving_version) {
+                            int offset_stride, int64_t serving_version) {
   // The version first: a vector of another model usually has another dim too, and the
   // version is the real reason.
   if (v.model_version() != serving_version) {
@@ -63,6 +64,7 @@ absl::Status CheckRawVector(const recall::v1::RawVector& v, const std::string& f
       return absl::InvalidArgumentError(
           absl::StrCat(field, ".values[", j, "]: must be finite, got ", v.values(j)));
     }
+    if (offset_stride > 0 && j % offset_stride == offset_stride - 1) continue;
     norm2 += static_cast<double>(v.values(j)) * v.values(j);
   }
   if (const double norm = std::sqrt(norm2); std::abs(norm - 1.0) > kRawVectorNormTolerance) {
@@ -114,7 +116,7 @@ absl::Status ValidateUpsertBatch(const recall::v1::UpsertItemsRequest& req,
 
 absl::Status ValidateUpsertRequest(const recall::v1::UpsertItemsRequest& req,
                                    const EngineLimits& limits, const FeatureEncoder& enc, int dim,
-                                   int64_t serving_version,
+                                   int score_offset_stride, int64_t serving_version,
                                    std::vector<const recall::v1::ItemFeatures*>* feature_items) {
   if (auto st = ValidateUpsertBatch(req, limits); !st.ok()) return st;
   if (feature_items != nullptr) feature_items->clear();
@@ -131,7 +133,7 @@ absl::Status ValidateUpsertRequest(const recall::v1::UpsertItemsRequest& req,
     } else if (u.has_vector()) {
       id = u.vector().item_id();
       field += ".vector";
-      if (auto st = CheckRawVector(u.vector(), field, dim, serving_version); !st.ok()) return st;
+      if (auto st = CheckRawVector(u.vector(), field, dim, score_offset_stride, serving_version); !st.ok()) return st;
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": needs a payload, features or vector"));

@@ -68,7 +68,8 @@ absl::Status ValidateUpsertBatch(const recall::v1::UpsertItemsRequest& req,
 // Every check of an UpsertItemsRequest against the serving model: ValidateUpsertBatch, then each
 // item in order: it has a payload; features pass enc.ValidateItem; a raw vector has
 // model_version == serving_version (checked first: another model usually has another dim too),
-// exactly `dim` values, all finite, with an L2 norm within kRawVectorNormTolerance of 1; its
+// exactly `dim` values, all finite, with an L2 norm within kRawVectorNormTolerance of 1 (score
+// offset coordinates left out: every score_offset_stride-th when > 0, the manifest's field); its
 // item_id is not kReservedItemId and appears only once in the request. Nothing is checked
 // against the index (an upsert of an unknown id inserts it).
 //
@@ -77,7 +78,7 @@ absl::Status ValidateUpsertBatch(const recall::v1::UpsertItemsRequest& req,
 // unspecified.
 absl::Status ValidateUpsertRequest(
     const recall::v1::UpsertItemsRequest& req, const EngineLimits& limits,
-    const FeatureEncoder& enc, int dim, int64_t serving_version,
+    const FeatureEncoder& enc, int dim, int score_offset_stride, int64_t serving_version,
     std::vector<const recall::v1::ItemFeatures*>* feature_items = nullptr);
 
 // Every check of a DeleteItemsRequest: item_ids is non-empty, holds at most

@@ -101,6 +101,9 @@ DEFINE_bool(share_item_embeddings, false,
 DEFINE_string(pooling, "mean",
               "how the user tower pools its history and the item tower its audience: mean "
               "(sum / n) | sqrt (sum / sqrt(n), LightGCN's degree normalization)");
+DEFINE_bool(item_bias, false,
+            "learn a per-item score offset b (logit units), served as one more coordinate: "
+            "score = cos(u, i) + temperature * b_i (trainer/TRAINING.md)");
 DEFINE_bool(l2_normalize, true, "L2-normalize tower outputs (off only for the ablation)");
 DEFINE_int64(validation_users, 0,
              "hold one train item of this many users out for validation; the best epoch by "
@@ -370,6 +373,8 @@ int main(int argc, char** argv) {
   cfg.lr_decay = FLAGS_lr_decay;
   cfg.max_lr_decays = FLAGS_max_lr_decays;
   cfg.tower.l2_normalize = FLAGS_l2_normalize;
+  cfg.tower.item_bias = FLAGS_item_bias;
+  cfg.tower.bias_scale = static_cast<float>(FLAGS_temperature);
   cfg.tower.share_item_embeddings = FLAGS_share_item_embeddings;
   if (FLAGS_pooling != "mean" && FLAGS_pooling != "sqrt") {
     std::cerr << "error: --pooling must be mean or sqrt, not " << FLAGS_pooling << "\n";

@@ -20,7 +20,6 @@ std::string MlpSource(size_t num_hidden, bool l2_normalize) {
     // torch.nn.functional is not reachable from define(): normalize with torch ops.
     src += "        x = x * torch.rsqrt(torch.clamp((x * x).sum(1, keepdim=True), min=1e-12))\n";
   }
-  src += "        return x\n";
   return src;
 }
 
@@ -96,8 +95,9 @@ std::string UserTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
                     ".reshape(user_id.size(0), ", nc * c.cat_dim, "))\n");
   }
   if (nn > 0) src += "        parts.append(numeric)\n";
-  src += "        x = torch.cat(parts, 1)\n";
-  return src + MlpSource(c.user_hidden.size(), c.l2_normalize);
+  src += "        x = torch.cat(parts, 1)\n" + MlpSource(c.user_hidden.size(), c.l2_normalize);
+  if (c.item_bias) src += "        x = torch.cat([x, torch.ones_like(x.narrow(1, 0, 1))], 1)\n";
+  return src + "        return x\n";
 }
 
 std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
@@ -121,8 +121,12 @@ std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
                     ".reshape(item_id.size(0), ", nc * c.cat_dim, "))\n");
   }
   if (nn > 0) src += "        parts.append(numeric)\n";
-  src += "        x = torch.cat(parts, 1)\n";
-  return src + MlpSource(c.item_hidden.size(), c.l2_normalize);
+  src += "        x = torch.cat(parts, 1)\n" + MlpSource(c.item_hidden.size(), c.l2_normalize);
+  if (c.item_bias) {
+    absl::StrAppend(&src, "        x = torch.cat([x, torch.embedding(self.item_bias, item_id) * ",
+                    absl::StrFormat("%.9g", c.bias_scale), "], 1)\n");
+  }
+  return src + "        return x\n";
 }
 
 Towers BuildTowers(const FeatureEncoder& e, const TowerConfig& c) {
@@ -157,6 +161,11 @@ Towers BuildTowers(const FeatureEncoder& e, const TowerConfig& c) {
       EmbeddingTable(e.num_item_categorical_rows(), c.cat_dim, c.init_std, false).requires_grad_(),
       false);
   AddMlp(t.item, ItemInputWidth(e, c), c.item_hidden, c.dim);
+  if (c.item_bias) {
+    t.item.register_parameter(
+        "item_bias", torch::zeros({std::max<int64_t>(e.num_item_rows(), 1), 1}).requires_grad_(),
+        false);
+  }
   t.item.define(ItemTowerSource(e, c));
   return t;
 }

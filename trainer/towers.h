@@ -38,6 +38,14 @@ struct TowerConfig {
   bool share_item_embeddings = false;
   bool sqrt_pooling = false;    // pool by sum / sqrt(n) instead of the mean (see above)
   float init_std = 0.1f;
+  // A learned per-item score offset b (logit units) carried as one more output coordinate:
+  // the user tower appends 1, the item tower appends bias_scale * b[item row], so every inner
+  // product is cos(u, i) + bias_scale * b_i, and with bias_scale = the temperature a training
+  // logit <u, v> / tau is cos / tau + b_i. The first `dim` coordinates stay L2-normalized; the
+  // output is dim + 1 wide. b starts at 0 (the OOV row stays 0: an unknown item gets no offset).
+  bool item_bias = false;
+  float bias_scale = 0.1f;
+  int output_dim() const { return dim + (item_bias ? 1 : 0); }
 };
 
 struct Towers {

@@ -164,6 +164,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   if (c.loss == "ccl" && c.global_negatives <= 0) {
     return absl::InvalidArgumentError("--loss=ccl needs --global_negatives > 0");
   }
+  if (c.tower.item_bias &&
+      (c.loss == "ccl" || c.tower.bias_scale != static_cast<float>(c.temperature))) {
+    // The offset is in logit units only when the coordinate is scaled by tau; CCL scores
+    // cosines and has no logit to offset.
+    return absl::InvalidArgumentError(
+        "--item_bias needs --loss=softmax or full_softmax (and its scale = --temperature)");
+  }
   if (!(c.item_to_user_weight >= 0) || (c.item_to_user_weight > 0 && c.loss != "softmax")) {
     return absl::InvalidArgumentError(
         "--item_to_user_weight must be >= 0, and > 0 only with --loss=softmax");
@@ -333,7 +340,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   t->towers_ = BuildTowers(e, c.tower);
   if (c.queue_size > 0) {
     t->key_tower_ = t->towers_.item.deepcopy();
-    t->queue_ = KeyQueue(c.queue_size, c.tower.dim);
+    t->queue_ = KeyQueue(c.queue_size, c.tower.output_dim());
   }
   t->optimizer_ = std::make_unique<torch::optim::Adam>(
       t->towers_.parameters(),
@@ -571,8 +578,15 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
   ssl.temperature = config_.temperature;
   if (config_.item_ssl_weight > 0) {
     ItemBatch pos = TrainItemBatch(items, users, rng);
-    torch::Tensor a = towers_.item.forward(MaskedView(pos, rng).Inputs()).toTensor();
-    torch::Tensor c = towers_.item.forward(MaskedView(pos, rng).Inputs()).toTensor();
+    // Views are compared by their unit vectors only: the bias coordinate would add
+    // tau * b_i * b_j to each pair.
+    auto view = [&] {
+      return towers_.item.forward(MaskedView(pos, rng).Inputs())
+          .toTensor()
+          .narrow(1, 0, config_.tower.dim);
+    };
+    torch::Tensor a = view();
+    torch::Tensor c = view();
     loss = loss + config_.item_ssl_weight * InfoNceLoss(ContrastiveLogits(a, c, ids, {}, {}, ssl));
   }
   if (config_.user_ssl_weight > 0) {
@@ -1110,9 +1124,24 @@ RankingMetrics Trainer::EvaluateReport(const std::string& index_factory) {
   o.top_lists = &top;
   RankingMetrics m = EvaluateEmbeddings(dataset_, u.data_ptr<float>(), v.data_ptr<float>(), dim, o);
   for (const auto& [k, x] : SliceMetrics(dataset_, top).values) m.values[k] = x;
-  for (const auto& [k, x] :
-       AlignmentUniformity(dataset_, u.data_ptr<float>(), v.data_ptr<float>(), dim).values) {
-    m.values[k] = x;
+  {
+    // Alignment and uniformity are properties of the unit vectors: drop the bias coordinate
+    // that ends each member's dim + 1 block (an ensemble's blocks are scaled by 1/sqrt(N), so
+    // the rest keeps unit norm).
+    torch::Tensor uu = u, vu = v;
+    if (config_.tower.item_bias) {
+      const int64_t block = config_.tower.output_dim();
+      torch::Tensor keep = torch::arange(u.size(1), torch::kInt64);
+      keep = keep.masked_select(keep.remainder(block) != block - 1);
+      uu = u.index_select(1, keep).contiguous();
+      vu = v.index_select(1, keep).contiguous();
+    }
+    for (const auto& [k, x] : AlignmentUniformity(dataset_, uu.data_ptr<float>(),
+                                                  vu.data_ptr<float>(),
+                                                  static_cast<int>(uu.size(1)))
+                                  .values) {
+      m.values[k] = x;
+    }
   }
   if (!index_factory.empty()) {
     auto ann = EvaluateThroughIndex(dataset_, u.data_ptr<float>(), v.data_ptr<float>(), dim,
@@ -1168,6 +1197,7 @@ absl::StatusOr<std::string> Trainer::Export(const std::string& model_base,
   m.set_version(version);
   m.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
   m.set_embedding_dim(static_cast<int>(items.size(1)));
+  if (config_.tower.item_bias) m.set_score_offset_stride(config_.tower.output_dim());
   *m.mutable_feature_spec() = spec();
   m.set_index_factory(index_factory);
   m.set_num_items(dataset_.num_items);

@@ -231,7 +231,7 @@ void FuzzUpsert(const FeatureEncoder& enc, const recall::v1::UpsertItemsRequest&
   // RecallEngine::UpsertItems (the batch before pinning a version) / UpsertInto (everything).
   absl::Status st = recall::server::ValidateUpsertBatch(req, kLimits);
   std::vector<const recall::v1::ItemFeatures*> feature_items;
-  const absl::Status all = recall::server::ValidateUpsertRequest(req, kLimits, enc, kDim,
+  const absl::Status all = recall::server::ValidateUpsertRequest(req, kLimits, enc, kDim, 0,
                                                                  kServingVersion, &feature_items);
   FUZZ_CHECK(st.ok() || all == st);  // the batch check comes first
   if (!all.ok()) {

@@ -117,5 +117,36 @@ TEST(Towers, NeighboursArePooledFromTheItemsOwnTableBesideTheAudience) {
   EXPECT_EQ(t.user.get_method("forward").function().getSchema().arguments().size(), 6u);
 }
 
+TEST(Towers, ItemBiasIsOneMoreCoordinateBesideTheUnitVector) {
+  auto enc = Encoder(4);
+  torch::manual_seed(3);
+  TowerConfig c;
+  c.dim = 8;
+  c.id_dim = 8;
+  c.item_bias = true;
+  c.bias_scale = 0.25f;
+  Towers t = BuildTowers(*enc, c);
+  {
+    torch::NoGradGuard no_grad;
+    t.item.attr("item_bias").toTensor()[5][0] = 2.0f;  // EmbedItem's item row
+  }
+  const torch::Tensor user = EmbedUser(t.user, {7, 8});
+  const torch::Tensor item = EmbedItem(t.item, {9});
+  ASSERT_EQ(user.size(1), 9);
+  ASSERT_EQ(item.size(1), 9);
+  EXPECT_NEAR(user.narrow(1, 0, 8).norm().item<float>(), 1.0f, 1e-5);
+  EXPECT_NEAR(item.narrow(1, 0, 8).norm().item<float>(), 1.0f, 1e-5);
+  EXPECT_EQ(user[0][8].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(item[0][8].item<float>(), 0.5f);  // scale * b[row 5]
+  // <user, item> = cos + scale * b: the offset adds to the cosine exactly.
+  const float cos = (user.narrow(1, 0, 8) * item.narrow(1, 0, 8)).sum().item<float>();
+  EXPECT_NEAR((user * item).sum().item<float>(), cos + 0.5f, 1e-6);
+  // Without the flag neither tower has the table or the coordinate.
+  c.item_bias = false;
+  Towers plain = BuildTowers(*enc, c);
+  EXPECT_FALSE(plain.item.hasattr("item_bias"));
+  EXPECT_EQ(EmbedItem(plain.item, {9}).size(1), 8);
+}
+
 }  // namespace
 }  // namespace recall::trainer

@@ -469,6 +469,60 @@ TEST(Trainer, NeighborModelTrainsPublishesServesOnlineItemsAndBeatsPopularity) {
   EXPECT_EQ(b.neighbors_mask.sum().item<float>(), 0.0f);
 }
 
+TEST(Trainer, ItemBiasLearnsPopularityAndIsServedAsOneMoreCoordinate) {
+  Dataset d = SmallSynthetic();
+  TrainConfig c = SmallConfig();
+  c.tower.item_bias = true;
+  c.tower.bias_scale = static_cast<float>(c.temperature);
+  // In-batch columns are drawn in proportion to popularity: only with the logQ correction is
+  // the sampled softmax's item marginal popularity (without it the offsets learn ~nothing).
+  c.logq_correction = true;
+  const int dim = c.tower.dim;
+  auto t = Trainer::Create(d, c);
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_TRUE((*t)->Train().ok());
+  torch::Tensor u = (*t)->EmbedAllUsers(), v = (*t)->EmbedAllItems();
+  ASSERT_EQ(u.size(1), dim + 1);
+  ASSERT_EQ(v.size(1), dim + 1);
+  // The preference part stays unit-norm; the user's extra coordinate is 1 and the item's is
+  // tau * b_i, so inner products are cos(u, i) + tau * b_i.
+  EXPECT_LT((u.narrow(1, 0, dim).norm(2, 1) - 1).abs().max().item<float>(), 1e-4);
+  EXPECT_LT((v.narrow(1, 0, dim).norm(2, 1) - 1).abs().max().item<float>(), 1e-4);
+  EXPECT_TRUE(torch::equal(u.select(1, dim), torch::ones({d.num_users})));
+  const torch::Tensor bias = v.select(1, dim) / c.tower.bias_scale;
+  torch::Tensor table = (*t)->towers().item.attr("item_bias").toTensor().detach().squeeze(1);
+  EXPECT_EQ(table[0].item<float>(), 0.0f) << "the OOV row never trains";
+  EXPECT_GT(bias.abs().max().item<float>(), 0.01f) << "the offsets moved from 0";
+  // The offsets learn to follow popularity.
+  std::vector<int64_t> pop = d.ItemPopularity();
+  torch::Tensor log_pop = torch::log1p(torch::tensor(pop, torch::kFloat32));
+  const float corr = torch::corrcoef(torch::stack({bias, log_pop})).index({0, 1}).item<float>();
+  EXPECT_GT(corr, 0.3f) << "correlation of b with log(1 + popularity)";
+  // ... and the most popular fifth of the items gets a larger mean offset than the least.
+  const torch::Tensor order = log_pop.argsort();
+  const int64_t fifth = d.num_items / 5;
+  const float least = bias.index_select(0, order.narrow(0, 0, fifth)).mean().item<float>();
+  const float most =
+      bias.index_select(0, order.narrow(0, d.num_items - fifth, fifth)).mean().item<float>();
+  EXPECT_GT(most, least + 0.1f) << "mean b of the least / most popular fifth";
+  const double learned = (*t)->Evaluate().values.at("recall@20");
+  const double popularity = EvaluatePopularity(d).values.at("recall@20");
+  EXPECT_GT(learned, 1.3 * popularity) << "learned " << learned << " vs " << popularity;
+  // The published version serves the same dim + 1 vectors: the index scores the offset too.
+  const std::string base = (std::filesystem::temp_directory_path() /
+                            ("recall_item_bias_" + std::to_string(::getpid()))).string();
+  std::filesystem::remove_all(base);
+  auto dir = (*t)->Export(base, "Flat", (*t)->Evaluate(), {});
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto model = ModelVersion::Load(*dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->dim(), dim + 1);
+  auto index = EmbeddingIndex::Load(*dir + "/items.faiss", "Flat");
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ((*index)->dim(), dim + 1);
+  std::filesystem::remove_all(base);
+}
+
 TEST(Trainer, RejectsBadAudienceConfig) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
@@ -869,6 +923,14 @@ TEST(Trainer, RejectsBadConfig) {
   c = SmallConfig();
   c.mask_user_positives = true;
   c.loss = "full_softmax";
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c = SmallConfig();
+  c.tower.item_bias = true;  // its scale must be the temperature (0.3 here, not 0.1)
+  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.tower.bias_scale = 0.3f;
+  EXPECT_TRUE(Trainer::Create(d, c).ok());
+  c.loss = "ccl";
+  c.global_negatives = 16;
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
