@@ -81,7 +81,9 @@ TEST(MakeRequestsForUsers, CarryTheUsersIdFeaturesAndLatestHistory) {
     const size_t keep = std::min<size_t>(15, all.size());
     EXPECT_EQ(h, std::vector<int64_t>(all.end() - keep, all.end())) << "user " << u;
     EXPECT_EQ(r.user().categorical_size(), u == 1 ? 0 : 1);
-    if (u != 1) EXPECT_EQ(r.user().categorical().at("region"), "r" + std::to_string(u));
+    if (u != 1) {
+      EXPECT_EQ(r.user().categorical().at("region"), "r" + std::to_string(u));
+    }
     EXPECT_FLOAT_EQ(r.user().numeric().at("age"), 20.0f + u);
   }
   EXPECT_EQ(seen.size(), 3u);
