@@ -133,7 +133,10 @@ absl::Status ValidateUpsertRequest(const recall::v1::UpsertItemsRequest& req,
     } else if (u.has_vector()) {
       id = u.vector().item_id();
       field += ".vector";
-      if (auto st = CheckRawVector(u.vector(), field, dim, score_offset_stride, serving_version); !st.ok()) return st;
+      if (auto st = CheckRawVector(u.vector(), field, dim, score_offset_stride, serving_version);
+          !st.ok()) {
+        return st;
+      }
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": needs a payload, features or vector"));

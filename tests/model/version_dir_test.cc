@@ -21,7 +21,7 @@ class VersionDirTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(base_); }
 
-  std::string Publish(int64_t version) {
+  std::string Publish(int64_t version, int score_offset_stride = 0) {
     auto staging = CreateStagingDir(base_, version);
     EXPECT_TRUE(staging.ok());
     for (const char* name : {kUserTowerFile, kItemTowerFile, kIndexFile}) {
@@ -30,6 +30,7 @@ class VersionDirTest : public ::testing::Test {
     recall::v1::ModelManifest m;
     m.set_version(version);
     m.set_embedding_dim(8);
+    m.set_score_offset_stride(score_offset_stride);
     auto path = PublishVersion(base_, *staging, m);
     EXPECT_TRUE(path.ok()) << path.status();
     return *path;
@@ -98,6 +99,17 @@ TEST_F(VersionDirTest, RefusesToOverwriteAndIgnoresStagingDirs) {
   EXPECT_EQ(PublishVersion(base_, *staging, m).status().code(), absl::StatusCode::kAlreadyExists);
   // A half-written staging dir is never listed as a version.
   EXPECT_EQ(ListVersionNumbers(base_), std::vector<int64_t>{1});
+}
+
+TEST_F(VersionDirTest, ScoreOffsetStrideMustSplitTheDimIntoBlocks) {
+  // 8 = 2 blocks of 4 (two ensemble members of dim 3 + their offsets): valid.
+  EXPECT_TRUE(VerifyVersionDir(Publish(1, 4)).ok());
+  for (int stride : {3, 1, -4}) {
+    auto m = VerifyVersionDir(Publish(2 + (stride + 4), stride));
+    ASSERT_FALSE(m.ok()) << stride;
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(m.status().message().find("score_offset_stride"), std::string::npos) << m.status();
+  }
 }
 
 TEST_F(VersionDirTest, ManifestVersionMustMatchDirectory) {
