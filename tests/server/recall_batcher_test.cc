@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "server/version_manager.h"
+#include "tests/server/in_process_engine.h"
 #include "tests/server/server_process.h"
 
 namespace recall::server {
@@ -29,16 +30,12 @@ class RecallBatcherTest : public testing::SmallModelSuite<RecallBatcherTest> {
   static void SetUpTestSuite() {
     SmallModelSuite::SetUpTestSuite();
     if (HasFatalFailure()) return;
-    ASSERT_TRUE(model_->trainer->Export(*dir_ + "/models", "Flat", model_->metrics, {}).ok());
-    versions_ = new VersionManager({*dir_ + "/models", 0, 0});
-    ASSERT_TRUE(versions_->LoadNewest().ok());
-    EngineLimits limits;
-    limits.max_k = 100;
-    engine_ = new RecallEngine(versions_, limits);
+    served_ = testing::ExportAndServe(*trainer_, *metrics_, *dir_ + "/models", 100).release();
+    ASSERT_NE(served_, nullptr);
+    engine_ = &served_->engine;
   }
   static void TearDownTestSuite() {
-    delete engine_;
-    delete versions_;
+    delete served_;
     SmallModelSuite::TearDownTestSuite();
   }
 
@@ -75,11 +72,9 @@ class RecallBatcherTest : public testing::SmallModelSuite<RecallBatcherTest> {
     EXPECT_EQ(a.model_version(), b.model_version());
   }
 
-  static VersionManager* versions_;
-  static RecallEngine* engine_;
+  static inline testing::InProcessEngine* served_ = nullptr;
+  static inline RecallEngine* engine_ = nullptr;  // served_->engine
 };
-VersionManager* RecallBatcherTest::versions_ = nullptr;
-RecallEngine* RecallBatcherTest::engine_ = nullptr;
 
 TEST_F(RecallBatcherTest, BatchAnswersEqualRequestsRunAlone) {
   constexpr int kN = 48;

@@ -3,46 +3,38 @@
 // products, and a raw item vector is checked for unit norm without its offset coordinate.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <string>
 #include <vector>
 
-#include "server/recall_engine.h"
-#include "server/version_manager.h"
+#include "tests/server/in_process_engine.h"
 #include "tests/server/server_process.h"
 
 namespace recall::server {
 namespace {
 
-class ScoreOffsetTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::string(testing::FreshTempDir("recall_score_offset_test"));
-    dataset_ = new trainer::Dataset(trainer::GenerateSynthetic(testing::SmallSyntheticConfig()));
+class ScoreOffsetTest : public testing::SmallModelSuite<ScoreOffsetTest> {
+ public:
+  static constexpr char kTempName[] = "recall_score_offset_test";
+  static trainer::TrainConfig ModelConfig() {
     trainer::TrainConfig c = testing::SmallTrainConfig();
     c.logq_correction = true;
     c.tower.item_bias = true;
     c.tower.bias_scale = static_cast<float>(c.temperature);
-    auto t = trainer::Trainer::Create(*dataset_, c);
-    ASSERT_TRUE(t.ok()) << t.status();
-    trainer_ = t->release();
-    ASSERT_TRUE(trainer_->Train().ok());
-    ASSERT_TRUE(trainer_->Export(*dir_ + "/models", "Flat", trainer_->Evaluate(), {}).ok());
-    versions_ = new VersionManager({*dir_ + "/models", 0, 0});
-    ASSERT_TRUE(versions_->LoadNewest().ok());
-    EngineLimits limits;
-    limits.max_k = 300;
-    engine_ = new RecallEngine(versions_, limits);
+    return c;
+  }
+
+ protected:
+  static void SetUpTestSuite() {
+    SmallModelSuite::SetUpTestSuite();
+    if (HasFatalFailure()) return;
+    served_ = testing::ExportAndServe(*trainer_, *metrics_, *dir_ + "/models", 300).release();
+    ASSERT_NE(served_, nullptr);
+    engine_ = &served_->engine;
   }
   static void TearDownTestSuite() {
-    delete engine_;
-    delete versions_;
-    delete trainer_;
-    delete dataset_;
-    std::filesystem::remove_all(*dir_);
-    delete dir_;
+    delete served_;
+    SmallModelSuite::TearDownTestSuite();
   }
 
   static recall::v1::RecallResponse RecallFor(int64_t user, int k) {
@@ -65,11 +57,8 @@ class ScoreOffsetTest : public ::testing::Test {
     return req;
   }
 
-  static inline std::string* dir_ = nullptr;
-  static inline trainer::Dataset* dataset_ = nullptr;
-  static inline trainer::Trainer* trainer_ = nullptr;
-  static inline VersionManager* versions_ = nullptr;
-  static inline RecallEngine* engine_ = nullptr;
+  static inline testing::InProcessEngine* served_ = nullptr;
+  static inline RecallEngine* engine_ = nullptr;  // served_->engine
 };
 
 TEST_F(ScoreOffsetTest, RecallRanksByCosinePlusTheItemsOffset) {

@@ -55,9 +55,10 @@ inline std::string FreshTempDir(const std::string& name) {
 // A fresh temp dir, the small synthetic dataset and a model trained on it: what the loopback
 // suites share (make one in SetUpTestSuite, delete it in TearDownTestSuite).
 struct SmallTrainedModel {
-  explicit SmallTrainedModel(const std::string& name)
+  explicit SmallTrainedModel(const std::string& name,
+                             const trainer::TrainConfig& config = SmallTrainConfig())
       : dir(FreshTempDir(name)), dataset(trainer::GenerateSynthetic(SmallSyntheticConfig())) {
-    auto t = trainer::Trainer::Create(dataset, SmallTrainConfig());
+    auto t = trainer::Trainer::Create(dataset, config);
     if (!t.ok()) {
       ADD_FAILURE() << t.status();
       return;
@@ -79,12 +80,14 @@ struct SmallTrainedModel {
 };
 
 // Fixture base of a suite that shares one SmallTrainedModel: Derived names its temp dir with
-// `static constexpr char kTempName[]`. A suite that needs more set-up calls these first.
+// `static constexpr char kTempName[]` and may train another config by defining its own
+// `static trainer::TrainConfig ModelConfig()`. A suite that needs more set-up calls these first.
 template <typename Derived>
 class SmallModelSuite : public ::testing::Test {
  protected:
+  static trainer::TrainConfig ModelConfig() { return SmallTrainConfig(); }
   static void SetUpTestSuite() {
-    model_ = new SmallTrainedModel(Derived::kTempName);
+    model_ = new SmallTrainedModel(Derived::kTempName, Derived::ModelConfig());
     ASSERT_NE(model_->trainer, nullptr);
     dir_ = &model_->dir;
     dataset_ = &model_->dataset;

@@ -1,0 +1,43 @@
+// Test helper: a trained model published and served in-process (VersionManager + RecallEngine,
+// no gRPC), for suites that call the engine directly.
+#ifndef RECALL_TESTS_SERVER_IN_PROCESS_ENGINE_H_
+#define RECALL_TESTS_SERVER_IN_PROCESS_ENGINE_H_
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "server/recall_engine.h"
+#include "server/version_manager.h"
+#include "trainer/trainer.h"
+
+namespace recall::testing {
+
+struct InProcessEngine {
+  InProcessEngine(const std::string& model_base, server::EngineLimits limits)
+      : versions({model_base, 0, 0}), engine(&versions, limits) {}
+  server::VersionManager versions;
+  server::RecallEngine engine;
+};
+
+// Publishes `t` under model_base with an exact (Flat) index and serves its newest version with
+// max_k; nullptr (after a test failure) if either step fails.
+inline std::unique_ptr<InProcessEngine> ExportAndServe(trainer::Trainer& t,
+                                                       const trainer::RankingMetrics& metrics,
+                                                       const std::string& model_base,
+                                                       int max_k) {
+  auto dir = t.Export(model_base, "Flat", metrics, {});
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  if (!dir.ok()) return nullptr;
+  server::EngineLimits limits;
+  limits.max_k = max_k;
+  auto served = std::make_unique<InProcessEngine>(model_base, limits);
+  const absl::Status st = served->versions.LoadNewest();
+  EXPECT_TRUE(st.ok()) << st;
+  return st.ok() ? std::move(served) : nullptr;
+}
+
+}  // namespace recall::testing
+
+#endif  // RECALL_TESTS_SERVER_IN_PROCESS_ENGINE_H_
