@@ -10,6 +10,7 @@
 
 #include "server/recall_engine.h"
 #include "server/version_manager.h"
+#include "tests/server/server_process.h"
 #include "trainer/trainer.h"
 
 namespace recall::testing {
@@ -37,6 +38,32 @@ inline std::unique_ptr<InProcessEngine> ExportAndServe(trainer::Trainer& t,
   EXPECT_TRUE(st.ok()) << st;
   return st.ok() ? std::move(served) : nullptr;
 }
+
+// SmallModelSuite whose model is also published and served in-process for the whole suite:
+// Derived sets `static constexpr int kMaxK`; engine_ answers its requests.
+template <typename Derived>
+class ServedModelSuite : public SmallModelSuite<Derived> {
+ protected:
+  using Base = SmallModelSuite<Derived>;
+  static void SetUpTestSuite() {
+    Base::SetUpTestSuite();
+    if (::testing::Test::HasFatalFailure()) return;
+    served_ = ExportAndServe(*Base::trainer_, *Base::metrics_, *Base::dir_ + "/models",
+                             Derived::kMaxK)
+                  .release();
+    ASSERT_NE(served_, nullptr);
+    engine_ = &served_->engine;
+  }
+  static void TearDownTestSuite() {
+    delete served_;
+    served_ = nullptr;
+    engine_ = nullptr;
+    Base::TearDownTestSuite();
+  }
+
+  static inline InProcessEngine* served_ = nullptr;
+  static inline server::RecallEngine* engine_ = nullptr;  // served_->engine
+};
 
 }  // namespace recall::testing
 

@@ -22,23 +22,12 @@ namespace {
 using recall::v1::RecallRequest;
 using recall::v1::RecallResponse;
 
-class RecallBatcherTest : public testing::SmallModelSuite<RecallBatcherTest> {
+class RecallBatcherTest : public testing::ServedModelSuite<RecallBatcherTest> {
  public:
   static constexpr char kTempName[] = "recall_batcher_test";
+  static constexpr int kMaxK = 100;
 
  protected:
-  static void SetUpTestSuite() {
-    SmallModelSuite::SetUpTestSuite();
-    if (HasFatalFailure()) return;
-    served_ = testing::ExportAndServe(*trainer_, *metrics_, *dir_ + "/models", 100).release();
-    ASSERT_NE(served_, nullptr);
-    engine_ = &served_->engine;
-  }
-  static void TearDownTestSuite() {
-    delete served_;
-    SmallModelSuite::TearDownTestSuite();
-  }
-
   // Request i: a user with part of their history, k and exclusions varying with i.
   static RecallRequest Request(int i) {
     RecallRequest r;
@@ -72,8 +61,6 @@ class RecallBatcherTest : public testing::SmallModelSuite<RecallBatcherTest> {
     EXPECT_EQ(a.model_version(), b.model_version());
   }
 
-  static inline testing::InProcessEngine* served_ = nullptr;
-  static inline RecallEngine* engine_ = nullptr;  // served_->engine
 };
 
 TEST_F(RecallBatcherTest, BatchAnswersEqualRequestsRunAlone) {

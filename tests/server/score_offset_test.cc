@@ -13,9 +13,10 @@
 namespace recall::server {
 namespace {
 
-class ScoreOffsetTest : public testing::SmallModelSuite<ScoreOffsetTest> {
+class ScoreOffsetTest : public testing::ServedModelSuite<ScoreOffsetTest> {
  public:
   static constexpr char kTempName[] = "recall_score_offset_test";
+  static constexpr int kMaxK = 300;
   static trainer::TrainConfig ModelConfig() {
     trainer::TrainConfig c = testing::SmallTrainConfig();
     c.logq_correction = true;
@@ -25,18 +26,6 @@ class ScoreOffsetTest : public testing::SmallModelSuite<ScoreOffsetTest> {
   }
 
  protected:
-  static void SetUpTestSuite() {
-    SmallModelSuite::SetUpTestSuite();
-    if (HasFatalFailure()) return;
-    served_ = testing::ExportAndServe(*trainer_, *metrics_, *dir_ + "/models", 300).release();
-    ASSERT_NE(served_, nullptr);
-    engine_ = &served_->engine;
-  }
-  static void TearDownTestSuite() {
-    delete served_;
-    SmallModelSuite::TearDownTestSuite();
-  }
-
   static recall::v1::RecallResponse RecallFor(int64_t user, int k) {
     recall::v1::RecallRequest r;
     r.set_k(k);
@@ -57,8 +46,6 @@ class ScoreOffsetTest : public testing::SmallModelSuite<ScoreOffsetTest> {
     return req;
   }
 
-  static inline testing::InProcessEngine* served_ = nullptr;
-  static inline RecallEngine* engine_ = nullptr;  // served_->engine
 };
 
 TEST_F(ScoreOffsetTest, RecallRanksByCosinePlusTheItemsOffset) {
