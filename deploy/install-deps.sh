@@ -32,6 +32,9 @@ PACKAGES=(
   # lint), docker-compose v1 (validates docker-compose.yml; no engine needed), PyYAML for
   # /usr/bin/python3 (parses the YAML under deploy/)
   prometheus docker-compose python3-yaml
+  # replicated write log and cluster-wide pin (server/nats_write_log.h): the NATS C client with
+  # JetStream and KV, and nats-server (JetStream) for the loopback cluster tests
+  libnats-dev nats-server
 )
 
 missing=()

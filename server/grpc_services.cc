@@ -1,8 +1,10 @@
 #include "server/grpc_services.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace recall::server {
 namespace {
@@ -64,6 +66,14 @@ Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
 }
 
+// The absl::Time of a steady deadline, capped at `cap` from now (a call without a deadline
+// must not wait for ever for a write sequence).
+absl::Time WaitDeadline(Clock::time_point deadline, absl::Duration cap) {
+  const absl::Time capped = absl::Now() + cap;
+  if (deadline == Clock::time_point::max()) return capped;
+  return std::min(capped, absl::Now() + absl::FromChrono(deadline - Clock::now()));
+}
+
 absl::Status DeadlinePassed() {
   return absl::DeadlineExceededError("the call's deadline passed before it was handled");
 }
@@ -121,6 +131,20 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
     return Refuse(ctx, metrics_, "Recall", gate);
   }
   const Clock::time_point deadline = SteadyDeadline(ctx);
+  if (req->min_write_sequence() > 0) {
+    // Read-your-writes: the call waits (without a thread) until this replica has applied the
+    // sequence, then runs as any other.
+    const auto start = Clock::now();
+    metrics_->in_flight().Increment();
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    engine_->WhenApplied(
+        req->min_write_sequence(), WaitDeadline(deadline, limits_.max_sequence_wait),
+        [this, reactor, req, resp, start, deadline](const absl::Status& s) {
+          if (!s.ok()) return FinishCall(reactor, metrics_, "Recall", start, s);
+          RunRecall(reactor, req, resp, start, deadline);
+        });
+    return reactor;
+  }
   if (batcher_ == nullptr) {
     if (absl::Status admit = Admit(metrics_, recalls_, "--max_in_flight_recalls", deadline);
         !admit.ok()) {
@@ -141,14 +165,36 @@ grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext*
   const auto start = Clock::now();
   metrics_->in_flight().Increment();
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  batcher_->Submit(
-      req, resp,
-      [this, reactor, start](const absl::Status& s, const RecallTimings& t, int) {
-        if (s.ok()) metrics_->ObserveQueueWait(t.queue_sec);
-        FinishCall(reactor, metrics_, "Recall", start, s);
-      },
-      deadline);
+  RunRecall(reactor, req, resp, start, deadline);
   return reactor;
+}
+
+void RecallServiceImpl::RunRecall(grpc::ServerUnaryReactor* reactor,
+                                  const recall::v1::RecallRequest* req,
+                                  recall::v1::RecallResponse* resp, Clock::time_point start,
+                                  Clock::time_point deadline) {
+  if (batcher_ != nullptr) {
+    batcher_->Submit(
+        req, resp,
+        [this, reactor, start](const absl::Status& s, const RecallTimings& t, int) {
+          if (s.ok()) metrics_->ObserveQueueWait(t.queue_sec);
+          FinishCall(reactor, metrics_, "Recall", start, s);
+        },
+        deadline);
+    return;
+  }
+  // Without the batcher (after a write-sequence wait): admitted like any other call.
+  absl::Status s = Admit(metrics_, recalls_, "--max_in_flight_recalls", deadline);
+  if (s.ok()) {
+    RecallTimings t;
+    s = Guarded([&] { return engine_->Recall(*req, resp, &t); });
+    recalls_.Release();
+    if (s.ok()) {
+      metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
+      metrics_->ObserveBatch(1);
+    }
+  }
+  FinishCall(reactor, metrics_, "Recall", start, s);
 }
 
 // An admin write (UpsertItems, DeleteItems): authorized, admitted under --max_in_flight_writes,
@@ -172,8 +218,9 @@ grpc::ServerUnaryReactor* RecallServiceImpl::HandleWrite(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
     grpc::CallbackServerContext* ctx, const recall::v1::UpsertItemsRequest* req,
     recall::v1::UpsertItemsResponse* resp) {
+  const absl::Time deadline = WaitDeadline(SteadyDeadline(ctx), limits_.max_write_wait);
   return HandleWrite(ctx, "UpsertItems", [&] {
-    absl::Status s = engine_->UpsertItems(*req, resp);
+    absl::Status s = engine_->UpsertItems(*req, resp, deadline);
     if (s.ok()) {
       metrics_->AddUpserts(resp->upserted());
       engine_->ReportIndexSize(metrics_);
@@ -185,8 +232,9 @@ grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
 grpc::ServerUnaryReactor* RecallServiceImpl::DeleteItems(
     grpc::CallbackServerContext* ctx, const recall::v1::DeleteItemsRequest* req,
     recall::v1::DeleteItemsResponse* resp) {
+  const absl::Time deadline = WaitDeadline(SteadyDeadline(ctx), limits_.max_write_wait);
   return HandleWrite(ctx, "DeleteItems", [&] {
-    absl::Status s = engine_->DeleteItems(*req, resp);
+    absl::Status s = engine_->DeleteItems(*req, resp, deadline);
     if (s.ok()) {
       metrics_->AddDeletes(resp->deleted());
       engine_->ReportIndexSize(metrics_);
@@ -196,10 +244,10 @@ grpc::ServerUnaryReactor* RecallServiceImpl::DeleteItems(
 }
 
 grpc::ServerUnaryReactor* RecallServiceImpl::GetIndexInfo(
-    grpc::CallbackServerContext* ctx, const recall::v1::GetIndexInfoRequest*,
+    grpc::CallbackServerContext* ctx, const recall::v1::GetIndexInfoRequest* req,
     recall::v1::GetIndexInfoResponse* resp) {
   return Handle(ctx, metrics_, "GetIndexInfo", Authorize(auth_, ctx, kRead), [&] {
-    absl::Status s = engine_->GetIndexInfo(resp);
+    absl::Status s = engine_->GetIndexInfo(*req, resp);
     if (s.ok()) metrics_->SetIndexItems(resp->num_items(), resp->num_hidden());
     return s;
   });
@@ -211,8 +259,14 @@ class RecallStreamReactor
     : public grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse> {
  public:
   RecallStreamReactor(const RecallEngine* engine, Metrics* metrics, RecallBatcher* batcher,
-                      InFlightLimit* limit, const absl::Status& gate, Clock::time_point deadline)
-      : engine_(engine), metrics_(metrics), batcher_(batcher), limit_(limit), deadline_(deadline) {
+                      InFlightLimit* limit, const absl::Status& gate, Clock::time_point deadline,
+                      absl::Duration max_sequence_wait)
+      : engine_(engine),
+        metrics_(metrics),
+        batcher_(batcher),
+        limit_(limit),
+        deadline_(deadline),
+        max_sequence_wait_(max_sequence_wait) {
     if (!gate.ok()) {
       metrics_->ObserveRequest("RecallStream", GrpcCodeName(ToGrpcStatus(gate).error_code()), 0);
       Finish(ToGrpcStatus(gate));
@@ -228,6 +282,18 @@ class RecallStreamReactor
     }
     const auto start = Clock::now();
     resp_.Clear();
+    if (req_.min_write_sequence() > 0) {
+      engine_->WhenApplied(req_.min_write_sequence(), WaitDeadline(deadline_, max_sequence_wait_),
+                           [this, start](const absl::Status& s) {
+                             if (!s.ok()) return Answer(s, start);
+                             Run(start);
+                           });
+      return;
+    }
+    Run(start);
+  }
+
+  void Run(Clock::time_point start) {
     if (batcher_ != nullptr) {
       // req_ and resp_ stay untouched until the answer: the next read starts after the write.
       batcher_->Submit(
@@ -282,6 +348,7 @@ class RecallStreamReactor
   RecallBatcher* batcher_;
   InFlightLimit* limit_;
   const Clock::time_point deadline_;
+  const absl::Duration max_sequence_wait_;
   recall::v1::RecallRequest req_;
   recall::v1::RecallResponse resp_;
 };
@@ -289,12 +356,14 @@ class RecallStreamReactor
 grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse>*
 RecallServiceImpl::RecallStream(grpc::CallbackServerContext* ctx) {
   return new RecallStreamReactor(engine_, metrics_, batcher_, &recalls_,
-                                 Authorize(auth_, ctx, kRead), SteadyDeadline(ctx));
+                                 Authorize(auth_, ctx, kRead), SteadyDeadline(ctx),
+                                 limits_.max_sequence_wait);
 }
 
 TrainingServiceImpl::TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs,
-                                         Metrics* metrics, const CallAuthorizer* auth)
-    : versions_(versions), jobs_(jobs), metrics_(metrics), auth_(auth) {
+                                         Metrics* metrics, const CallAuthorizer* auth,
+                                         ReplicaSet* replicas)
+    : versions_(versions), jobs_(jobs), metrics_(metrics), auth_(auth), replicas_(replicas) {
   admin_ = std::thread([this] {
     absl::MutexLock lock(&mu_);
     while (true) {
@@ -347,6 +416,9 @@ void TrainingServiceImpl::FillVersions(recall::v1::ListVersionsResponse* resp) c
   }
   resp->set_serving_version(versions_->serving_version());
   resp->set_pinned_version(versions_->pinned_version());
+  if (replicas_ != nullptr) {
+    for (auto& r : replicas_->Replicas()) *resp->add_replicas() = std::move(r);
+  }
 }
 
 grpc::ServerUnaryReactor* TrainingServiceImpl::TriggerRetrain(
@@ -395,7 +467,9 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::SetServingVersion(
     grpc::CallbackServerContext* ctx, const recall::v1::SetServingVersionRequest* req,
     recall::v1::SetServingVersionResponse* resp) {
   return OnAdminThread(ctx, "SetServingVersion", [this, req, resp] {
-    if (auto s = versions_->SetServingVersion(req->version()); !s.ok()) return s;
+    absl::Status s = replicas_ != nullptr ? replicas_->SetServingVersion(req->version())
+                                          : versions_->SetServingVersion(req->version());
+    if (!s.ok()) return s;
     resp->set_serving_version(versions_->serving_version());
     return absl::OkStatus();
   });

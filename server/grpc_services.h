@@ -17,6 +17,7 @@
 #include "server/metrics.h"
 #include "server/recall_batcher.h"
 #include "server/recall_engine.h"
+#include "server/replica_set.h"
 #include "server/retrain_jobs.h"
 #include "server/version_manager.h"
 
@@ -51,6 +52,11 @@ class InFlightLimit {
 struct ServiceLimits {
   int max_in_flight_recalls = 0;  // Recall / RecallStream requests without the batcher
   int max_in_flight_writes = 0;   // UpsertItems + DeleteItems
+  // Longest a Recall waits for its min_write_sequence when the call has no (or a later)
+  // deadline.
+  absl::Duration max_sequence_wait = absl::Seconds(5);
+  // Longest a write waits for its log acknowledgement and application, likewise.
+  absl::Duration max_write_wait = absl::Seconds(30);
 };
 
 class RecallServiceImpl final : public recall::v1::RecallService::CallbackService {
@@ -65,6 +71,7 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
         metrics_(metrics),
         batcher_(batcher),
         auth_(auth),
+        limits_(limits),
         recalls_(limits.max_in_flight_recalls),
         writes_(limits.max_in_flight_writes) {}
 
@@ -84,6 +91,10 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
                                          recall::v1::GetIndexInfoResponse* resp) override;
 
  private:
+  // Runs an admitted Recall (through the batcher, or on this thread) and finishes the call.
+  void RunRecall(grpc::ServerUnaryReactor* reactor, const recall::v1::RecallRequest* req,
+                 recall::v1::RecallResponse* resp, std::chrono::steady_clock::time_point start,
+                 std::chrono::steady_clock::time_point deadline);
   template <typename Body>
   grpc::ServerUnaryReactor* HandleWrite(grpc::CallbackServerContext* ctx, const char* method,
                                         Body&& body);
@@ -92,6 +103,7 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
   Metrics* metrics_;
   RecallBatcher* batcher_;
   const CallAuthorizer* auth_;
+  const ServiceLimits limits_;
   InFlightLimit recalls_;  // only without the batcher
   InFlightLimit writes_;
 };
@@ -102,9 +114,10 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
 class TrainingServiceImpl final : public recall::v1::TrainingService::CallbackService {
  public:
   // `auth` (nullable): TriggerRetrain, CancelRetrain, SetServingVersion and ReloadVersions need
-  // the admin scope; GetRetrainJob and ListVersions the read scope.
+  // the admin scope; GetRetrainJob and ListVersions the read scope. `replicas` (nullable: a
+  // lone server): SetServingVersion pins the whole replica set, ListVersions lists it.
   TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs, Metrics* metrics,
-                      const CallAuthorizer* auth = nullptr);
+                      const CallAuthorizer* auth = nullptr, ReplicaSet* replicas = nullptr);
   ~TrainingServiceImpl() override;  // finishes queued admin calls, joins the admin thread
 
   grpc::ServerUnaryReactor* TriggerRetrain(grpc::CallbackServerContext* ctx,
@@ -136,6 +149,7 @@ class TrainingServiceImpl final : public recall::v1::TrainingService::CallbackSe
   RetrainJobs* const jobs_;
   Metrics* const metrics_;
   const CallAuthorizer* const auth_;
+  ReplicaSet* const replicas_;
   absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -20,7 +20,12 @@
 #include "absl/time/time.h"
 #include "server/grpc_services.h"
 #include "server/metrics.h"
+#include "server/jetstream_control.h"
+#include "server/jetstream_write_log.h"
+#include "server/local_write_log.h"
+#include "server/nats_connection.h"
 #include "server/online_writes.h"
+#include "server/replica_set.h"
 #include "server/recall_engine.h"
 #include "server/retrain_jobs.h"
 #include "server/usable_cpus.h"
@@ -55,12 +60,51 @@ DEFINE_int32(max_history, 1000, "longest history a Recall may carry");
 DEFINE_int32(ef_search, 0, "HNSW efSearch (0 = the index's default)");
 DEFINE_int32(shutdown_grace_s, 10, "seconds in-flight calls get to finish on SIGTERM");
 DEFINE_int32(keep_versions, 5, "newest model versions kept on disk after a swap (0 = keep all)");
-DEFINE_string(wal_path, "", "write-ahead log of online upserts/deletes (default: "
+DEFINE_string(write_log, "", "the log of online upserts/deletes: empty = this process's local "
+              "write-ahead log (--wal_path); nats://host:port[,nats://host:port...] = a NATS "
+              "JetStream stream shared by a replica set (server/REPLICATION.md)");
+DEFINE_string(wal_path, "", "local write-ahead log of online upserts/deletes (default: "
               "<model_base>/online_writes.wal)");
-DEFINE_string(wal_sync, "always", "always: fdatasync each group commit before acknowledging "
-              "(survives power loss) | none: write() only (survives a process crash)");
-DEFINE_uint64(wal_compact_bytes, 64ull << 20, "fold the log into a snapshot once it is larger "
-              "than this and twice its last compacted size (0 = only at start-up)");
+DEFINE_string(wal_sync, "always", "local log: always = fdatasync each group commit before "
+              "acknowledging (survives power loss) | none = write() only (survives a process "
+              "crash)");
+DEFINE_uint64(wal_compact_bytes, 0, "replaced by --snapshot_every_writes (refused when set)");
+DEFINE_uint64(snapshot_every_writes, 100000, "checkpoint the folded online writes whenever the "
+              "applied write sequence reaches a multiple of this (0 = never; the local log also "
+              "checkpoints at start-up); the log then drops what the kept checkpoints cover");
+DEFINE_int32(keep_snapshots, 2, "checkpoints of the online writes kept; the log keeps every "
+             "write after the oldest");
+DEFINE_string(snapshot_dir, "", "where checkpoints of the online writes go (default: "
+              "<wal_path>.snapshots for the local log; <model_base>/write_snapshots/<stream> for "
+              "a stream, shared by the replica set)");
+DEFINE_int32(write_dedup_window_s, 120, "a write retried with the same request_id within this "
+             "many seconds is logged once (JetStream's duplicate window for a stream)");
+DEFINE_string(write_stream, "RECALL_WRITES", "JetStream stream of the online writes");
+DEFINE_int32(write_stream_replicas, 1, "copies of the stream JetStream keeps (R; 3 for a "
+             "3-node NATS cluster: a write is acknowledged once a quorum stored it)");
+DEFINE_int64(write_stream_max_bytes, int64_t{1} << 30, "most bytes the stream holds; when full "
+             "it refuses new writes (RESOURCE_EXHAUSTED, discard=new) until a checkpoint purges "
+             "it (-1 = no limit)");
+DEFINE_int64(write_stream_max_writes, -1, "most writes the stream holds, likewise (-1 = no "
+             "limit)");
+DEFINE_string(control_bucket, "recall_control", "JetStream KV bucket of the cluster-wide pin "
+              "(and <bucket>_replicas: the replica registry); with a nats:// --write_log");
+DEFINE_string(replica_id, "", "this replica's name in the registry (default: host name and "
+              "gRPC port)");
+DEFINE_string(nats_creds_file, "", "NATS credentials file (JWT and NKey seed)");
+DEFINE_string(nats_user, "", "NATS user (with --nats_password_file)");
+DEFINE_string(nats_password_file, "", "file holding the NATS user's password");
+DEFINE_string(nats_token_file, "", "file holding a NATS token");
+DEFINE_string(nats_tls_ca_file, "", "PEM CA bundle: speak TLS to NATS and verify it");
+DEFINE_string(nats_tls_cert_file, "", "PEM client certificate for mutual TLS to NATS (with "
+              "--nats_tls_key_file)");
+DEFINE_string(nats_tls_key_file, "", "PEM private key of --nats_tls_cert_file");
+DEFINE_int32(max_sequence_wait_ms, 5000, "longest a Recall with min_write_sequence waits for "
+             "this replica to apply it when the call's own deadline is later or absent");
+DEFINE_int32(max_write_wait_ms, 30000, "longest an UpsertItems/DeleteItems waits to be logged "
+             "and applied when the call's own deadline is later or absent");
+DEFINE_int32(startup_catch_up_s, 120, "at start, how long to apply the log's backlog before "
+             "turning SERVING (then serving anyway, and catching up while it serves)");
 DEFINE_string(retrain_command, "", "argv prefix of a retrain job, split on spaces, no shell "
               "(default: recall-train beside this binary). The server appends --dataset, "
               "--model_base (a staging dir), --publish_version, --progress=json and overrides");
@@ -127,6 +171,47 @@ std::string DefaultTrainerPath(const char* argv0) {
   return "recall-train";
 }
 
+// The first line of a secret file (no trailing newline); an error names the flag.
+absl::StatusOr<std::string> ReadSecret(const std::string& flag, const std::string& path) {
+  if (path.empty()) return std::string();
+  absl::StatusOr<std::string> text = recall::ReadWholeFile(path);
+  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", text.status().message()));
+  std::string line = text->substr(0, text->find('\n'));
+  if (line.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " is empty"));
+  return line;
+}
+
+// The NATS connection options from the --nats_* flags.
+absl::StatusOr<recall::server::NatsConnection::Options> NatsOptionsFromFlags(
+    const std::string& name) {
+  recall::server::NatsConnection::Options o;
+  auto servers = recall::server::ParseNatsServers(FLAGS_write_log);
+  if (!servers.ok()) return servers.status();
+  o.servers = *std::move(servers);
+  o.name = name;
+  o.creds_file = FLAGS_nats_creds_file;
+  o.user = FLAGS_nats_user;
+  auto password = ReadSecret("--nats_password_file", FLAGS_nats_password_file);
+  if (!password.ok()) return password.status();
+  o.password = *password;
+  auto token = ReadSecret("--nats_token_file", FLAGS_nats_token_file);
+  if (!token.ok()) return token.status();
+  o.token = *token;
+  o.tls_ca_file = FLAGS_nats_tls_ca_file;
+  o.tls_cert_file = FLAGS_nats_tls_cert_file;
+  o.tls_key_file = FLAGS_nats_tls_key_file;
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--nats_tls_cert_file and --nats_tls_key_file go together");
+  }
+  return o;
+}
+
+std::string DefaultReplicaId() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, "-", ::getpid());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -160,35 +245,93 @@ int main(int argc, char** argv) {
     metrics_port = *p;
   }
 
-  auto sync = recall::server::ParseWalSyncPolicy(FLAGS_wal_sync);
-  if (!sync.ok()) {
-    std::cerr << "error: --wal_sync: " << sync.status().message() << "\n";
+  if (!gflags::GetCommandLineFlagInfoOrDie("wal_compact_bytes").is_default) {
+    std::cerr << "error: --wal_compact_bytes is gone: the online writes are checkpointed every "
+                 "--snapshot_every_writes writes instead\n";
     return 64;
   }
+  recall::server::EngineLimits limits;
+  limits.max_k = FLAGS_max_k;
+  limits.max_history = FLAGS_max_history;
+
+  // The write log: this process's WAL, or a JetStream stream shared by a replica set.
+  const bool replicated = !FLAGS_write_log.empty();
+  const std::string replica_id = FLAGS_replica_id.empty() ? DefaultReplicaId() : FLAGS_replica_id;
+  std::unique_ptr<recall::server::NatsConnection> nats;
   recall::server::OnlineWrites::Options wo;
-  wo.wal_path = FLAGS_wal_path.empty() ? FLAGS_model_base + "/online_writes.wal" : FLAGS_wal_path;
-  wo.sync = *sync;
-  wo.compact_bytes = FLAGS_wal_compact_bytes;
-  wo.on_commit = [&metrics](uint64_t bytes, double sec) { metrics.ObserveWalCommit(bytes, sec); };
-  wo.on_error = [&metrics](const absl::Status&) { metrics.AddWalWriteError(); };
-  recall::server::WalRecoveryInfo recovery;
-  auto writes = recall::server::OnlineWrites::Open(wo, &recovery);
-  if (!writes.ok()) {
-    LOG(ERROR) << "write-ahead log: " << writes.status().message();
+  wo.snapshot_every = FLAGS_snapshot_every_writes;
+  wo.keep_snapshots = static_cast<size_t>(std::max(1, FLAGS_keep_snapshots));
+  wo.limits = limits;
+  if (!replicated) {
+    auto sync = recall::server::ParseWalSyncPolicy(FLAGS_wal_sync);
+    if (!sync.ok()) {
+      std::cerr << "error: --wal_sync: " << sync.status().message() << "\n";
+      return 64;
+    }
+    recall::server::LocalWriteLog::Options lo;
+    lo.path = FLAGS_wal_path.empty() ? FLAGS_model_base + "/online_writes.wal" : FLAGS_wal_path;
+    lo.sync = *sync;
+    lo.dedup_window = absl::Seconds(FLAGS_write_dedup_window_s);
+    lo.on_commit = [&metrics](uint64_t bytes, double sec) { metrics.ObserveWalCommit(bytes, sec); };
+    lo.on_error = [&metrics](const absl::Status&) { metrics.AddWalWriteError(); };
+    recall::server::WalRecoveryInfo recovery;
+    auto log = recall::server::LocalWriteLog::Open(lo, &recovery);
+    if (!log.ok()) {
+      LOG(ERROR) << "write-ahead log: " << log.status().message();
+      return 1;
+    }
+    LOG(INFO) << "write-ahead log " << lo.path << ": " << recovery.records << " records"
+              << (recovery.dropped_bytes ? absl::StrCat("; dropped a torn/corrupt tail of ",
+                                                        recovery.dropped_bytes, " bytes: ",
+                                                        recovery.drop_reason)
+                                         : std::string());
+    wo.log = *std::move(log);
+    wo.snapshot_dir = FLAGS_snapshot_dir.empty() ? lo.path + ".snapshots" : FLAGS_snapshot_dir;
+    wo.checkpoint_after_catch_up = true;
+  } else {
+    auto no = NatsOptionsFromFlags(replica_id);
+    if (!no.ok()) {
+      std::cerr << "error: " << no.status().message() << "\n";
+      return 64;
+    }
+    auto conn = recall::server::NatsConnection::Connect(*no);
+    if (!conn.ok()) {
+      std::cerr << "error: " << conn.status().message() << "\n";
+      return 64;
+    }
+    nats = *std::move(conn);
+    recall::server::JetStreamWriteLog::Options jo;
+    jo.connection = nats.get();
+    jo.stream = FLAGS_write_stream;
+    jo.replicas = FLAGS_write_stream_replicas;
+    jo.max_bytes = FLAGS_write_stream_max_bytes;
+    jo.max_records = FLAGS_write_stream_max_writes;
+    jo.dedup_window = absl::Seconds(FLAGS_write_dedup_window_s);
+    auto log = recall::server::JetStreamWriteLog::Open(jo);
+    if (!log.ok()) {
+      std::cerr << "error: " << log.status().message() << "\n";
+      return 64;
+    }
+    wo.log = *std::move(log);
+    wo.snapshot_dir = FLAGS_snapshot_dir.empty()
+                          ? FLAGS_model_base + "/write_snapshots/" + FLAGS_write_stream
+                          : FLAGS_snapshot_dir;
+  }
+  const std::string log_name = wo.log->Describe();
+  auto opened = recall::server::OnlineWrites::Open(std::move(wo), &metrics);
+  if (!opened.ok()) {
+    LOG(ERROR) << "online writes: " << opened.status().message();
     return 1;
   }
-  LOG(INFO) << "write-ahead log " << wo.wal_path << ": replayed " << recovery.records
-            << " records (" << (*writes)->tracked_items() << " items written online)"
-            << (recovery.dropped_bytes ? absl::StrCat("; dropped a torn/corrupt tail of ",
-                                                      recovery.dropped_bytes, " bytes: ",
-                                                      recovery.drop_reason)
-                                       : std::string());
+  std::unique_ptr<recall::server::OnlineWrites> writes = *std::move(opened);
+  LOG(INFO) << "online writes: " << log_name << ", applied up to write sequence "
+            << writes->applied_sequence() << " from checkpoints";
 
   recall::server::VersionManager versions(
       {FLAGS_model_base, FLAGS_ef_search, std::max(0, FLAGS_keep_versions)});
   std::unique_ptr<grpc::Server> server;
-  versions.set_installer([w = writes->get()](recall::server::Servable& c,
-                                             const std::function<void()>& swap) {
+  versions.set_installer([w = writes.get()](recall::server::Servable& c,
+                                            const std::function<void()>& swap) {
     return w->Install(c, swap);
   });
   versions.set_on_load([&metrics](bool ok, double sec) { metrics.ObserveVersionLoad(ok, sec); });
@@ -197,13 +340,35 @@ int main(int argc, char** argv) {
                               s.index->num_hidden());
     if (server) server->GetHealthCheckService()->SetServingStatus(true);
   });
-  if (auto s = versions.LoadNewest(); !s.ok()) {
-    LOG(WARNING) << s.message() << "; starting NOT_SERVING until a valid version appears";
+  std::unique_ptr<recall::server::JetStreamControl> control;
+  std::unique_ptr<recall::server::ReplicaSet> replica_set;
+  absl::Status loaded;
+  if (replicated) {
+    recall::server::JetStreamControl::Options co;
+    co.connection = nats.get();
+    co.bucket = FLAGS_control_bucket;
+    co.replicas = FLAGS_write_stream_replicas;
+    control = std::make_unique<recall::server::JetStreamControl>(co);
+    replica_set = std::make_unique<recall::server::ReplicaSet>(
+        control.get(), &versions, writes.get(), &metrics,
+        recall::server::ReplicaSet::Options{replica_id});
+    versions.set_prune_guard([rs = replica_set.get()] { return rs->NeededVersions(); });
+    loaded = replica_set->Start();
+  } else {
+    loaded = versions.LoadNewest();
   }
+  if (!loaded.ok()) {
+    LOG(WARNING) << loaded.message() << "; starting NOT_SERVING until a valid version appears";
+  }
+  writes->Start(&versions);
+  if (absl::Status s = writes->CatchUp(absl::Seconds(std::max(0, FLAGS_startup_catch_up_s)));
+      !s.ok()) {
+    LOG(WARNING) << "online writes not caught up at start (" << s.message()
+                 << "); serving, and applying the rest meanwhile";
+  }
+  LOG(INFO) << "online writes applied up to write sequence " << writes->applied_sequence()
+            << " (" << writes->tracked_items() << " items written online)";
 
-  recall::server::EngineLimits limits;
-  limits.max_k = FLAGS_max_k;
-  limits.max_history = FLAGS_max_history;
   auto auth = recall::server::CallAuthorizer::FromFiles(FLAGS_admin_token_file,
                                                         FLAGS_recall_token_file);
   if (!auth.ok()) {
@@ -213,7 +378,7 @@ int main(int argc, char** argv) {
   if (auth->admin_open()) {
     LOG(WARNING) << "no --admin_token_file: write and admin RPCs accept any caller";
   }
-  recall::server::RecallEngine engine(&versions, limits, writes->get());
+  recall::server::RecallEngine engine(&versions, limits, writes.get());
   std::unique_ptr<recall::server::RecallBatcher> batcher;
   if (FLAGS_batching) {
     recall::server::RecallBatcher::Options bo;
@@ -240,6 +405,8 @@ int main(int argc, char** argv) {
           ? FLAGS_max_in_flight_recalls
           : 4 * recall::server::UsableCpus();
   service_limits.max_in_flight_writes = std::max(0, FLAGS_max_in_flight_writes);
+  service_limits.max_sequence_wait = absl::Milliseconds(std::max(0, FLAGS_max_sequence_wait_ms));
+  service_limits.max_write_wait = absl::Milliseconds(std::max(1, FLAGS_max_write_wait_ms));
   // The server is shut down (every call answered) before the batcher and the engine go away.
   recall::server::RecallServiceImpl recall_service(&engine, &metrics, batcher.get(), &*auth,
                                                     service_limits);
@@ -253,7 +420,8 @@ int main(int argc, char** argv) {
   ro.on_finish = [&metrics](const std::string& r) { metrics.ObserveRetrainFinished(r); };
   ro.on_running = [&metrics](bool running) { metrics.SetRetrainRunning(running); };
   recall::server::RetrainJobs jobs(ro, &versions);
-  recall::server::TrainingServiceImpl training_service(&versions, &jobs, &metrics, &*auth);
+  recall::server::TrainingServiceImpl training_service(&versions, &jobs, &metrics, &*auth,
+                                                       replica_set.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -298,6 +466,9 @@ int main(int argc, char** argv) {
                    std::chrono::seconds(FLAGS_shutdown_grace_s));
   versions.Stop();
   server->Wait();
+  // The pin watcher and the write applier use the version manager: stop them first.
+  replica_set.reset();
+  writes->Stop();
   // Every accepted call has been answered by now (a handler finishes its call before it leaves
   // the in-flight count); tests/server/fault_test.cc checks this line.
   LOG(INFO) << "recall-server stopped; calls left unanswered: " << metrics.in_flight().Value()

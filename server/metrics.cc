@@ -113,10 +113,6 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                     .Help("Duration of each write-ahead log group commit's fdatasync")
                     .Register(*registry_)
                     .Add({}, LatencyBuckets());
-  wal_size_ = Single(prometheus::BuildGauge()
-                         .Name("recall_wal_size_bytes")
-                         .Help("Current size of the write-ahead log file")
-                         .Register(*registry_));
   version_loads_ = &prometheus::BuildCounter()
                         .Name("recall_version_loads_total")
                         .Help("Model version loads, by result (success, failure)")
@@ -154,6 +150,94 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                            .Help("Write-ahead log appends that failed (disk full, I/O error); the "
                                  "writes were refused UNAVAILABLE and not applied")
                            .Register(*registry_));
+
+  // The write log (server/REPLICATION.md): position, lag, fullness, health.
+  write_applied_ = Single(prometheus::BuildGauge()
+                              .Name("recall_write_log_applied_sequence")
+                              .Help("Every online write up to this write-log sequence is applied "
+                                    "to this replica's index")
+                              .Register(*registry_));
+  write_last_ = Single(prometheus::BuildGauge()
+                           .Name("recall_write_log_last_sequence")
+                           .Help("Newest sequence in the write log, as last read from it")
+                           .Register(*registry_));
+  write_visibility_ = &prometheus::BuildHistogram()
+                           .Name("recall_write_visibility_lag_seconds")
+                           .Help("From a write's storage in the log to its application to this "
+                                 "replica's index")
+                           .Register(*registry_)
+                           .Add({}, LatencyBuckets());
+  write_rejected_ = &prometheus::BuildCounter()
+                         .Name("recall_write_log_rejected_total")
+                         .Help("Logged writes not applied here, by reason: invalid (for every "
+                               "model version; skipped on every replica), not_applicable (items "
+                               "whose last write does not fit the serving model version)")
+                         .Register(*registry_);
+  for (const char* r : {"invalid", "not_applicable"}) {
+    write_rejected_reasons_[r] = &write_rejected_->Add({{"reason", r}});
+  }
+  write_stalled_ = Single(prometheus::BuildGauge()
+                              .Name("recall_write_apply_stalled")
+                              .Help("1 while the write applier retries a failure instead of "
+                                    "moving on (it never skips a write)")
+                              .Register(*registry_));
+  write_log_up_ = Single(prometheus::BuildGauge()
+                             .Name("recall_write_log_up")
+                             .Help("1 while the write log (e.g. the NATS cluster) is reachable")
+                             .Register(*registry_));
+  write_log_up_->Set(1);
+  write_stored_bytes_ = Single(prometheus::BuildGauge()
+                                   .Name("recall_write_log_stored_bytes")
+                                   .Help("Bytes the write log holds")
+                                   .Register(*registry_));
+  write_limit_bytes_ = Single(prometheus::BuildGauge()
+                                  .Name("recall_write_log_limit_bytes")
+                                  .Help("Most bytes the write log accepts before it refuses new "
+                                        "writes (-1 = no limit)")
+                                  .Register(*registry_));
+  write_stored_records_ = Single(prometheus::BuildGauge()
+                                     .Name("recall_write_log_stored_records")
+                                     .Help("Records the write log holds")
+                                     .Register(*registry_));
+  write_limit_records_ = Single(prometheus::BuildGauge()
+                                    .Name("recall_write_log_limit_records")
+                                    .Help("Most records the write log accepts before it refuses "
+                                          "new writes (-1 = no limit)")
+                                    .Register(*registry_));
+  snapshots_ = &prometheus::BuildCounter()
+                    .Name("recall_write_snapshots_total")
+                    .Help("Checkpoints of the folded write log, by result")
+                    .Register(*registry_);
+  snapshot_ok_ = &snapshots_->Add({{"result", "success"}});
+  snapshot_failed_ = &snapshots_->Add({{"result", "failure"}});
+  snapshot_seq_ = Single(prometheus::BuildGauge()
+                             .Name("recall_write_snapshot_sequence")
+                             .Help("Write-log sequence of the newest checkpoint this replica "
+                                   "loaded or wrote")
+                             .Register(*registry_));
+  pin_ = Single(prometheus::BuildGauge()
+                    .Name("recall_pinned_model_version")
+                    .Help("The pinned model version (0 = following the newest)")
+                    .Register(*registry_));
+}
+
+void Metrics::SetWriteLogUsage(uint64_t records, uint64_t bytes, int64_t max_records,
+                               int64_t max_bytes) {
+  write_stored_records_->Set(static_cast<double>(records));
+  write_stored_bytes_->Set(static_cast<double>(bytes));
+  write_limit_records_->Set(static_cast<double>(max_records));
+  write_limit_bytes_->Set(static_cast<double>(max_bytes));
+}
+
+void Metrics::AddWriteRejected(const std::string& reason, int64_t n) {
+  if (auto it = write_rejected_reasons_.find(reason); it != write_rejected_reasons_.end()) {
+    it->second->Increment(static_cast<double>(n));
+  }
+}
+
+void Metrics::ObserveSnapshot(bool ok, uint64_t seq) {
+  (ok ? snapshot_ok_ : snapshot_failed_)->Increment();
+  if (ok) snapshot_seq_->Set(static_cast<double>(seq));
 }
 
 void Metrics::AddShed(const std::string& reason) {

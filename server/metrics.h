@@ -43,7 +43,6 @@ class Metrics {
                          int64_t hidden);
   void SetIndexItems(int64_t items, int64_t hidden);
   void ObserveBatch(int64_t requests) { batch_size_->Observe(static_cast<double>(requests)); }
-  void SetWalSize(uint64_t bytes) { wal_size_->Set(static_cast<double>(bytes)); }
   void ObserveWalCommit(uint64_t bytes, double sync_seconds);
   void ObserveVersionLoad(bool ok, double seconds);
   void ObserveRetrainFinished(const std::string& result);
@@ -53,6 +52,17 @@ class Metrics {
   // A request refused before any work: "queue_full", "in_flight" or "deadline".
   void AddShed(const std::string& reason);
   void AddWalWriteError() { wal_errors_->Increment(); }
+  // The write log.
+  void SetWriteApplied(uint64_t seq) { write_applied_->Set(static_cast<double>(seq)); }
+  void SetWriteLogLast(uint64_t seq) { write_last_->Set(static_cast<double>(seq)); }
+  void ObserveWriteVisibility(double seconds) { write_visibility_->Observe(seconds); }
+  // reason: "invalid" or "not_applicable".
+  void AddWriteRejected(const std::string& reason, int64_t n = 1);
+  void SetWriteApplyStalled(bool stalled) { write_stalled_->Set(stalled ? 1 : 0); }
+  void SetWriteLogUp(bool up) { write_log_up_->Set(up ? 1 : 0); }
+  void SetWriteLogUsage(uint64_t records, uint64_t bytes, int64_t max_records, int64_t max_bytes);
+  void ObserveSnapshot(bool ok, uint64_t seq);
+  void SetPinnedVersion(int64_t version) { pin_->Set(static_cast<double>(version)); }
   prometheus::Gauge& in_flight() { return *in_flight_; }
   std::shared_ptr<prometheus::Registry> registry() { return registry_; }
 
@@ -74,7 +84,6 @@ class Metrics {
   prometheus::Gauge* model_info_series_ ABSL_GUARDED_BY(mu_) = nullptr;
   prometheus::Counter *wal_bytes_, *wal_commits_;
   prometheus::Histogram* wal_fsync_;
-  prometheus::Gauge* wal_size_;
   prometheus::Family<prometheus::Counter>* version_loads_;
   prometheus::Counter *load_ok_, *load_failed_;
   prometheus::Histogram* load_duration_;
@@ -84,6 +93,15 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* shed_;
   absl::flat_hash_map<std::string, prometheus::Counter*> shed_reasons_;  // fixed at start
   prometheus::Counter* wal_errors_;
+  prometheus::Gauge *write_applied_, *write_last_, *write_stalled_, *write_log_up_;
+  prometheus::Histogram* write_visibility_;
+  prometheus::Family<prometheus::Counter>* write_rejected_;
+  absl::flat_hash_map<std::string, prometheus::Counter*> write_rejected_reasons_;  // fixed
+  prometheus::Gauge *write_stored_bytes_, *write_limit_bytes_, *write_stored_records_,
+      *write_limit_records_;
+  prometheus::Family<prometheus::Counter>* snapshots_;
+  prometheus::Counter *snapshot_ok_, *snapshot_failed_;
+  prometheus::Gauge *snapshot_seq_, *pin_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, prometheus::Counter*> request_counters_ ABSL_GUARDED_BY(mu_);

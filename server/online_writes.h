@@ -1,123 +1,155 @@
-// OnlineWrites: durable UpsertItems / DeleteItems on top of the serving model version.
+// OnlineWrites: durable, ordered UpsertItems / DeleteItems on top of the serving model version,
+// through a WriteLog (server/write_log.h): the local WAL of one process, or a replicated stream
+// that every replica of a replica set reads (server/REPLICATION.md).
 //
-// Every accepted write is appended to the write-ahead log (server/WAL.md) before it is applied
-// to the live index and acknowledged, so an acknowledged write survives a crash. The store also
-// keeps the folded state of the log (the last write per item id) in memory; that state is what
-// it re-applies to a newly loaded version before the swap (feature upserts re-embedded by the
-// new item tower, raw vectors only on the model version they were written for, deletes
-// re-applied), and what compaction writes back as the new, minimal log.
-//
-// Ordering: writes to the same item id take effect in log order, even when concurrent. Version
-// swaps take the write barrier exclusively for the last catch-up, so a write is applied either
-// to the old version before the catch-up (and then carried over) or to the new one; writers
-// never wait on a load, only on that short tail.
+// Log first, then apply in log order:
+//   - Write() appends the validated request to the log, which orders it and makes it durable,
+//     and returns once this process has applied it, so the write is visible to the next
+//     Recall here after the acknowledgement.
+//   - One applier thread reads the log in sequence order and applies every record -- this
+//     process's writes and, with a replicated log, every other replica's -- first to the folded
+//     state (the last write per item id, server/folded_writes.h), then to the live index
+//     (feature upserts embedded by the serving item tower). Nothing is applied that the log did
+//     not order, so replicas that applied the same sequence hold the same state.
+//   - A record that is invalid for every model version (it does not parse, or fails the checks
+//     of request_checks.h that need no model) is skipped the same way everywhere: counted and
+//     logged with its sequence. An item whose last write does not apply to the serving version
+//     (a raw vector of another version, a feature that version's spec lacks) keeps what that
+//     version has for it. A failure that may pass (embedding out of memory, an index error)
+//     stalls the applier, which retries with back-off and raises recall_write_apply_stalled;
+//     it never skips the record.
+//   - Checkpoints: when the applied sequence reaches a multiple of `snapshot_every`, the fold
+//     is written as a snapshot named by that sequence (server/write_snapshots.h); the newest
+//     `keep_snapshots` are kept and the log is told to discard what the oldest kept covers. A
+//     process starts from the newest valid snapshot, then reads the log after it.
+//   - A newly loaded version gets the whole fold re-applied before it swaps in (Install), so
+//     online writes survive retrains: feature upserts are re-embedded by the new item tower.
 //
 // Thread-safety: all methods are thread-safe.
 #ifndef RECALL_SERVER_ONLINE_WRITES_H_
 #define RECALL_SERVER_ONLINE_WRITES_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "recall/v1/recall.pb.h"
+#include "absl/time/time.h"
 #include "recall/v1/wal.pb.h"
+#include "server/folded_writes.h"
+#include "server/metrics.h"
+#include "server/request_checks.h"
 #include "server/version_manager.h"
-#include "server/write_ahead_log.h"
+#include "server/write_log.h"
+#include "server/write_snapshots.h"
 
 namespace recall::server {
 
 class OnlineWrites {
  public:
   struct Options {
-    std::string wal_path;
-    WalSyncPolicy sync = WalSyncPolicy::kAlways;
-    // Compact when the log exceeds this many bytes and twice its size after the last
-    // compaction (0 = only at start-up).
-    uint64_t compact_bytes = 64ull << 20;
-    std::function<void(uint64_t bytes, double sync_seconds)> on_commit;  // metrics
-    std::function<void(const absl::Status&)> on_error;                   // metrics: failed appends
+    std::unique_ptr<WriteLog> log;      // required
+    std::string snapshot_dir;           // where checkpoints go; empty = no checkpoints
+    uint64_t snapshot_every = 100000;   // checkpoint at every multiple of this sequence (0 = never)
+    size_t keep_snapshots = 2;          // newest checkpoints kept; the log keeps what they need
+    // Checkpoint right after the start-up catch-up (CatchUp), at whatever sequence it reached.
+    // For a log only this process writes (the local WAL): it bounds the next start-up's replay.
+    bool checkpoint_after_catch_up = false;
+    EngineLimits limits;                // for the model-free checks of logged records
+    size_t max_batch = 1024;            // records applied together (one embedding pass)
   };
 
-  // Opens (creates) the log and folds every complete record into memory; a torn tail is cut
-  // off and reported in *recovery. Then compacts once, so start-up cost stays bounded.
-  static absl::StatusOr<std::unique_ptr<OnlineWrites>> Open(Options options,
-                                                            WalRecoveryInfo* recovery);
-  ~OnlineWrites();
+  // Loads the newest valid checkpoint (damaged ones are logged and skipped). The applier does
+  // not run until Start. `metrics` may be null.
+  static absl::StatusOr<std::unique_ptr<OnlineWrites>> Open(Options options, Metrics* metrics);
+  ~OnlineWrites() { Stop(); }
+  // Stops the applier and the timer and fails pending waiters (Unavailable). Call it before
+  // the VersionManager given to Start goes away. Idempotent.
+  void Stop();
 
-  // The VersionManager installer: re-applies the folded state to `candidate` (outside the
-  // write barrier), then under the barrier applies what was written meanwhile and swaps.
+  // The VersionManager installer: re-applies the fold to `candidate` outside the applier's
+  // lock, then, with the applier paused, what was applied meanwhile, and swaps.
   absl::Status Install(Servable& candidate, const std::function<void()>& swap);
+  // Starts the applier; it applies to versions->Current() (nothing while there is none: the
+  // fold keeps the writes for the first Install).
+  void Start(const VersionManager* versions);
+  // Waits until the applier has reached the log's newest sequence as of this call, up to
+  // `timeout`; then checkpoints if checkpoint_after_catch_up. Unavailable when the log cannot
+  // be reached, DeadlineExceeded when the time ran out (both leave the applier running).
+  absl::Status CatchUp(absl::Duration timeout);
 
-  // Logs, applies to `servable` (the version serving right now) and returns once durable.
-  // The caller has validated `req` against `servable`, and embedded its feature items into
-  // `feature_vectors` (rows in the order of the feature items in req). Aborted if the serving
-  // version changed since (the caller retries with the new one).
-  absl::Status Upsert(const std::shared_ptr<Servable>& servable,
-                      const recall::v1::UpsertItemsRequest& req,
-                      const std::vector<float>& feature_vectors,
-                      const VersionManager& versions);
-  // Returns how many of the ids were live in the index.
-  absl::StatusOr<int64_t> Delete(const std::shared_ptr<Servable>& servable,
-                                 const recall::v1::DeleteItemsRequest& req,
-                                 const VersionManager& versions);
+  struct WriteResult {
+    uint64_t seq = 0;
+    bool duplicate = false;   // the request id was logged before; nothing new was logged
+    int64_t deleted = 0;      // a delete: ids that were in this process's index just before
+  };
+  // Logs `record` (de-duplicated by its request's request_id) and returns once this process
+  // has applied it. Errors: the log's (Unavailable, ResourceExhausted; nothing logged),
+  // DeadlineExceeded when it was logged but not applied here by `deadline` (the message names
+  // the sequence; a retry with the same request_id answers without logging it twice).
+  absl::StatusOr<WriteResult> Write(const recall::v1::WriteAheadRecord& record,
+                                    absl::Time deadline);
 
-  // Folds the log into a snapshot of the last write per id (and restarts the log with it).
-  absl::Status Compact();
+  // Every record up to this sequence is applied to the live index (0 = none).
+  uint64_t applied_sequence() const;
+  // Calls done(OK) once applied_sequence() >= seq, or done(Unavailable naming both sequences)
+  // at `deadline`. Runs `done` inline when already applied, else on the applier's or the
+  // timer's thread: it must be cheap.
+  void WhenApplied(uint64_t seq, absl::Time deadline, std::function<void(absl::Status)> done);
 
-  int64_t tracked_items() const;  // ids with an online write in the folded state
-  WalStats wal_stats() const { return wal_->stats(); }
+  int64_t tracked_items() const;  // ids with an online write in the fold
+  // sha256 of the live index's view of every folded id (see GetIndexInfoResponse), with the
+  // applier paused; *applied is the sequence it reflects.
+  std::string OnlineStateDigest(const Servable& s, uint64_t* applied) const;
+  WriteLog& log() const { return *log_; }
 
  private:
-  struct Entry {
-    uint64_t seq = 0;
-    bool deleted = false;
-    recall::v1::ItemUpsert upsert;  // when !deleted
+  struct Waiter {
+    absl::Time deadline;
+    std::function<void(absl::Status)> done;
   };
-  explicit OnlineWrites(Options options) : options_(std::move(options)) {}
-  // Appends `rec` to the log if `servable` is still the serving version (Aborted otherwise:
-  // the caller validated and embedded against it). Returns the record's log position.
-  absl::StatusOr<uint64_t> LogIfServing(const std::shared_ptr<Servable>& servable,
-                                        const VersionManager& versions,
-                                        const recall::v1::WriteAheadRecord& rec)
-      ABSL_SHARED_LOCKS_REQUIRED(barrier_);
-  // Records a logged write (logical sequence number `seq`) in the folded state.
-  void Fold(uint64_t seq, const recall::v1::WriteAheadRecord& record)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_);
-  // The logical sequence number of the log record with position `wal_seq`.
-  uint64_t Logical(uint64_t wal_seq) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_mu_) {
-    return seq_base_ + wal_seq;
-  }
-  // Applies entries with seq > after_seq to `s` (re-embedding feature upserts with its tower).
-  absl::Status ApplyEntries(Servable& s, uint64_t after_seq, uint64_t* max_seq);
-  void MaybeScheduleCompaction();
-  void CompactionLoop();
+  explicit OnlineWrites(Options options, Metrics* metrics);
+
+  void ApplierLoop();
+  // Folds and applies `records` (in order) to the current servable; retries a failed index
+  // application until it succeeds or the applier stops.
+  void ApplyBatch(std::vector<LogRecord> records);
+  // Applies the entries to s's index. Errors are transient (embedding, index).
+  absl::Status ApplyEntries(Servable& s,
+                            const std::vector<std::pair<int64_t, FoldedWrites::Entry>>& entries);
+  // Replaces the fold with the newest checkpoint past applied_ and applies what it adds.
+  absl::Status CatchUpFromCheckpoint() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  void Checkpoint(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  void Advance(uint64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  void TimerLoop();
+  void PublishLogMetrics();
+  bool stopping() const;
 
   const Options options_;
-  std::unique_ptr<WriteAheadLog> wal_;
+  std::unique_ptr<WriteLog> log_;
+  Metrics* const metrics_;
+  WriteSnapshots snapshots_;
+  const VersionManager* versions_ = nullptr;
 
-  // Writers hold it shared across log append + apply; Install's last step and Compact hold it
-  // exclusively.
-  absl::Mutex barrier_;
-  mutable absl::Mutex state_mu_ ABSL_ACQUIRED_AFTER(barrier_);
-  absl::flat_hash_map<int64_t, Entry> state_ ABSL_GUARDED_BY(state_mu_);
-  // Logical sequence numbers increase forever (0 = none); a log position maps to one through
-  // seq_base_, which moves at each compaction because the rewritten log restarts at 0.
-  uint64_t seq_base_ ABSL_GUARDED_BY(state_mu_) = 1;
-  uint64_t last_seq_ ABSL_GUARDED_BY(state_mu_) = 0;
-  uint64_t compacted_bytes_ ABSL_GUARDED_BY(state_mu_) = 0;
+  // The applier holds it exclusively while it folds and applies a batch; Install's last step
+  // too. Readers of a consistent (fold, index) pair hold it shared.
+  mutable absl::Mutex apply_mu_;
+  FoldedWrites fold_ ABSL_GUARDED_BY(apply_mu_);
 
-  absl::Mutex compact_mu_;
-  bool compact_requested_ ABSL_GUARDED_BY(compact_mu_) = false;
-  bool stop_ ABSL_GUARDED_BY(compact_mu_) = false;
-  std::thread compactor_;
+  mutable absl::Mutex mu_ ABSL_ACQUIRED_AFTER(apply_mu_);
+  uint64_t applied_ ABSL_GUARDED_BY(mu_) = 0;
+  std::multimap<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, int64_t> deleted_counts_ ABSL_GUARDED_BY(mu_);  // seq -> ids removed
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread applier_;
+  std::thread timer_;
 };
 
 }  // namespace recall::server

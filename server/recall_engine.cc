@@ -82,6 +82,8 @@ void RecallEngine::RecallBatch(absl::Span<const recall::v1::RecallRequest* const
 
   t = Clock::now();
   uint64_t generation = 0;
+  // Read before the search: every write up to it is in the index the search reads.
+  const uint64_t applied = writes_ != nullptr ? writes_->applied_sequence() : 0;
   auto hits = s.index->Search(emb->data_ptr<float>(), static_cast<int>(rows.size()), k_max,
                               absl::MakeConstSpan(excludes), &generation);
   if (!hits.ok()) return fail_all(hits.status());
@@ -102,6 +104,7 @@ void RecallEngine::RecallBatch(absl::Span<const recall::v1::RecallRequest* const
     }
     resp->set_model_version(s.version());
     resp->set_index_generation(generation);
+    resp->set_applied_write_sequence(applied);
     resp->set_request_id(req.request_id());
     if (req.return_user_embedding()) {
       resp->mutable_user_embedding()->Add(e + r * dim, e + (r + 1) * dim);
@@ -110,28 +113,19 @@ void RecallEngine::RecallBatch(absl::Span<const recall::v1::RecallRequest* const
 }
 
 absl::Status RecallEngine::UpsertItems(const recall::v1::UpsertItemsRequest& req,
-                                       recall::v1::UpsertItemsResponse* resp) const {
+                                       recall::v1::UpsertItemsResponse* resp,
+                                       absl::Time deadline) const {
   // The checks that need no model first, so a malformed batch is refused even before the
   // first version is loaded.
   if (auto st = ValidateUpsertBatch(req, limits_); !st.ok()) return st;
-  // A swap between validation and logging makes the write store answer Aborted; the request
-  // is then validated and embedded again against the new version.
-  for (int attempt = 0;; ++attempt) {
-    auto pinned = Pin();
-    if (!pinned.ok()) return pinned.status();
-    absl::Status s = UpsertInto(*pinned, req, resp);
-    if (!absl::IsAborted(s) || attempt == 3) return s;
-  }
-}
-
-absl::Status RecallEngine::UpsertInto(const std::shared_ptr<Servable>& pinned,
-                                      const recall::v1::UpsertItemsRequest& req,
-                                      recall::v1::UpsertItemsResponse* resp) const {
-  const Servable& s = *pinned;
+  auto pinned = Pin();
+  if (!pinned.ok()) return pinned.status();
+  const Servable& s = **pinned;
   const FeatureEncoder& enc = s.model->encoder();
   const int dim = s.model->dim();
-
   // Validate everything before changing anything: a request is applied whole or not at all.
+  // The log carries the request itself, so every replica (and every later version) embeds the
+  // feature items with its own item tower.
   std::vector<const recall::v1::ItemFeatures*> feature_items;
   if (auto st = ValidateUpsertRequest(req, limits_, enc, dim,
                                        s.model->manifest().score_offset_stride(), s.version(),
@@ -139,17 +133,22 @@ absl::Status RecallEngine::UpsertInto(const std::shared_ptr<Servable>& pinned,
       !st.ok()) {
     return st;
   }
-  std::vector<float> feature_vectors;
-  if (!feature_items.empty()) {
-    auto emb = s.model->EmbedItems(enc.EncodeItems(feature_items));
-    if (!emb.ok()) return emb.status();
-    const float* p = emb->data_ptr<float>();
-    feature_vectors.assign(p, p + emb->numel());
-  }
   if (writes_ != nullptr) {
-    if (auto st = writes_->Upsert(pinned, req, feature_vectors, *versions_); !st.ok()) return st;
+    recall::v1::WriteAheadRecord rec;
+    *rec.mutable_upsert() = req;
+    auto w = writes_->Write(rec, deadline);
+    if (!w.ok()) return w.status();
+    resp->set_write_sequence(w->seq);
+    resp->set_duplicate(w->duplicate);
   } else {
-    // No write-ahead log (in-process use): applied to the live index only.
+    // No write store (in-process use): applied to the live index only.
+    std::vector<float> feature_vectors;
+    if (!feature_items.empty()) {
+      auto emb = s.model->EmbedItems(enc.EncodeItems(feature_items));
+      if (!emb.ok()) return emb.status();
+      const float* p = emb->data_ptr<float>();
+      feature_vectors.assign(p, p + emb->numel());
+    }
     std::vector<int64_t> ids;
     std::vector<float> vectors;
     size_t row = 0;
@@ -161,30 +160,41 @@ absl::Status RecallEngine::UpsertInto(const std::shared_ptr<Servable>& pinned,
     if (auto st = s.index->Upsert(ids, vectors.data()); !st.ok()) return st;
   }
   resp->set_upserted(req.items_size());
-  resp->set_index_generation(s.index->generation());
-  resp->set_model_version(s.version());
+  std::shared_ptr<Servable> now = versions_->Current();
+  resp->set_index_generation(now ? now->index->generation() : 0);
+  resp->set_model_version(now ? now->version() : s.version());
   return absl::OkStatus();
 }
 
 absl::Status RecallEngine::DeleteItems(const recall::v1::DeleteItemsRequest& req,
-                                       recall::v1::DeleteItemsResponse* resp) const {
+                                       recall::v1::DeleteItemsResponse* resp,
+                                       absl::Time deadline) const {
   if (auto s = ValidateDeleteRequest(req, limits_); !s.ok()) return s;
-  for (int attempt = 0;; ++attempt) {
-    auto pinned = Pin();
-    if (!pinned.ok()) return pinned.status();
-    absl::StatusOr<int64_t> removed;
-    if (writes_ != nullptr) {
-      removed = writes_->Delete(*pinned, req, *versions_);
-      if (absl::IsAborted(removed.status()) && attempt < 3) continue;
-    } else {
-      removed = (*pinned)->index->Remove(
-          absl::MakeConstSpan(req.item_ids().data(), req.item_ids_size()));
-    }
+  auto pinned = Pin();
+  if (!pinned.ok()) return pinned.status();
+  if (writes_ != nullptr) {
+    recall::v1::WriteAheadRecord rec;
+    *rec.mutable_delete_() = req;
+    auto w = writes_->Write(rec, deadline);
+    if (!w.ok()) return w.status();
+    resp->set_deleted(static_cast<int32_t>(w->deleted));
+    resp->set_write_sequence(w->seq);
+    resp->set_duplicate(w->duplicate);
+  } else {
+    auto removed = (*pinned)->index->Remove(
+        absl::MakeConstSpan(req.item_ids().data(), req.item_ids_size()));
     if (!removed.ok()) return removed.status();
     resp->set_deleted(static_cast<int32_t>(*removed));
-    resp->set_index_generation((*pinned)->index->generation());
-    return absl::OkStatus();
   }
+  std::shared_ptr<Servable> now = versions_->Current();
+  resp->set_index_generation(now ? now->index->generation() : 0);
+  return absl::OkStatus();
+}
+
+void RecallEngine::WhenApplied(uint64_t min_write_sequence, absl::Time deadline,
+                               std::function<void(absl::Status)> done) const {
+  if (writes_ == nullptr || min_write_sequence == 0) return done(absl::OkStatus());
+  writes_->WhenApplied(min_write_sequence, deadline, std::move(done));
 }
 
 int64_t RecallEngine::LiveItems() const {
@@ -195,10 +205,10 @@ int64_t RecallEngine::LiveItems() const {
 void RecallEngine::ReportIndexSize(Metrics* metrics) const {
   std::shared_ptr<Servable> s = versions_->Current();
   if (s) metrics->SetIndexItems(s->index->size(), s->index->num_hidden());
-  if (writes_) metrics->SetWalSize(writes_->wal_stats().file_bytes);
 }
 
-absl::Status RecallEngine::GetIndexInfo(recall::v1::GetIndexInfoResponse* resp) const {
+absl::Status RecallEngine::GetIndexInfo(const recall::v1::GetIndexInfoRequest& req,
+                                        recall::v1::GetIndexInfoResponse* resp) const {
   auto pinned = Pin();
   if (!pinned.ok()) return pinned.status();
   const Servable& s = **pinned;
@@ -210,6 +220,18 @@ absl::Status RecallEngine::GetIndexInfo(recall::v1::GetIndexInfoResponse* resp) 
   resp->set_index_generation(s.index->generation());
   *resp->mutable_feature_spec() = s.model->manifest().feature_spec();
   *resp->mutable_eval() = s.model->manifest().eval();
+  if (writes_ != nullptr) {
+    resp->set_write_log(writes_->log().Describe());
+    resp->set_online_items(writes_->tracked_items());
+    if (auto last = writes_->log().LastSequence(); last.ok()) {
+      resp->set_write_log_last_sequence(*last);
+    }
+    uint64_t applied = writes_->applied_sequence();
+    if (req.online_state_digest()) {
+      resp->set_online_state_digest(writes_->OnlineStateDigest(s, &applied));
+    }
+    resp->set_applied_write_sequence(applied);
+  }
   return absl::OkStatus();
 }
 

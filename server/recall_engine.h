@@ -8,8 +8,10 @@
 #define RECALL_SERVER_RECALL_ENGINE_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "recall/v1/recall.pb.h"
 #include "server/metrics.h"
@@ -41,11 +43,26 @@ class RecallEngine {
   void RecallBatch(absl::Span<const recall::v1::RecallRequest* const> reqs,
                    absl::Span<recall::v1::RecallResponse* const> resps,
                    absl::Span<absl::Status> statuses, RecallTimings* timings = nullptr) const;
+  // Online writes: validated against the serving model, then logged and applied through
+  // `writes` (returns once applied here; `deadline` bounds the wait), or applied to the live
+  // index directly when there is no write store.
   absl::Status UpsertItems(const recall::v1::UpsertItemsRequest& req,
-                           recall::v1::UpsertItemsResponse* resp) const;
+                           recall::v1::UpsertItemsResponse* resp,
+                           absl::Time deadline = absl::InfiniteFuture()) const;
   absl::Status DeleteItems(const recall::v1::DeleteItemsRequest& req,
-                           recall::v1::DeleteItemsResponse* resp) const;
-  absl::Status GetIndexInfo(recall::v1::GetIndexInfoResponse* resp) const;
+                           recall::v1::DeleteItemsResponse* resp,
+                           absl::Time deadline = absl::InfiniteFuture()) const;
+  absl::Status GetIndexInfo(const recall::v1::GetIndexInfoRequest& req,
+                            recall::v1::GetIndexInfoResponse* resp) const;
+  absl::Status GetIndexInfo(recall::v1::GetIndexInfoResponse* resp) const {
+    return GetIndexInfo(recall::v1::GetIndexInfoRequest(), resp);
+  }
+
+  // Read-your-writes: runs done(OK) once every online write up to `min_write_sequence` is
+  // applied here (at once when it is, or when there is no write store), else done(Unavailable
+  // naming both sequences) at `deadline`. done may run on another thread; keep it cheap.
+  void WhenApplied(uint64_t min_write_sequence, absl::Time deadline,
+                   std::function<void(absl::Status)> done) const;
 
   // Live items in the serving index (0 before the first load).
   int64_t LiveItems() const;
@@ -56,9 +73,6 @@ class RecallEngine {
 
  private:
   absl::StatusOr<std::shared_ptr<Servable>> Pin() const;
-  absl::Status UpsertInto(const std::shared_ptr<Servable>& pinned,
-                          const recall::v1::UpsertItemsRequest& req,
-                          recall::v1::UpsertItemsResponse* resp) const;
 
   VersionManager* const versions_;
   const EngineLimits limits_;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
@@ -43,37 +44,6 @@ absl::Status CheckItemIds(const google::protobuf::RepeatedField<int64_t>& ids,
   return absl::OkStatus();
 }
 
-// A raw vector of item `field`: the serving version, `dim` finite values, L2 norm ~1 over the
-// coordinates that are not score offsets (every offset_stride-th, when > 0).
-absl::Status CheckRawVector(const recall::v1::RawVector& v, const std::string& field, int dim,
-                            int offset_stride, int64_t serving_version) {
-  // The version first: a vector of another model usually has another dim too, and the
-  // version is the real reason.
-  if (v.model_version() != serving_version) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ".model_version: ", v.model_version(),
-                     " is not the serving version ", serving_version));
-  }
-  if (v.values_size() != dim) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".values: ", v.values_size(),
-                                                   " values, the model's dim is ", dim));
-  }
-  double norm2 = 0;
-  for (int j = 0; j < dim; ++j) {
-    if (!std::isfinite(v.values(j))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".values[", j, "]: must be finite, got ", v.values(j)));
-    }
-    if (offset_stride > 0 && j % offset_stride == offset_stride - 1) continue;
-    norm2 += static_cast<double>(v.values(j)) * v.values(j);
-  }
-  if (const double norm = std::sqrt(norm2); std::abs(norm - 1.0) > kRawVectorNormTolerance) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".values: L2 norm is ", norm, ", must be 1 within ", kRawVectorNormTolerance,
-        " (the index scores by inner product; normalize the vector)"));
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -109,9 +79,74 @@ absl::Status ValidateRecallUser(const recall::v1::RecallRequest& req, const Engi
   return enc.ValidateUser(req.user(), limits.max_history);
 }
 
+static absl::Status CheckWriteRequestId(const std::string& request_id) {
+  if (request_id.size() > kMaxWriteRequestIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id: at most ",
+                                                   kMaxWriteRequestIdBytes, " bytes, got ",
+                                                   request_id.size()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateUpsertBatch(const recall::v1::UpsertItemsRequest& req,
                                  const EngineLimits& limits) {
-  return CheckCount("items", req.items_size(), limits.max_upsert_batch, false);
+  if (auto st = CheckCount("items", req.items_size(), limits.max_upsert_batch, false); !st.ok()) {
+    return st;
+  }
+  return CheckWriteRequestId(req.request_id());
+}
+
+// A raw vector of item `field`: the serving version, `dim` finite values, L2 norm ~1 over the
+// coordinates that are not score offsets (every offset_stride-th, when > 0).
+absl::Status ValidateRawVector(const recall::v1::RawVector& v, const std::string& field, int dim,
+                            int offset_stride, int64_t serving_version) {
+  // The version first: a vector of another model usually has another dim too, and the
+  // version is the real reason.
+  if (v.model_version() != serving_version) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".model_version: ", v.model_version(),
+                     " is not the serving version ", serving_version));
+  }
+  if (v.values_size() != dim) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".values: ", v.values_size(),
+                                                   " values, the model's dim is ", dim));
+  }
+  double norm2 = 0;
+  for (int j = 0; j < dim; ++j) {
+    if (!std::isfinite(v.values(j))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".values[", j, "]: must be finite, got ", v.values(j)));
+    }
+    if (offset_stride > 0 && j % offset_stride == offset_stride - 1) continue;
+    norm2 += static_cast<double>(v.values(j)) * v.values(j);
+  }
+  if (const double norm = std::sqrt(norm2); std::abs(norm - 1.0) > kRawVectorNormTolerance) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".values: L2 norm is ", norm, ", must be 1 within ", kRawVectorNormTolerance,
+        " (the index scores by inner product; normalize the vector)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLoggedUpsert(const recall::v1::UpsertItemsRequest& req,
+                                  const EngineLimits& limits) {
+  if (auto st = ValidateUpsertBatch(req, limits); !st.ok()) return st;
+  absl::flat_hash_set<int64_t> seen;
+  for (int i = 0; i < req.items_size(); ++i) {
+    const auto& u = req.items(i);
+    const std::string field = absl::StrCat("items[", i, "]");
+    if (!u.has_features() && !u.has_vector()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": needs a payload, features or vector"));
+    }
+    const int64_t id = u.has_features() ? u.features().item_id() : u.vector().item_id();
+    if (id == kReservedItemId) return ReservedId(field + ".item_id");
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".item_id: ", id, " appears more than once"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateUpsertRequest(const recall::v1::UpsertItemsRequest& req,
@@ -133,7 +168,7 @@ absl::Status ValidateUpsertRequest(const recall::v1::UpsertItemsRequest& req,
     } else if (u.has_vector()) {
       id = u.vector().item_id();
       field += ".vector";
-      if (auto st = CheckRawVector(u.vector(), field, dim, score_offset_stride, serving_version);
+      if (auto st = ValidateRawVector(u.vector(), field, dim, score_offset_stride, serving_version);
           !st.ok()) {
         return st;
       }
@@ -159,7 +194,8 @@ absl::Status ValidateDeleteRequest(const recall::v1::DeleteItemsRequest& req,
   }
   // A repeated id is refused like in UpsertItems: it is a caller bug, and it would make
   // `deleted` ("ids that were present") ambiguous.
-  return CheckItemIds(req.item_ids(), "item_ids", true);
+  if (auto s = CheckItemIds(req.item_ids(), "item_ids", true); !s.ok()) return s;
+  return CheckWriteRequestId(req.request_id());
 }
 
 }  // namespace recall::server

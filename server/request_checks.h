@@ -60,8 +60,12 @@ absl::Status ValidateRecallRequest(const recall::v1::RecallRequest& req,
 absl::Status ValidateRecallUser(const recall::v1::RecallRequest& req, const EngineLimits& limits,
                                 const FeatureEncoder& enc);
 
+// The longest idempotency key an UpsertItems / DeleteItems request may carry (it becomes the
+// write log's de-duplication id, e.g. JetStream's Nats-Msg-Id header).
+inline constexpr size_t kMaxWriteRequestIdBytes = 256;
+
 // The checks of an UpsertItemsRequest that need no model: items is non-empty and holds at most
-// limits.max_upsert_batch entries.
+// limits.max_upsert_batch entries; request_id is at most kMaxWriteRequestIdBytes bytes.
 absl::Status ValidateUpsertBatch(const recall::v1::UpsertItemsRequest& req,
                                  const EngineLimits& limits);
 
@@ -83,9 +87,24 @@ absl::Status ValidateUpsertRequest(
 
 // Every check of a DeleteItemsRequest: item_ids is non-empty, holds at most
 // limits.max_upsert_batch ids, none is kReservedItemId and none repeats (a repeat would make
-// `deleted` ambiguous). Unknown ids are allowed (they are simply not present).
+// `deleted` ambiguous); request_id is at most kMaxWriteRequestIdBytes bytes. Unknown ids are
+// allowed (they are simply not present).
 absl::Status ValidateDeleteRequest(const recall::v1::DeleteItemsRequest& req,
                                    const EngineLimits& limits);
+
+// A raw vector at request field `field`: model_version == serving_version, `dim` finite values,
+// L2 norm within kRawVectorNormTolerance of 1 over the coordinates that are not score offsets
+// (every score_offset_stride-th, when > 0). Part of ValidateUpsertRequest; the write applier
+// uses it to decide whether a logged vector applies to the version it serves.
+absl::Status ValidateRawVector(const recall::v1::RawVector& v, const std::string& field, int dim,
+                               int score_offset_stride, int64_t serving_version);
+
+// The checks of an upsert as the write log carries it that hold for every model version:
+// ValidateUpsertBatch, then every item has a payload, its id is not kReservedItemId and appears
+// once. A logged upsert that passes is folded; whether each item applies to the serving model
+// (its features' names, a raw vector's version and dim) is decided when it is applied.
+absl::Status ValidateLoggedUpsert(const recall::v1::UpsertItemsRequest& req,
+                                  const EngineLimits& limits);
 
 }  // namespace recall::server
 

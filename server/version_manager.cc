@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -209,9 +210,20 @@ void VersionManager::RemoveOldVersions() {
     serving = current_ ? current_->version() : 0;
     pinned = pinned_;
   }
+  std::vector<int64_t> needed = {serving, pinned};
+  if (prune_guard_) {
+    auto others = prune_guard_();
+    if (!others.ok()) {
+      LOG(WARNING) << "not pruning old model versions: which ones the replica set still needs "
+                      "is unknown ("
+                   << others.status().message() << ")";
+      return;
+    }
+    needed.insert(needed.end(), others->begin(), others->end());
+  }
   const size_t drop = versions.size() - options_.keep_versions;
   for (size_t i = 0; i < drop; ++i) {
-    if (versions[i] == serving || versions[i] == pinned) continue;
+    if (std::find(needed.begin(), needed.end(), versions[i]) != needed.end()) continue;
     std::error_code ec;
     fs::remove_all(VersionPath(options_.model_base, versions[i]), ec);
     if (ec) {

@@ -93,6 +93,10 @@ class VersionManager {
   void set_on_swap(std::function<void(const Servable&)> f) { on_swap_ = std::move(f); }
   // After every load attempt: success or not, and its duration in seconds.
   void set_on_load(std::function<void(bool ok, double seconds)> f) { on_load_ = std::move(f); }
+  // Pruning asks it which versions others still need (a replica set: the cluster pin and
+  // every replica's serving version); those are never deleted, and an error skips pruning.
+  using PruneGuard = std::function<absl::StatusOr<std::vector<int64_t>>()>;
+  void set_prune_guard(PruneGuard f) { prune_guard_ = std::move(f); }
 
   // Loads + warms one version directory. Exposed for tests and tools.
   static absl::StatusOr<std::shared_ptr<Servable>> LoadServable(const std::string& dir,
@@ -104,13 +108,15 @@ class VersionManager {
   // Loads, installs and swaps to `version`. Requires load_mu_.
   absl::Status LoadAndInstall(int64_t version) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
   absl::Status ReconcileLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(load_mu_);
-  // Deletes version dirs beyond the newest keep_versions (never the serving or pinned one).
+  // Deletes version dirs beyond the newest keep_versions (never the serving or pinned one, nor
+  // one the prune guard names).
   void RemoveOldVersions();
 
   const Options options_;
   Installer installer_;
   std::function<void(const Servable&)> on_swap_;
   std::function<void(bool, double)> on_load_;
+  PruneGuard prune_guard_;
 
   absl::Mutex load_mu_;  // serializes loads; never held by requests
   mutable absl::Mutex mu_;

@@ -237,6 +237,29 @@ absl::Status ScanLog(int fd, const std::string& path, const WriteAheadLog::Repla
   return absl::OkStatus();
 }
 
+// Writes `payloads` as framed records to `fd` (at its end) and fsyncs it; returns the bytes
+// written. `name` is for error messages.
+absl::StatusOr<uint64_t> WriteRecords(int fd, const std::vector<std::string>& payloads,
+                                      const std::string& name) {
+  uint64_t size = 0;
+  std::vector<char> headers(kWalHeaderBytes * std::min(payloads.size(), kMaxGroupRecords));
+  std::vector<iovec> iov;
+  for (size_t begin = 0; begin < payloads.size(); begin += kMaxGroupRecords) {
+    const size_t end = std::min(payloads.size(), begin + kMaxGroupRecords);
+    iov.clear();
+    for (size_t i = begin; i < end; ++i) {
+      char* header = headers.data() + kWalHeaderBytes * (i - begin);
+      EncodeHeader(payloads[i], header);
+      iov.push_back({header, kWalHeaderBytes});
+      iov.push_back({const_cast<char*>(payloads[i].data()), payloads[i].size()});
+      size += kWalHeaderBytes + payloads[i].size();
+    }
+    if (auto s = WriteFully(fd, iov.data(), iov.size(), name); !s.ok()) return s;
+  }
+  if (::fsync(fd) != 0) return IoError(errno, "fsync", name);
+  return size;
+}
+
 }  // namespace
 
 absl::StatusOr<WalSyncPolicy> ParseWalSyncPolicy(absl::string_view name) {
@@ -466,23 +489,8 @@ absl::StatusOr<uint64_t> WriteAheadLog::DoRewrite(const std::vector<std::string>
     ::unlink(tmp.c_str());
     return s;
   };
-
-  uint64_t size = 0;
-  std::vector<char> headers(kWalHeaderBytes * std::min(payloads.size(), kMaxGroupRecords));
-  std::vector<iovec> iov;
-  for (size_t begin = 0; begin < payloads.size(); begin += kMaxGroupRecords) {
-    const size_t end = std::min(payloads.size(), begin + kMaxGroupRecords);
-    iov.clear();
-    for (size_t i = begin; i < end; ++i) {
-      char* header = headers.data() + kWalHeaderBytes * (i - begin);
-      EncodeHeader(payloads[i], header);
-      iov.push_back({header, kWalHeaderBytes});
-      iov.push_back({const_cast<char*>(payloads[i].data()), payloads[i].size()});
-      size += kWalHeaderBytes + payloads[i].size();
-    }
-    if (auto s = WriteFully(fd, iov.data(), iov.size(), tmp); !s.ok()) return abandon(s);
-  }
-  if (::fsync(fd) != 0) return abandon(IoError(errno, "fsync", tmp));
+  absl::StatusOr<uint64_t> size = WriteRecords(fd, payloads, tmp);
+  if (!size.ok()) return abandon(size.status());
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     return abandon(IoError(errno, absl::StrCat("rename ", tmp, " to"), path));
   }
@@ -511,6 +519,30 @@ absl::Status ReadWal(const std::string& path, const WriteAheadLog::ReplayFn& fn,
   ::close(fd);
   if (s.ok() && info != nullptr) *info = local;
   return s;
+}
+
+absl::Status WriteRecordFile(const std::string& path, const std::vector<std::string>& payloads) {
+  for (const std::string& p : payloads) {
+    if (p.size() > kWalMaxPayloadBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": record of ", p.size(), " bytes exceeds the limit ", kWalMaxPayloadBytes));
+    }
+  }
+  const std::string dir = DirName(path);
+  if (auto s = MakeDirs(dir); !s.ok()) return s;
+  const std::string tmp = absl::StrCat(path, ".tmp-", ::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return IoError(errno, "open", tmp);
+  absl::StatusOr<uint64_t> size = WriteRecords(fd, payloads, tmp);
+  ::close(fd);
+  if (size.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    size = IoError(errno, absl::StrCat("rename ", tmp, " to"), path);
+  }
+  if (!size.ok()) {
+    ::unlink(tmp.c_str());
+    return size.status();
+  }
+  return FsyncDir(dir);
 }
 
 }  // namespace recall::server

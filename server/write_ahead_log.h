@@ -157,6 +157,11 @@ class WriteAheadLog {
 absl::Status ReadWal(const std::string& path, const WriteAheadLog::ReplayFn& fn,
                      WalRecoveryInfo* info);
 
+// Writes `payloads` as a complete record file at `path`, atomically: a temp file beside it
+// ("<path>.tmp-<pid>"), fsync, rename, fsync of the directory (created when missing). ReadWal
+// reads it back. Checkpoints of the write log are such files (server/write_snapshots.h).
+absl::Status WriteRecordFile(const std::string& path, const std::vector<std::string>& payloads);
+
 }  // namespace recall::server
 
 #endif  // RECALL_SERVER_WRITE_AHEAD_LOG_H_

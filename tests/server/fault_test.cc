@@ -136,7 +136,7 @@ TEST_F(FaultTest, FullDiskRefusesWritesUnavailableAndReadsKeepServing) {
     std::ofstream filler(mnt + "/filler", std::ios::binary);
     filler << std::string((1 << 20) - (64 << 10), 'x');
   }
-  ASSERT_TRUE(StartServer({"--wal_path=" + mnt + "/online.wal", "--wal_compact_bytes=0"}))
+  ASSERT_TRUE(StartServer({"--wal_path=" + mnt + "/online.wal", "--snapshot_every_writes=0"}))
       << server_.log();
   const int dim = trainer_->config().tower.dim;
   std::set<int64_t> acked, refused;
@@ -181,7 +181,7 @@ TEST_F(FaultTest, FullDiskRefusesWritesUnavailableAndReadsKeepServing) {
   // The log holds exactly the acknowledged writes: a crash and a replay bring back all of them
   // and none of the refused ones.
   server_.Stop(SIGKILL);
-  ASSERT_TRUE(StartServer({"--wal_path=" + mnt + "/online.wal", "--wal_compact_bytes=0"}))
+  ASSERT_TRUE(StartServer({"--wal_path=" + mnt + "/online.wal", "--snapshot_every_writes=0"}))
       << server_.log();
   live = LiveIds();
   ASSERT_TRUE(live.has_value());
