@@ -66,12 +66,15 @@ Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx) {
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
 }
 
-// The absl::Time of a steady deadline, capped at `cap` from now (a call without a deadline
-// must not wait for ever for a write sequence).
+// How long a call may wait for something (a write sequence, a log acknowledgement) before it
+// answers: up to `cap` (a call without a deadline must not wait for ever), and ending a little
+// before the call's own deadline, so that the caller gets our answer, which names what was
+// missing, rather than its own DEADLINE_EXCEEDED.
 absl::Time WaitDeadline(Clock::time_point deadline, absl::Duration cap) {
-  const absl::Time capped = absl::Now() + cap;
-  if (deadline == Clock::time_point::max()) return capped;
-  return std::min(capped, absl::Now() + absl::FromChrono(deadline - Clock::now()));
+  const absl::Time now = absl::Now();
+  if (deadline == Clock::time_point::max()) return now + cap;
+  const absl::Duration left = absl::FromChrono(deadline - Clock::now());
+  return now + std::min(cap, left - std::min(absl::Milliseconds(20), left / 10));
 }
 
 absl::Status DeadlinePassed() {

@@ -23,42 +23,15 @@
 
 #include "model/version_dir.h"
 #include "tests/server/server_process.h"
+#include "tests/testing/metrics_scrape.h"
 
 namespace recall {
 namespace {
 namespace fs = std::filesystem;
 using testing::Deadline;
 
-// GET http://127.0.0.1:port/metrics (HTTP/1.0, whole body). Empty on failure.
-std::string ScrapeMetrics(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[8192];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  return out;
-}
-
-// Value of the sample line that starts with `series` (name plus labels, exactly); NaN if absent.
-double MetricValue(const std::string& text, const std::string& series) {
-  size_t pos = 0;
-  while ((pos = text.find(series + " ", pos)) != std::string::npos) {
-    if (pos == 0 || text[pos - 1] == '\n') return std::strtod(text.c_str() + pos + series.size(), nullptr);
-    pos += series.size();
-  }
-  return std::nan("");
-}
+using testing::MetricValue;
+using testing::ScrapeMetrics;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -13,6 +13,7 @@
 
 #include "recall/v1/recall.grpc.pb.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/metrics_scrape.h"
 #include "trainer/synthetic.h"
 #include "trainer/trainer.h"
 
@@ -307,19 +308,8 @@ TEST_F(ServerIntegrationTest, MetricsEndpointCountsRequests) {
   auto stub = Stub();
   RecallResponse resp;
   ASSERT_TRUE(Call(*stub, RequestFor(2, 5), &resp).ok());
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(metrics_port_));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const std::string get = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  ASSERT_EQ(::send(fd, get.data(), get.size(), 0), static_cast<ssize_t>(get.size()));
-  std::string body;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) body.append(buf, n);
-  ::close(fd);
+  const std::string body = testing::ScrapeMetrics(metrics_port_);
+  ASSERT_FALSE(body.empty());
   EXPECT_NE(body.find("recall_requests_total{code=\"OK\",method=\"Recall\"}"), std::string::npos)
       << body.substr(0, 2000);
   EXPECT_NE(body.find("recall_request_duration_seconds_bucket"), std::string::npos);
