@@ -54,7 +54,14 @@ DEFINE_bool(exclude_history, false, "also exclude the --history items");
 DEFINE_string(cat, "", "categorical features name:value,name2:value");
 DEFINE_string(num, "", "numeric features name:1.5,name2:-0.3");
 DEFINE_bool(return_embedding, false, "ask for the user tower output and print it");
-DEFINE_string(request_id, "", "request id echoed by the server (stream --repeat: prefix)");
+DEFINE_string(request_id, "", "recall/stream: request id echoed by the server (stream --repeat: "
+              "prefix); upsert/delete: idempotency key, so a retry is logged once (upsert "
+              "--file: <id>-<call number>)");
+DEFINE_uint64(min_write_sequence, 0, "recall: answer only once the server has applied the write "
+              "with this sequence (the write_sequence upsert/delete printed): read-your-writes "
+              "on any replica");
+DEFINE_bool(digest, false, "index-info: also compute the online-write state digest (reads back "
+            "every item written online)");
 DEFINE_string(item_features, "",
               "TSV with a header row 'item_id<TAB>feature...': show those columns per result "
               "and summarize the first one");
@@ -394,6 +401,7 @@ int BuildRecallRequest(rv1::RecallRequest* req) {
   req->set_exclude_history(FLAGS_exclude_history);
   req->set_return_user_embedding(FLAGS_return_embedding);
   req->set_request_id(FLAGS_request_id);
+  req->set_min_write_sequence(FLAGS_min_write_sequence);
   return kExitOk;
 }
 
@@ -411,6 +419,9 @@ void PrintRecallResponse(const rv1::RecallRequest& req, const rv1::RecallRespons
   std::string head = absl::StrCat("model_version: ", resp.model_version(),
                                    "  index_generation: ", resp.index_generation(),
                                    "  items: ", resp.items_size());
+  if (resp.applied_write_sequence() > 0) {
+    absl::StrAppend(&head, "  applied_write_sequence: ", resp.applied_write_sequence());
+  }
   if (!resp.request_id().empty()) absl::StrAppend(&head, "  request_id: ", resp.request_id());
   std::cout << head << "\n";
 
@@ -643,6 +654,11 @@ int CmdUpsert() {
     const size_t end = std::min(items.size(), begin + static_cast<size_t>(FLAGS_batch_size));
     rv1::UpsertItemsRequest req;
     for (size_t i = begin; i < end; ++i) *req.add_items() = items[i];
+    if (!FLAGS_request_id.empty()) {
+      req.set_request_id(items.size() > static_cast<size_t>(FLAGS_batch_size)
+                             ? absl::StrCat(FLAGS_request_id, "-", calls + 1)
+                             : FLAGS_request_id);
+    }
     grpc::ClientContext ctx;
     Prepare(&ctx);
     rv1::UpsertItemsResponse resp;
@@ -663,7 +679,9 @@ int CmdUpsert() {
   if (!FLAGS_json) {
     std::cout << "upserted: " << upserted << " of " << items.size() << " items in " << calls
               << (calls == 1 ? " call" : " calls") << "  index_generation: "
-              << last.index_generation() << "  model_version: " << last.model_version() << "\n";
+              << last.index_generation() << "  model_version: " << last.model_version()
+              << "  write_sequence: " << last.write_sequence()
+              << (last.duplicate() ? "  (a retry: logged before)" : "") << "\n";
   }
   return kExitOk;
 }
@@ -675,6 +693,7 @@ int CmdDelete() {
   if (ids->empty()) return UsageError("delete needs --ids=1,2,3");
   rv1::DeleteItemsRequest req;
   for (int64_t id : *ids) req.add_item_ids(id);
+  req.set_request_id(FLAGS_request_id);
   auto stub = rv1::RecallService::NewStub(MakeChannel());
   grpc::ClientContext ctx;
   Prepare(&ctx);
@@ -686,7 +705,8 @@ int CmdDelete() {
   } else {
     std::cout << "deleted: " << resp.deleted() << " of " << ids->size()
               << " ids (the others were not present)  index_generation: "
-              << resp.index_generation() << "\n";
+              << resp.index_generation() << "  write_sequence: " << resp.write_sequence()
+              << (resp.duplicate() ? "  (a retry: logged before)" : "") << "\n";
   }
   return kExitOk;
 }
@@ -725,7 +745,9 @@ int CmdIndexInfo() {
   grpc::ClientContext ctx;
   Prepare(&ctx);
   rv1::GetIndexInfoResponse r;
-  grpc::Status s = stub->GetIndexInfo(&ctx, rv1::GetIndexInfoRequest(), &r);
+  rv1::GetIndexInfoRequest req;
+  req.set_online_state_digest(FLAGS_digest);
+  grpc::Status s = stub->GetIndexInfo(&ctx, req, &r);
   if (!s.ok()) return RpcError(s);
   if (FLAGS_json) {
     std::cout << ToJson(r) << "\n";
@@ -747,7 +769,12 @@ int CmdIndexInfo() {
       {"item_categorical", CatSpecs(fs.item_categorical())},
       {"item_numeric", NumSpecs(fs.item_numeric())},
       {"eval", Metrics(r.eval())},
+      {"write_log", r.write_log().empty() ? "-" : r.write_log()},
+      {"applied_write_sequence",
+       absl::StrCat(r.applied_write_sequence(), " of ", r.write_log_last_sequence(),
+                    " in the log (", r.online_items(), " items written online)")},
   };
+  if (!r.online_state_digest().empty()) rows.push_back({"online_state_digest", r.online_state_digest()});
   if (!r.eval().dataset().empty() || r.eval().num_users() > 0) {
     rows.push_back({"eval_on", absl::StrCat(r.eval().dataset().empty() ? "-" : r.eval().dataset(),
                                             " split=", r.eval().split().empty() ? "-" : r.eval().split(),
@@ -969,6 +996,18 @@ int PrintVersions(const rv1::ListVersionsResponse& resp) {
   } else {
     std::cout << recall::cli::FormatTable(header, rows, right);
   }
+  if (resp.replicas_size() > 0) {
+    std::vector<std::vector<std::string>> replicas;
+    for (const auto& r : resp.replicas()) {
+      replicas.push_back({r.replica_id(), absl::StrCat(r.serving_version()),
+                          r.pinned_version() ? absl::StrCat(r.pinned_version()) : "-",
+                          absl::StrCat(r.applied_write_sequence()), r.updated_at()});
+    }
+    std::cout << "replicas:\n"
+              << recall::cli::FormatTable({"replica", "serving", "pinned", "applied_write_seq",
+                                           "updated_at"},
+                                          replicas, {false, true, true, true, false});
+  }
   return kExitOk;
 }
 
@@ -1023,9 +1062,9 @@ std::vector<Command>& Commands() {
        "Recall: the top-K items for one user",
        {"recall --user_id=42 --history=1,2,3 --k=10 [--exclude=4,5] [--exclude_history]",
         "       [--cat=name:value,...] [--num=name:1.5,...] [--return_embedding]",
-        "       [--item_features=items.tsv] [--request_id=ID]"},
+        "       [--item_features=items.tsv] [--request_id=ID] [--min_write_sequence=S]"},
        {"user_id", "history", "k", "exclude", "exclude_history", "cat", "num",
-        "return_embedding", "request_id", "item_features"},
+        "return_embedding", "request_id", "item_features", "min_write_sequence"},
        CmdRecall},
       {"stream",
        "RecallStream: many requests on one bidirectional stream, replies checked in order",
@@ -1038,14 +1077,16 @@ std::vector<Command>& Commands() {
        "UpsertItems: add or replace items (features, raw vector, or a JSON-lines file)",
        {"upsert --item_id=N [--cat=name:value,...] [--num=name:1.5,...]",
         "upsert --item_id=N --vector=0.1,0.2,... --model_version=V",
-        "upsert --file=items.jsonl [--batch_size=1000]"},
-       {"item_id", "cat", "num", "vector", "model_version", "file", "batch_size"},
+        "upsert --file=items.jsonl [--batch_size=1000]",
+        "  [--request_id=ID]: an idempotency key (a retry with it is logged once)"},
+       {"item_id", "cat", "num", "vector", "model_version", "file", "batch_size", "request_id"},
        CmdUpsert},
-      {"delete", "DeleteItems: remove items", {"delete --ids=1,2,3"}, {"ids"}, CmdDelete},
+      {"delete", "DeleteItems: remove items", {"delete --ids=1,2,3 [--request_id=ID]"},
+       {"ids", "request_id"}, CmdDelete},
       {"index-info",
-       "GetIndexInfo: serving version, index size, feature spec, eval metrics",
-       {"index-info"},
-       {},
+       "GetIndexInfo: serving version, index size, feature spec, eval metrics, write log",
+       {"index-info [--digest]"},
+       {"digest"},
        CmdIndexInfo},
       {"health",
        "grpc.health.v1 Health/Check: prints SERVING / NOT_SERVING; exit 0 only if SERVING",

@@ -26,6 +26,7 @@
 #include "server/nats_connection.h"
 #include "server/online_writes.h"
 #include "server/replica_set.h"
+#include "server/wal_import.h"
 #include "server/recall_engine.h"
 #include "server/retrain_jobs.h"
 #include "server/usable_cpus.h"
@@ -79,6 +80,9 @@ DEFINE_string(snapshot_dir, "", "where checkpoints of the online writes go (defa
               "a stream, shared by the replica set)");
 DEFINE_int32(write_dedup_window_s, 120, "a write retried with the same request_id within this "
              "many seconds is logged once (JetStream's duplicate window for a stream)");
+DEFINE_string(import_wal, "", "with a nats:// --write_log: before serving, publish the online "
+              "writes of this local write-ahead log (and its <path>.snapshots checkpoints) into "
+              "the stream, which must be empty (server/REPLICATION.md)");
 DEFINE_string(write_stream, "RECALL_WRITES", "JetStream stream of the online writes");
 DEFINE_int32(write_stream_replicas, 1, "copies of the stream JetStream keeps (R; 3 for a "
              "3-node NATS cluster: a write is acknowledged once a quorum stored it)");
@@ -311,6 +315,15 @@ int main(int argc, char** argv) {
     if (!log.ok()) {
       std::cerr << "error: " << log.status().message() << "\n";
       return 64;
+    }
+    if (!FLAGS_import_wal.empty()) {
+      for (int i = 0; i < 100 && !nats->connected(); ++i) absl::SleepFor(absl::Milliseconds(100));
+      auto imported = recall::server::ImportLocalWal(FLAGS_import_wal,
+                                                     FLAGS_import_wal + ".snapshots", **log);
+      if (!imported.ok()) {
+        LOG(ERROR) << "--import_wal: " << imported.status().message();
+        return 1;
+      }
     }
     wo.log = *std::move(log);
     wo.snapshot_dir = FLAGS_snapshot_dir.empty()

@@ -150,7 +150,15 @@ env = graf.get("environment", {})
 if str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "")).lower() != "true" or \
         env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") != "Viewer":
     fail("docker-compose.yml: grafana has no anonymous Viewer access")
-ok("docker-compose.yml: services, ports, volumes, profiles")
+# Online writes: the server logs them to the compose NATS (JetStream on a named volume).
+nats_svc = services.get("nats", {})
+nats_cmd = [str(c) for c in nats_svc.get("command", [])]
+if "-js" not in nats_cmd or volume_source(nats_svc, nats_cmd[nats_cmd.index("-sd") + 1]
+                                            if "-sd" in nats_cmd else "/data") is None:
+    fail("docker-compose.yml: no nats service running JetStream (-js -sd DIR) on a volume")
+if "--write_log=nats://nats:4222" not in server.get("command", []):
+    fail("docker-compose.yml: server does not log online writes to nats://nats:4222")
+ok("docker-compose.yml: services, ports, volumes, profiles, nats")
 
 # ---- 3. Prometheus ------------------------------------------------------------------------
 prom = doc("deploy/prometheus/prometheus.yml")
@@ -365,7 +373,10 @@ cm_name = cm.get("metadata", {}).get("name") if cm else None
 refs = [e.get("configMapRef", {}).get("name") for e in srv.get("envFrom", [])]
 if cm_name not in refs:
     fail(f"deploy/k8s/deployment.yaml: does not read the ConfigMap {cm_name}")
-cm_data = cm.get("data", {}) if cm else {}
+cm_data = dict(cm.get("data", {}) if cm else {})
+# $(VAR) may also name an env var the container defines itself (e.g. the pod name).
+for e in srv.get("env", []):
+    cm_data.setdefault(e.get("name"), f"<{e.get('name')}>")
 server_args = []
 for a in srv.get("args", []):
     server_args.append(re.sub(r"\$\((\w+)\)", lambda m_: str(cm_data.get(m_.group(1), "<undefined " + m_.group(1) + ">")), a))
@@ -388,7 +399,26 @@ on_disk = {n for n in os.listdir(os.path.join(SRC, "deploy", "k8s"))
            if n.endswith((".yaml", ".yml")) and n != "kustomization.yaml"}
 if listed != on_disk:
     fail(f"deploy/k8s/kustomization.yaml lists {sorted(listed)}, the folder has {sorted(on_disk)}")
-ok("deploy/k8s: probes, PVC, ConfigMap, Service, Job, kustomization")
+# NATS: a 3-node JetStream StatefulSet with cluster routes and PVCs, and the replicas write to
+# it at R=3; no pod-local write-ahead log is left.
+nats_docs = {d.get("kind"): d for d in parsed.get("deploy/k8s/nats.yaml", []) if d}
+sts = nats_docs.get("StatefulSet", {})
+sts_spec = sts.get("spec", {})
+nats_conf = (nats_docs.get("ConfigMap", {}).get("data", {}) or {}).get("nats.conf", "")
+if sts_spec.get("replicas") != 3 or not sts_spec.get("volumeClaimTemplates"):
+    fail("deploy/k8s/nats.yaml: not a 3-node StatefulSet with volumeClaimTemplates")
+if "jetstream" not in nats_conf or not all(f"nats-{i}.nats:6222" in nats_conf for i in range(3)):
+    fail("deploy/k8s/nats.yaml: nats.conf lacks JetStream or the routes to nats-0..2")
+if (nats_docs.get("Service", {}).get("spec", {}) or {}).get("clusterIP") != "None":
+    fail("deploy/k8s/nats.yaml: the nats Service is not headless")
+write_log = next((a for a in server_args if a.startswith("--write_log=")), "")
+if not all(f"nats-{i}.nats:4222" in write_log for i in range(3)):
+    fail(f"deploy/k8s/deployment.yaml: --write_log does not list the three NATS nodes: {write_log}")
+if "--write_stream_replicas=3" not in server_args:
+    fail("deploy/k8s/deployment.yaml: the write stream is not R=3")
+if any(v.get("emptyDir") is not None and v.get("name") == "wal" for v in pod_volumes):
+    fail("deploy/k8s/deployment.yaml: still an emptyDir write-ahead log")
+ok("deploy/k8s: probes, PVC, ConfigMap, Service, Job, kustomization, NATS")
 
 # ---- 7. flags against the binaries ------------------------------------------------------------
 def gflags_of(binary):

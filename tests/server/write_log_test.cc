@@ -15,6 +15,7 @@
 #include "server/jetstream_write_log.h"
 #include "server/local_write_log.h"
 #include "server/nats_connection.h"
+#include "server/wal_import.h"
 #include "server/write_snapshots.h"
 #include "tests/testing/nats_cluster.h"
 
@@ -303,6 +304,44 @@ TEST_F(JetStreamWriteLogTest, ARecreatedStreamIsNotMistakenForTheOldOne) {
   ASSERT_TRUE(fresh.Append(DeletePayload(9), {}).ok());
   // A reader that applied 3 of the old stream must not take the new stream's 1 as its 4.
   EXPECT_EQ(fresh.Read(3, 10, absl::Milliseconds(100)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JetStreamWriteLogTest, ALocalWalIsImportedAsItsFoldOnceAndOnlyIntoAFreshStream) {
+  const std::string wal = dir_ + "/local.wal";
+  {
+    auto local = OpenLocal(wal);
+    for (int i = 1; i <= 600; ++i) {  // items 1..300 upserted twice, then 1..10 deleted
+      recall::v1::WriteAheadRecord rec = VectorUpsert((i - 1) % 300 + 1, static_cast<float>(i));
+      ASSERT_TRUE(local->Append(rec.SerializeAsString(), {}).ok());
+    }
+    for (int i = 1; i <= 10; ++i) ASSERT_TRUE(local->Append(DeletePayload(i), {}).ok());
+  }
+  JetStreamWriteLog& log = Open();
+  auto imported = ImportLocalWal(wal, wal + ".snapshots", log);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->items, 300);
+  EXPECT_EQ(imported->covered, 610u);
+  EXPECT_EQ(imported->records, 3);  // 290 upserts in 2 chunks, 10 deletes in 1
+  FoldedWrites fold;
+  for (const LogRecord& r : ReadAll(log, 0)) {
+    recall::v1::WriteAheadRecord rec;
+    ASSERT_TRUE(rec.ParseFromString(r.payload));
+    fold.Fold(r.seq, rec, nullptr);
+  }
+  EXPECT_EQ(fold.size(), 300u);
+  EXPECT_TRUE(fold.Find(5)->deleted);
+  EXPECT_FLOAT_EQ(fold.Find(11)->upsert.vector().values(0), 311.0f);  // the last write won
+  // A re-run (after a crash, say) appends nothing new; a stream with other writes is refused.
+  ASSERT_TRUE(ImportLocalWal(wal, wal + ".snapshots", log).ok());
+  EXPECT_EQ(*log.LastSequence(), 3u);
+  JetStreamWriteLog::Options o;
+  o.connection = conn_.get();
+  o.stream = "OTHER_WRITES";
+  auto other = JetStreamWriteLog::Open(o);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->Append(DeletePayload(1), {}).ok());
+  EXPECT_EQ(ImportLocalWal(wal, wal + ".snapshots", **other).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
 
