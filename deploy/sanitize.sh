@@ -24,7 +24,7 @@ case "$kind" in
 esac
 if [ ! -f "$dir/build.ninja" ]; then
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" "$opt"
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" "$opt"
 fi
 # shellcheck disable=SC2086
 ninja -C "$dir" -j"${JOBS:-2}" ${TARGETS:-}

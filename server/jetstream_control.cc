@@ -18,13 +18,19 @@ std::string ReplicaKey(const std::string& id) {
   return key;
 }
 
-JetStreamControl::JetStreamControl(Options options) : options_(std::move(options)) {}
+JetStreamControl::JetStreamControl(Options options) : options_(std::move(options)) {
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = absl::ToInt64Milliseconds(options_.request_timeout);
+  if (natsConnection_JetStream(&js_, options_.connection->nc(), &jo) != NATS_OK) js_ = nullptr;
+}
 
 JetStreamControl::~JetStreamControl() {
   StopWatching();
   absl::MutexLock lock(&mu_);
   if (control_) kvStore_Destroy(control_);
   if (registry_) kvStore_Destroy(registry_);
+  if (js_) jsCtx_Destroy(js_);
 }
 
 std::string JetStreamControl::Describe() const {
@@ -38,8 +44,10 @@ absl::StatusOr<kvStore*> JetStreamControl::Bucket(bool registry) {
   if (kv != nullptr) return kv;
   NatsConnection& c = *options_.connection;
   const std::string name = registry ? options_.bucket + "_replicas" : options_.bucket;
-  if (!c.connected()) return c.Unreachable(absl::StrCat("opening KV bucket ", name));
-  natsStatus s = js_KeyValue(&kv, c.js(), name.c_str());
+  if (!c.connected() || js_ == nullptr) {
+    return c.Unreachable(absl::StrCat("opening KV bucket ", name));
+  }
+  natsStatus s = js_KeyValue(&kv, js_, name.c_str());
   if (s == NATS_NOT_FOUND) {
     kvConfig cfg;
     kvConfig_Init(&cfg);
@@ -48,7 +56,7 @@ absl::StatusOr<kvStore*> JetStreamControl::Bucket(bool registry) {
     cfg.Replicas = options_.replicas;
     cfg.StorageType = js_FileStorage;
     if (registry) cfg.TTL = absl::ToInt64Nanoseconds(options_.replica_ttl);
-    s = js_CreateKeyValue(&kv, c.js(), &cfg);
+    s = js_CreateKeyValue(&kv, js_, &cfg);
   }
   if (s != NATS_OK) {
     kv = nullptr;

@@ -21,6 +21,7 @@
 #include "server/nats_connection.h"
 
 struct __kvStore;
+struct __jsCtx;
 
 namespace recall::server {
 
@@ -31,6 +32,9 @@ class JetStreamControl final : public ClusterControl {
     std::string bucket = "recall_control";
     int replicas = 1;
     absl::Duration replica_ttl = absl::Seconds(30);  // announce well within it
+    // Longest wait for one KV request: a bucket whose stream is still electing its leader
+    // (just created, or a node just died) does not answer, and callers retry rather than wait.
+    absl::Duration request_timeout = absl::Seconds(1);
   };
   explicit JetStreamControl(Options options);
   ~JetStreamControl() override;
@@ -49,6 +53,7 @@ class JetStreamControl final : public ClusterControl {
   void WatchLoop(std::function<void(int64_t)> on_change);
 
   const Options options_;
+  __jsCtx* js_ = nullptr;  // this store's own context, for its shorter request timeout
   absl::Mutex mu_;
   __kvStore* control_ ABSL_GUARDED_BY(mu_) = nullptr;
   __kvStore* registry_ ABSL_GUARDED_BY(mu_) = nullptr;

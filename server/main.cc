@@ -304,6 +304,12 @@ int main(int argc, char** argv) {
       return 64;
     }
     nats = *std::move(conn);
+    // The pin and the stream's tail come from NATS: give the first connection a moment, so a
+    // replica does not start on the newest version only to switch to the pinned one.
+    if (!nats->WaitConnected(absl::Seconds(10))) {
+      LOG(WARNING) << "NATS (" << nats->servers() << ") does not answer yet: serving without "
+                   << "the cluster pin and the write log's tail until it does";
+    }
     recall::server::JetStreamWriteLog::Options jo;
     jo.connection = nats.get();
     jo.stream = FLAGS_write_stream;
@@ -317,7 +323,6 @@ int main(int argc, char** argv) {
       return 64;
     }
     if (!FLAGS_import_wal.empty()) {
-      for (int i = 0; i < 100 && !nats->connected(); ++i) absl::SleepFor(absl::Milliseconds(100));
       auto imported = recall::server::ImportLocalWal(FLAGS_import_wal,
                                                      FLAGS_import_wal + ".snapshots", **log);
       if (!imported.ok()) {

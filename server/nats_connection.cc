@@ -152,6 +152,15 @@ bool NatsConnection::connected() const {
   return nc_ != nullptr && natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED;
 }
 
+bool NatsConnection::WaitConnected(absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!connected()) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return true;
+}
+
 std::string NatsConnection::servers() const { return absl::StrJoin(options_.servers, ","); }
 
 absl::Status NatsConnection::Unreachable(absl::string_view what) const {

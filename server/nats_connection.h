@@ -50,6 +50,8 @@ class NatsConnection {
   NatsConnection& operator=(const NatsConnection&) = delete;
 
   bool connected() const;
+  // Waits up to `timeout` for the first connection; false if there is none by then.
+  bool WaitConnected(absl::Duration timeout) const;
   // Unavailable("NATS (<servers>) is unreachable ...: <what>") for callers that need it up.
   absl::Status Unreachable(absl::string_view what) const;
   std::string servers() const;  // comma-joined, for messages

@@ -37,7 +37,13 @@ recall::v1::ReplicaStatus ReplicaSet::Status() const {
 
 absl::Status ReplicaSet::Start() {
   absl::Status loaded;
+  // A bucket another replica has just created may take a moment to answer (its stream elects a
+  // leader): retry briefly rather than start on the newest version and switch a moment later.
   auto pin = control_->ReadPin();
+  for (int attempt = 0; attempt < 10 && absl::IsUnavailable(pin.status()); ++attempt) {
+    absl::SleepFor(absl::Milliseconds(200));
+    pin = control_->ReadPin();
+  }
   if (!pin.ok()) {
     LOG(WARNING) << "cluster pin unknown (" << pin.status().message()
                  << "); serving the newest version until the pin is read";

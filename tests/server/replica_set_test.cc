@@ -133,6 +133,18 @@ class ReplicaSetTest : public testing::SmallModelSuite<ReplicaSetTest> {
     dim_ = trainer_->config().tower.dim;
   }
   void TearDown() override {
+    // RECALL_KEEP_LOGS=DIR keeps the replicas' and NATS nodes' logs (the test dir goes away).
+    if (const char* keep = std::getenv("RECALL_KEEP_LOGS"); keep != nullptr && *keep) {
+      fs::create_directories(keep);
+      for (const auto& e : fs::recursive_directory_iterator(base_)) {
+        if (e.path().filename().string().find(".log") != std::string::npos) {
+          std::error_code ec;
+          std::string name = fs::relative(e.path(), base_).string();
+          std::replace(name.begin(), name.end(), '/', '_');
+          fs::copy_file(e.path(), fs::path(keep) / name, fs::copy_options::overwrite_existing, ec);
+        }
+      }
+    }
     for (auto& r : replicas_) {
       if (HasFailure() && !r.log().empty()) {
         std::ifstream in(r.log());
@@ -537,21 +549,43 @@ std::pair<int64_t, int64_t> Versions(testing::ServerProcess& r) {
   return {lv.serving_version(), lv.pinned_version()};
 }
 
-TEST_F(ReplicaSetTest, APinOnOneReplicaReachesEveryReplicaAndOutlivesARestart) {
+TEST_F(ReplicaSetTest, PruningSparesVersionsOthersServeAndAPinReachesEveryReplica) {
   const int rounds = static_cast<int>(EnvInt("RECALL_PIN_ROUNDS", 2));
-  Publish(2);
-  ASSERT_TRUE(StartAll({"--keep_versions=2"})) << replicas_[0].log();
-  for (int i = 0; i < kReplicas; ++i) EXPECT_EQ(Versions(replicas_[i]).first, 2) << i;
+  // Replica 2 never polls, so it keeps serving version 1 while the others move on.
+  const std::vector<std::string> keep2 = {"--keep_versions=2"};
+  ASSERT_TRUE(StartReplica(0, keep2) && StartReplica(1, keep2) &&
+              StartReplica(2, {"--keep_versions=2", "--poll_interval_s=0"}))
+      << replicas_[0].log();
+  for (int64_t v : {2, 3, 4}) Publish(v);
+  for (int i = 0; i < 2; ++i) {  // swap now instead of at the next poll; pruning follows a swap
+    recall::v1::ListVersionsResponse after;
+    auto ctx = Deadline();
+    ASSERT_TRUE(replicas_[i].Training()->ReloadVersions(ctx.get(), {}, &after).ok());
+    EXPECT_EQ(after.serving_version(), 4) << i;
+  }
+  // Keeping the newest 2 would delete 1 and 2; replica 2 still serves 1 (the registry says so).
+  EXPECT_TRUE(fs::exists(models_ + "/1")) << "a version another replica serves was pruned";
+  EXPECT_FALSE(fs::exists(models_ + "/2")) << "pruning did not run";
+  EXPECT_EQ(Versions(replicas_[2]).first, 1);
+  recall::v1::ListVersionsResponse lv;
+  {
+    auto ctx = Deadline();
+    grpc::Status s = replicas_[0].Training()->ListVersions(ctx.get(), {}, &lv);
+    ASSERT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  }
+  EXPECT_EQ(lv.replicas_size(), kReplicas);  // the registry lists every replica
+
+  // A pin set on one replica reaches every replica, the non-polling one included.
   std::vector<double> convergence;
   for (int round = 0; round < rounds; ++round) {
-    const int64_t target = round % 2 == 0 ? 1 : 2;
+    const int64_t target = round % 2 == 0 ? 3 : 4;
     recall::v1::SetServingVersionRequest req;
     req.set_version(target);
     recall::v1::SetServingVersionResponse resp;
     auto ctx = Deadline(60);
     const auto t0 = Clock::now();
-    grpc::Status s = replicas_[round % kReplicas].Training()->SetServingVersion(ctx.get(), req,
-                                                                              &resp);
+    grpc::Status s =
+        replicas_[round % kReplicas].Training()->SetServingVersion(ctx.get(), req, &resp);
     ASSERT_TRUE(s.ok()) << s.error_message();
     bool all = false;
     while (!all && Clock::now() - t0 < std::chrono::seconds(60)) {
@@ -572,22 +606,8 @@ TEST_F(ReplicaSetTest, APinOnOneReplicaReachesEveryReplicaAndOutlivesARestart) {
   // The last pin holds for a replica that starts afterwards.
   const int64_t pinned = Versions(replicas_[0]).second;
   replicas_[2].Stop(SIGKILL);
-  ASSERT_TRUE(StartReplica(2, {"--keep_versions=2"}));
+  ASSERT_TRUE(StartReplica(2, keep2));
   EXPECT_EQ(Versions(replicas_[2]), std::make_pair(pinned, pinned));
-  // The registry lists every replica, and pruning (--keep_versions=2) never deletes the pinned
-  // version although newer ones arrive.
-  recall::v1::ListVersionsResponse lv;
-  {
-    auto ctx = Deadline();
-    grpc::Status s = replicas_[1].Training()->ListVersions(ctx.get(), {}, &lv);
-    ASSERT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
-  }
-  EXPECT_EQ(lv.replicas_size(), kReplicas);
-  Publish(3);
-  Publish(4);
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // three polls
-  EXPECT_TRUE(fs::exists(models_ + "/" + std::to_string(pinned))) << "the pinned version was pruned";
-  for (int i = 0; i < kReplicas; ++i) EXPECT_EQ(Versions(replicas_[i]).first, pinned) << i;
 }
 
 TEST_F(ReplicaSetTest, WithNatsDownWritesFailFastRecallServesAndWritesResumeWhenItReturns) {
