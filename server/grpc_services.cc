@@ -74,7 +74,7 @@ absl::Time WaitDeadline(Clock::time_point deadline, absl::Duration cap) {
   const absl::Time now = absl::Now();
   if (deadline == Clock::time_point::max()) return now + cap;
   const absl::Duration left = absl::FromChrono(deadline - Clock::now());
-  return now + std::min(cap, left - std::min(absl::Milliseconds(20), left / 10));
+  return now + std::min(cap, left - std::min(absl::Milliseconds(100), left / 10));
 }
 
 absl::Status DeadlinePassed() {

@@ -11,10 +11,19 @@
 namespace recall::server {
 namespace {
 
+// What libnats's callbacks may touch. They run on libnats's own thread and may come after the
+// NatsConnection is gone (natsConnection_Destroy does not wait for them), so they get this
+// instead, which the last callback of a connection, "closed", frees.
+struct CallbackContext {
+  std::string servers;
+};
+
 void OnDisconnected(natsConnection*, void* closure) {
-  LOG(WARNING) << "NATS: disconnected from "
-               << static_cast<NatsConnection*>(closure)->servers() << "; reconnecting";
+  LOG(WARNING) << "NATS: disconnected from " << static_cast<CallbackContext*>(closure)->servers
+               << "; reconnecting";
 }
+
+void OnClosed(natsConnection*, void* closure) { delete static_cast<CallbackContext*>(closure); }
 
 void OnReconnected(natsConnection* nc, void*) {
   char url[256] = {0};
@@ -101,9 +110,6 @@ absl::StatusOr<std::unique_ptr<NatsConnection>> NatsConnection::Connect(Options 
   natsOptions_SetRetryOnFailedConnect(opts, true, nullptr, nullptr);
   natsOptions_SetPingInterval(opts, 2000);
   natsOptions_SetMaxPingsOut(opts, 2);
-  natsOptions_SetDisconnectedCB(opts, OnDisconnected, c.get());
-  natsOptions_SetReconnectedCB(opts, OnReconnected, c.get());
-  natsOptions_SetErrorHandler(opts, OnError, c.get());
   if (!o.creds_file.empty()) {
     if ((s = natsOptions_SetUserCredentialsFromFiles(opts, o.creds_file.c_str(), nullptr)) !=
         NATS_OK) {
@@ -126,10 +132,18 @@ absl::StatusOr<std::unique_ptr<NatsConnection>> NatsConnection::Connect(Options 
       return fail(s, "--nats_tls_cert_file " + o.tls_cert_file);
     }
   }
+  auto* context = new CallbackContext{c->servers()};
+  natsOptions_SetDisconnectedCB(opts, OnDisconnected, context);
+  natsOptions_SetReconnectedCB(opts, OnReconnected, context);
+  natsOptions_SetErrorHandler(opts, OnError, context);
+  natsOptions_SetClosedCB(opts, OnClosed, context);
   s = natsConnection_Connect(&c->nc_, opts);
   natsOptions_Destroy(opts);
   opts = nullptr;
-  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) return fail(s, "connect");
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
+    delete context;  // no connection, so no "closed" callback will free it
+    return fail(s, "connect");
+  }
   if (s == NATS_NOT_YET_CONNECTED) {
     LOG(WARNING) << "NATS: no server of " << c->servers() << " answers yet; still trying";
   }

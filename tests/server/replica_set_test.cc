@@ -534,7 +534,7 @@ TEST_F(ReplicaSetTest, ReadYourWritesOnAnotherReplicaAfterADelete) {
   recall::v1::RecallRequest far = probe;
   far.set_min_write_sequence(1000000000);
   auto ctx = Deadline();
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   recall::v1::RecallResponse resp;
   grpc::Status s = replicas_[1].Recall()->Recall(ctx.get(), far, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();

@@ -79,39 +79,51 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
   }
 }
 
-TEST(Trainer, EveryNegativeSourceLearnsTheSyntheticStructure) {
-  // MoCo keys, re-encoded queue ids, global negatives, SSL views, a shared item table, user id
-  // dropout, history dropout, the exact full softmax, the symmetric item-to-user term, the
-  // item-item neighbour term, masked false negatives: each trains to well above popularity on
-  // the synthetic data.
+// MoCo keys, re-encoded queue ids, global negatives, SSL views, a shared item table, user id
+// dropout, history dropout, the exact full softmax, the symmetric item-to-user term, the
+// item-item neighbour term, masked false negatives: each trains to well above popularity on the
+// synthetic data. One test per variant, so ctest runs them side by side.
+class EveryNegativeSource : public ::testing::TestWithParam<int> {};
+
+TEST_P(EveryNegativeSource, LearnsTheSyntheticStructure) {
+  const int variant = GetParam();
   Dataset d = SmallSynthetic();
   const double pop = EvaluatePopularity(d).values.at("recall@20");
-  for (int variant = 0; variant < 10; ++variant) {
-    TrainConfig c = FullMethodConfig();
-    if (variant == 1) c.queue_reencode = true;
-    if (variant == 2) {
-      c.item_ssl_weight = 0.1;
-      c.user_ssl_weight = 0.1;
-    }
-    if (variant == 3) c.tower.share_item_embeddings = true;
-    if (variant == 4) c.user_id_dropout = 0.5;
-    if (variant == 5) c.history_dropout = 0.5;
-    if (variant == 6) {
-      c.loss = "full_softmax";
-      c.logq_correction = false;
-      c.queue_size = 0;
-      c.global_negatives = 0;
-    }
-    if (variant == 7) c.item_to_user_weight = 1;
-    if (variant == 8) c.item_neighbor_weight = 1;
-    if (variant == 9) c.mask_user_positives = true;
-    auto t = Trainer::Create(d, c);
-    ASSERT_TRUE(t.ok());
-    ASSERT_TRUE((*t)->Train().ok());
-    const double learned = (*t)->Evaluate().values.at("recall@20");
-    EXPECT_GT(learned, 1.3 * pop) << "variant " << variant << ": " << learned << " vs " << pop;
+  TrainConfig c = FullMethodConfig();
+  if (variant == 1) c.queue_reencode = true;
+  if (variant == 2) {
+    c.item_ssl_weight = 0.1;
+    c.user_ssl_weight = 0.1;
   }
+  if (variant == 3) c.tower.share_item_embeddings = true;
+  if (variant == 4) c.user_id_dropout = 0.5;
+  if (variant == 5) c.history_dropout = 0.5;
+  if (variant == 6) {
+    c.loss = "full_softmax";
+    c.logq_correction = false;
+    c.queue_size = 0;
+    c.global_negatives = 0;
+  }
+  if (variant == 7) c.item_to_user_weight = 1;
+  if (variant == 8) c.item_neighbor_weight = 1;
+  if (variant == 9) c.mask_user_positives = true;
+  auto t = Trainer::Create(d, c);
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*t)->Train().ok());
+  const double learned = (*t)->Evaluate().values.at("recall@20");
+  EXPECT_GT(learned, 1.3 * pop) << "variant " << variant << ": " << learned << " vs " << pop;
 }
+
+std::string NegativeSourceName(const ::testing::TestParamInfo<int>& info) {
+  static const char* kNames[] = {"MocoKeysAndGlobalNegatives", "ReencodedQueue", "SslViews",
+                                 "SharedItemTable", "UserIdDropout", "HistoryDropout",
+                                 "FullSoftmax", "ItemToUser", "ItemNeighbourTerm",
+                                 "MaskedFalseNegatives"};
+  return kNames[info.param];
+}
+
+INSTANTIATE_TEST_SUITE_P(Trainer, EveryNegativeSource, ::testing::Range(0, 10),
+                         NegativeSourceName);
 
 TEST(Trainer, MaskUserPositivesChangesOnlyBatchesHoldingAnotherItemOfTheRowsUser) {
   Dataset d = SmallSynthetic();
