@@ -13,6 +13,7 @@
 #include <iostream>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "model/openmp_env.h"
@@ -379,6 +380,12 @@ int main(int argc, char** argv) {
     LOG(WARNING) << loaded.message() << "; starting NOT_SERVING until a valid version appears";
   }
   writes->Start(&versions);
+  // Whatever path leaves main from here, the pin watcher and the write applier stop before the
+  // version manager they use goes away (locals are destroyed in reverse order).
+  absl::Cleanup stop_appliers = [&] {
+    replica_set.reset();
+    writes->Stop();
+  };
   if (absl::Status s = writes->CatchUp(absl::Seconds(std::max(0, FLAGS_startup_catch_up_s)));
       !s.ok()) {
     LOG(WARNING) << "online writes not caught up at start (" << s.message()
@@ -484,9 +491,7 @@ int main(int argc, char** argv) {
                    std::chrono::seconds(FLAGS_shutdown_grace_s));
   versions.Stop();
   server->Wait();
-  // The pin watcher and the write applier use the version manager: stop them first.
-  replica_set.reset();
-  writes->Stop();
+  std::move(stop_appliers).Invoke();
   // Every accepted call has been answered by now (a handler finishes its call before it leaves
   // the in-flight count); tests/server/fault_test.cc checks this line.
   LOG(INFO) << "recall-server stopped; calls left unanswered: " << metrics.in_flight().Value()

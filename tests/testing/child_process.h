@@ -26,8 +26,13 @@ class ChildProcess {
   ChildProcess(const ChildProcess&) = delete;
   ~ChildProcess() { Kill(SIGKILL); Wait(); }
 
-  // Starts argv[0] with argv; stdout/stderr go to `log_path` when given.
+  // Starts argv[0] with argv; stdout/stderr go to `log_path` when given. The child inherits
+  // OMP_WAIT_POLICY=passive: recall-server and recall-train re-execute themselves to set it
+  // when it is missing (model/openmp_env.h), and loading LibTorch twice doubled every test's
+  // server start (the deploy and bench smoke tests start the binaries without it, so the
+  // re-execution stays covered).
   bool Start(const std::vector<std::string>& argv, const std::string& log_path = "") {
+    ::setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
