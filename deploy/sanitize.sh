@@ -28,6 +28,7 @@ if [ ! -f "$dir/build.ninja" ]; then
 fi
 # shellcheck disable=SC2086
 ninja -C "$dir" -j"${JOBS:-2}" ${TARGETS:-}
+if [ "$kind" = thread ]; then bash tests/sanitizers/check_tsan_wraps.sh "$dir"; fi
 supp="$PWD/tests/sanitizers"
 # Leaks: LeakSanitizer runs (the ASan default) with suppressions for process-lifetime
 # allocations of uninstrumented libraries only (tests/sanitizers/lsan.supp).

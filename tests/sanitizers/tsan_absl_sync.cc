@@ -97,6 +97,19 @@ RECALL_WRAP(bool, _ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_
   return met;
 }
 
+// absl::Mutex::AwaitWithDeadline(const Condition&, Time)
+RECALL_WRAP(bool, _ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE,
+            absl::Mutex* mu, const absl::Condition& cond, absl::Time deadline) {
+  __tsan_mutex_pre_unlock(mu, 0);
+  const bool met =
+      __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(mu, cond,
+                                                                                  deadline);
+  __tsan_mutex_post_unlock(mu, 0);
+  __tsan_mutex_pre_lock(mu, 0);
+  __tsan_mutex_post_lock(mu, 0, 0);
+  return met;
+}
+
 // absl::Mutex::~Mutex(): the address may hold another mutex later.
 RECALL_WRAP(void, _ZN4absl7debian35MutexD1Ev, absl::Mutex* mu) {
   __tsan_mutex_destroy(mu, 0);
