@@ -8,6 +8,7 @@
 // runs at --load_fractions of that maximum (latency p50/p95/p99/p999 and errors), then recall@k
 // of the answers against exact search over the same version's item vectors. Prints one JSON
 // object (also to --json_out).
+#include <ATen/Parallel.h>
 #include <gflags/gflags.h>
 #include <sched.h>
 #include <unistd.h>
@@ -209,7 +210,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<recall::server::RecallBatcher> batcher;
   std::unique_ptr<recall::bench::Target> target;
   if (FLAGS_target == "inprocess") {
-    torch::set_num_threads(std::max(1, FLAGS_torch_threads));
+    at::set_num_threads(std::max(1, FLAGS_torch_threads));
     recall::server::EngineLimits limits;
     limits.max_k = std::max(limits.max_k, FLAGS_k);
     engine = std::make_unique<recall::server::RecallEngine>(&versions, limits);

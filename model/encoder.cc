@@ -1,5 +1,7 @@
 #include "model/encoder.h"
 
+#include <ATen/ops/zeros.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -9,6 +11,31 @@
 #include "model/hashing.h"
 
 namespace recall {
+
+UserBatch UserBatch::Allocate(int64_t b, int64_t history_length, int64_t num_categorical,
+                              int64_t num_numeric) {
+  return {at::zeros({b}, at::kLong), at::zeros({b, history_length}, at::kLong),
+          at::zeros({b, history_length}, at::kFloat), at::zeros({b, num_categorical}, at::kLong),
+          at::zeros({b, num_numeric}, at::kFloat)};
+}
+
+ItemBatch ItemBatch::Allocate(int64_t b, int64_t num_categorical, int64_t num_numeric,
+                              int64_t audience_length, int64_t neighbor_length) {
+  ItemBatch out;
+  out.item_id = at::zeros({b}, at::kLong);
+  out.categorical = at::zeros({b, num_categorical}, at::kLong);
+  out.numeric = at::zeros({b, num_numeric}, at::kFloat);
+  if (audience_length > 0) {
+    out.audience = at::zeros({b, audience_length}, at::kLong);
+    out.audience_mask = at::zeros({b, audience_length}, at::kFloat);
+  }
+  if (neighbor_length > 0) {
+    out.neighbors = at::zeros({b, neighbor_length}, at::kLong);
+    out.neighbors_mask = at::zeros({b, neighbor_length}, at::kFloat);
+  }
+  return out;
+}
+
 namespace {
 
 using recall::v1::CategoricalFeatureSpec;

@@ -16,7 +16,10 @@
 #ifndef RECALL_MODEL_ENCODER_H_
 #define RECALL_MODEL_ENCODER_H_
 
-#include <torch/torch.h>
+// The tensor and IValue types only: the whole LibTorch front end (torch/torch.h) takes 15 s to
+// parse, and most users of this header never build a tensor.
+#include <ATen/core/Tensor.h>
+#include <ATen/core/ivalue.h>
 
 #include <cstdint>
 #include <memory>
@@ -37,15 +40,10 @@ namespace recall {
 struct UserBatch {
   // Zero-filled tensors for b users (history rows 0 = padding, mask 0).
   static UserBatch Allocate(int64_t b, int64_t history_length, int64_t num_categorical,
-                            int64_t num_numeric) {
-    return {torch::zeros({b}, torch::kInt64), torch::zeros({b, history_length}, torch::kInt64),
-            torch::zeros({b, history_length}, torch::kFloat32),
-            torch::zeros({b, num_categorical}, torch::kInt64),
-            torch::zeros({b, num_numeric}, torch::kFloat32)};
-  }
-  torch::Tensor user_id, history, history_mask, categorical, numeric;
+                            int64_t num_numeric);
+  at::Tensor user_id, history, history_mask, categorical, numeric;
   int64_t size() const { return user_id.size(0); }
-  std::vector<torch::jit::IValue> Inputs() const {
+  std::vector<c10::IValue> Inputs() const {
     return {user_id, history, history_mask, categorical, numeric};
   }
 };
@@ -55,28 +53,14 @@ struct ItemBatch {
   // 0 = padding, mask 0) of a spec with item_audience_length, neighbor_length > 0 the
   // neighbour inputs (item rows) of a spec with item_neighbor_length.
   static ItemBatch Allocate(int64_t b, int64_t num_categorical, int64_t num_numeric,
-                            int64_t audience_length = 0, int64_t neighbor_length = 0) {
-    ItemBatch out;
-    out.item_id = torch::zeros({b}, torch::kInt64);
-    out.categorical = torch::zeros({b, num_categorical}, torch::kInt64);
-    out.numeric = torch::zeros({b, num_numeric}, torch::kFloat32);
-    if (audience_length > 0) {
-      out.audience = torch::zeros({b, audience_length}, torch::kInt64);
-      out.audience_mask = torch::zeros({b, audience_length}, torch::kFloat32);
-    }
-    if (neighbor_length > 0) {
-      out.neighbors = torch::zeros({b, neighbor_length}, torch::kInt64);
-      out.neighbors_mask = torch::zeros({b, neighbor_length}, torch::kFloat32);
-    }
-    return out;
-  }
-  torch::Tensor item_id, categorical, numeric;
-  torch::Tensor audience, audience_mask;    // undefined without an audience input
-  torch::Tensor neighbors, neighbors_mask;  // undefined without a neighbour input
+                            int64_t audience_length = 0, int64_t neighbor_length = 0);
+  at::Tensor item_id, categorical, numeric;
+  at::Tensor audience, audience_mask;    // undefined without an audience input
+  at::Tensor neighbors, neighbors_mask;  // undefined without a neighbour input
   int64_t size() const { return item_id.size(0); }
   // In the item tower's argument order (FeatureSpec.item_neighbor_length).
-  std::vector<torch::jit::IValue> Inputs() const {
-    std::vector<torch::jit::IValue> in{item_id};
+  std::vector<c10::IValue> Inputs() const {
+    std::vector<c10::IValue> in{item_id};
     if (audience.defined()) {
       in.emplace_back(audience);
       in.emplace_back(audience_mask);

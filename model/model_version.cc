@@ -1,5 +1,7 @@
 #include "model/model_version.h"
 
+#include <torch/script.h>
+
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -8,19 +10,22 @@
 namespace recall {
 namespace fs = std::filesystem;
 
-absl::StatusOr<torch::jit::Module> LoadTorchScript(const std::string& path) {
+absl::StatusOr<std::unique_ptr<torch::jit::Module>> LoadTorchScript(const std::string& path) {
   try {
-    torch::jit::Module m = torch::jit::load(path, torch::kCPU);
-    m.eval();
+    auto m = std::make_unique<torch::jit::Module>(torch::jit::load(path, torch::kCPU));
+    m->eval();
     // Serving never trains: without requires_grad the executor builds no autograd graphs,
     // which also keeps InferenceMode legal for modules exported mid-training.
-    for (torch::Tensor p : m.parameters()) p.requires_grad_(false);
+    for (torch::Tensor p : m->parameters()) p.requires_grad_(false);
     return m;
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat(path, ": not a loadable TorchScript module: ",
                                             std::string(e.what()).substr(0, 300)));
   }
 }
+
+ModelVersion::ModelVersion() = default;
+ModelVersion::~ModelVersion() = default;
 
 absl::StatusOr<std::unique_ptr<ModelVersion>> ModelVersion::Load(const std::string& dir) {
   auto manifest = VerifyVersionDir(dir);
@@ -71,11 +76,11 @@ absl::StatusOr<torch::Tensor> ModelVersion::Run(torch::jit::Module& m,
 }
 
 absl::StatusOr<torch::Tensor> ModelVersion::EmbedUsers(const UserBatch& batch) const {
-  return Run(user_tower_, batch.Inputs(), batch.size(), "user");
+  return Run(*user_tower_, batch.Inputs(), batch.size(), "user");
 }
 
 absl::StatusOr<torch::Tensor> ModelVersion::EmbedItems(const ItemBatch& batch) const {
-  return Run(item_tower_, batch.Inputs(), batch.size(), "item");
+  return Run(*item_tower_, batch.Inputs(), batch.size(), "item");
 }
 
 }  // namespace recall

@@ -6,7 +6,7 @@
 #ifndef RECALL_MODEL_MODEL_VERSION_H_
 #define RECALL_MODEL_MODEL_VERSION_H_
 
-#include <torch/script.h>
+#include <ATen/core/Tensor.h>
 
 #include <memory>
 #include <string>
@@ -14,6 +14,11 @@
 #include "absl/status/statusor.h"
 #include "model/encoder.h"
 #include "recall/v1/model.pb.h"
+
+// Kept out of this header: torch/script.h takes 10 s to parse in every server file.
+namespace torch::jit {
+struct Module;
+}  // namespace torch::jit
 
 namespace recall {
 
@@ -23,9 +28,11 @@ class ModelVersion {
   // vocabularies and both TorchScript towers. Any failure names the file.
   static absl::StatusOr<std::unique_ptr<ModelVersion>> Load(const std::string& dir);
 
+  ~ModelVersion();
+
   // [B, dim] float32, contiguous. LibTorch exceptions become statuses.
-  absl::StatusOr<torch::Tensor> EmbedUsers(const UserBatch& batch) const;
-  absl::StatusOr<torch::Tensor> EmbedItems(const ItemBatch& batch) const;
+  absl::StatusOr<at::Tensor> EmbedUsers(const UserBatch& batch) const;
+  absl::StatusOr<at::Tensor> EmbedItems(const ItemBatch& batch) const;
 
   const FeatureEncoder& encoder() const { return *encoder_; }
   std::shared_ptr<const FeatureEncoder> shared_encoder() const { return encoder_; }
@@ -35,18 +42,19 @@ class ModelVersion {
   const std::string& dir() const { return dir_; }
 
  private:
-  ModelVersion() = default;
-  absl::StatusOr<torch::Tensor> Run(torch::jit::Module& m, std::vector<torch::jit::IValue> in,
-                                    int64_t batch, const char* which) const;
+  ModelVersion();
+  absl::StatusOr<at::Tensor> Run(torch::jit::Module& m, std::vector<c10::IValue> in,
+                                 int64_t batch, const char* which) const;
 
   std::string dir_;
   recall::v1::ModelManifest manifest_;
   std::shared_ptr<const FeatureEncoder> encoder_;
-  mutable torch::jit::Module user_tower_, item_tower_;
+  std::unique_ptr<torch::jit::Module> user_tower_, item_tower_;
 };
 
-// Loads one TorchScript file, turning exceptions into a status that names the file.
-absl::StatusOr<torch::jit::Module> LoadTorchScript(const std::string& path);
+// Loads one TorchScript file (in eval mode, parameters without grad), turning exceptions into
+// a status that names the file.
+absl::StatusOr<std::unique_ptr<torch::jit::Module>> LoadTorchScript(const std::string& path);
 
 }  // namespace recall
 

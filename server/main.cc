@@ -1,4 +1,5 @@
 // recall-server: serves Recall over gRPC from the newest valid model version in --model_base.
+#include <ATen/Parallel.h>
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -236,7 +237,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  torch::set_num_threads(std::max(1, FLAGS_torch_threads));
+  at::set_num_threads(std::max(1, FLAGS_torch_threads));
   omp_set_num_threads(std::max(1, FLAGS_faiss_threads));
 
   recall::server::Metrics metrics;

@@ -99,7 +99,7 @@ const FeatureEncoder& Encoder(int which) {
   return *encoders[which];
 }
 
-bool SameShape(const torch::Tensor& t, std::vector<int64_t> shape, torch::ScalarType type) {
+bool SameShape(const at::Tensor& t, std::vector<int64_t> shape, at::ScalarType type) {
   return t.sizes().vec() == shape && t.scalar_type() == type && t.is_contiguous();
 }
 
@@ -110,11 +110,11 @@ void CheckUser(const FeatureEncoder& enc, const recall::v1::UserFeatures& u) {
   const int64_t len = spec.history_length();
   const int64_t nc = spec.user_categorical_size(), nn = spec.user_numeric_size();
   FUZZ_CHECK(b.size() == 1);
-  FUZZ_CHECK(SameShape(b.user_id, {1}, torch::kInt64));
-  FUZZ_CHECK(SameShape(b.history, {1, len}, torch::kInt64));
-  FUZZ_CHECK(SameShape(b.history_mask, {1, len}, torch::kFloat32));
-  FUZZ_CHECK(SameShape(b.categorical, {1, nc}, torch::kInt64));
-  FUZZ_CHECK(SameShape(b.numeric, {1, nn}, torch::kFloat32));
+  FUZZ_CHECK(SameShape(b.user_id, {1}, at::kLong));
+  FUZZ_CHECK(SameShape(b.history, {1, len}, at::kLong));
+  FUZZ_CHECK(SameShape(b.history_mask, {1, len}, at::kFloat));
+  FUZZ_CHECK(SameShape(b.categorical, {1, nc}, at::kLong));
+  FUZZ_CHECK(SameShape(b.numeric, {1, nn}, at::kFloat));
 
   const int64_t uid = b.user_id.data_ptr<int64_t>()[0];
   FUZZ_CHECK(uid == enc.UserRow(u.user_id()));
@@ -170,9 +170,9 @@ void CheckItems(const FeatureEncoder& enc,
   const int64_t n = static_cast<int64_t>(items.size());
   const int64_t nc = spec.item_categorical_size(), nn = spec.item_numeric_size();
   FUZZ_CHECK(b.size() == n);
-  FUZZ_CHECK(SameShape(b.item_id, {n}, torch::kInt64));
-  FUZZ_CHECK(SameShape(b.categorical, {n, nc}, torch::kInt64));
-  FUZZ_CHECK(SameShape(b.numeric, {n, nn}, torch::kFloat32));
+  FUZZ_CHECK(SameShape(b.item_id, {n}, at::kLong));
+  FUZZ_CHECK(SameShape(b.categorical, {n, nc}, at::kLong));
+  FUZZ_CHECK(SameShape(b.numeric, {n, nn}, at::kFloat));
   const int64_t* iid = b.item_id.data_ptr<int64_t>();
   const int64_t* cat = b.categorical.data_ptr<int64_t>();
   const float* num = b.numeric.data_ptr<float>();

@@ -167,7 +167,7 @@ TEST(Encoder, OnlineItemsGetEmptyAudienceAndNeighbourInputsInTheTowersArgumentOr
   ASSERT_EQ(in.size(), 7u);
   EXPECT_EQ(in[1].toTensor().size(1), 3);
   EXPECT_EQ(in[3].toTensor().size(1), 5);
-  EXPECT_EQ(in[5].toTensor().scalar_type(), torch::kInt64);  // categorical
+  EXPECT_EQ(in[5].toTensor().scalar_type(), at::kLong);  // categorical
   EXPECT_EQ(in[0].toTensor()[0].item<int64_t>(), (*e)->ItemRow(6));
 }
 
