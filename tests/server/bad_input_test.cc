@@ -23,6 +23,7 @@
 
 #include "recall/v1/recall.grpc.pb.h"
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 #include "trainer/synthetic.h"
 #include "trainer/trainer.h"
 

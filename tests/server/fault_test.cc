@@ -23,6 +23,7 @@
 
 #include "model/version_dir.h"
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 #include "tests/testing/metrics_scrape.h"
 
 namespace recall {
@@ -50,7 +51,7 @@ class FaultTest : public testing::SmallModelSuite<FaultTest> {
   void TearDown() override { server_.Stop(SIGKILL); }
 
   void Publish(int64_t version) {
-    auto p = trainer_->Export(base_ + "/models", "Flat", *metrics_, {}, version);
+    auto p = model_->Export(base_ + "/models", "Flat", version);
     ASSERT_TRUE(p.ok()) << p.status();
   }
   bool StartServer(std::vector<std::string> flags = {}) {
@@ -111,7 +112,7 @@ TEST_F(FaultTest, FullDiskRefusesWritesUnavailableAndReadsKeepServing) {
   }
   ASSERT_TRUE(StartServer({"--wal_path=" + mnt + "/online.wal", "--snapshot_every_writes=0"}))
       << server_.log();
-  const int dim = trainer_->config().tower.dim;
+  const int dim = model_->dim();
   std::set<int64_t> acked, refused;
   grpc::Status failure;
   int64_t next = 100000;

@@ -10,8 +10,7 @@
 
 #include "server/recall_engine.h"
 #include "server/version_manager.h"
-#include "tests/server/server_process.h"
-#include "trainer/trainer.h"
+#include "tests/server/small_model.h"
 
 namespace recall::testing {
 
@@ -22,13 +21,12 @@ struct InProcessEngine {
   server::RecallEngine engine;
 };
 
-// Publishes `t` under model_base with an exact (Flat) index and serves its newest version with
-// max_k; nullptr (after a test failure) if either step fails.
-inline std::unique_ptr<InProcessEngine> ExportAndServe(trainer::Trainer& t,
-                                                       const trainer::RankingMetrics& metrics,
+// Publishes `model` under model_base with an exact (Flat) index and serves its newest version
+// with max_k; nullptr (after a test failure) if either step fails.
+inline std::unique_ptr<InProcessEngine> ExportAndServe(const SmallTrainedModel& model,
                                                        const std::string& model_base,
                                                        int max_k) {
-  auto dir = t.Export(model_base, "Flat", metrics, {});
+  auto dir = model.Export(model_base);
   EXPECT_TRUE(dir.ok()) << dir.status();
   if (!dir.ok()) return nullptr;
   server::EngineLimits limits;
@@ -48,9 +46,7 @@ class ServedModelSuite : public SmallModelSuite<Derived> {
   static void SetUpTestSuite() {
     Base::SetUpTestSuite();
     if (::testing::Test::HasFatalFailure()) return;
-    served_ = ExportAndServe(*Base::trainer_, *Base::metrics_, *Base::dir_ + "/models",
-                             Derived::kMaxK)
-                  .release();
+    served_ = ExportAndServe(*Base::model_, *Base::dir_ + "/models", Derived::kMaxK).release();
     ASSERT_NE(served_, nullptr);
     engine_ = &served_->engine;
   }

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 
 namespace recall {
 namespace {
@@ -31,7 +32,7 @@ class OperationsTest : public testing::SmallModelSuite<OperationsTest> {
     return base;
   }
   static void Publish(const std::string& base, int64_t version) {
-    auto p = trainer_->Export(base, "Flat", *metrics_, {}, version);
+    auto p = model_->Export(base, "Flat", version);
     ASSERT_TRUE(p.ok()) << p.status();
   }
 

@@ -36,6 +36,7 @@
 
 #include "client/bench_load.h"
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 #include "tests/testing/metrics_scrape.h"
 
 namespace recall {

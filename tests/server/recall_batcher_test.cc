@@ -15,6 +15,7 @@
 #include "server/version_manager.h"
 #include "tests/server/in_process_engine.h"
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 
 namespace recall::server {
 namespace {

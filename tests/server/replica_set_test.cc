@@ -30,6 +30,7 @@
 #include "recall/v1/wal.pb.h"
 #include "server/state_digest.h"
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 #include "tests/testing/metrics_scrape.h"
 #include "tests/testing/nats_cluster.h"
 
@@ -130,7 +131,7 @@ class ReplicaSetTest : public testing::SmallModelSuite<ReplicaSetTest> {
     models_ = base_ + "/models";
     Publish(1);
     ASSERT_TRUE(nats_.Start(3, base_)) << "the NATS cluster did not start; logs in " << base_;
-    dim_ = trainer_->config().tower.dim;
+    dim_ = model_->dim();
   }
   void TearDown() override {
     // RECALL_KEEP_LOGS=DIR keeps the replicas' and NATS nodes' logs (the test dir goes away).
@@ -161,7 +162,7 @@ class ReplicaSetTest : public testing::SmallModelSuite<ReplicaSetTest> {
   }
 
   void Publish(int64_t version) {
-    auto p = trainer_->Export(models_, "Flat", *metrics_, {}, version);
+    auto p = model_->Export(models_, "Flat", version);
     ASSERT_TRUE(p.ok()) << p.status();
   }
 

@@ -9,6 +9,8 @@
 
 #include "tests/server/in_process_engine.h"
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
+#include "trainer/trainer.h"
 
 namespace recall::server {
 namespace {
@@ -17,12 +19,10 @@ class ScoreOffsetTest : public testing::ServedModelSuite<ScoreOffsetTest> {
  public:
   static constexpr char kTempName[] = "recall_score_offset_test";
   static constexpr int kMaxK = 300;
-  static trainer::TrainConfig ModelConfig() {
-    trainer::TrainConfig c = testing::SmallTrainConfig();
+  static void EditModelConfig(trainer::TrainConfig& c) {
     c.logq_correction = true;
     c.tower.item_bias = true;
     c.tower.bias_scale = static_cast<float>(c.temperature);
-    return c;
   }
 
  protected:
@@ -49,8 +49,8 @@ class ScoreOffsetTest : public testing::ServedModelSuite<ScoreOffsetTest> {
 };
 
 TEST_F(ScoreOffsetTest, RecallRanksByCosinePlusTheItemsOffset) {
-  const int dim = testing::SmallTrainConfig().tower.dim;
-  const torch::Tensor items = trainer_->EmbedAllItems();  // [n, dim + 1]
+  const int dim = model_->dim();
+  const torch::Tensor items = model_->trainer().EmbedAllItems();  // [n, dim + 1]
   ASSERT_EQ(items.size(1), dim + 1);
   const torch::Tensor offsets = items.select(1, dim);
   ASSERT_GT(offsets.abs().max().item<float>(), 1e-3f) << "the offsets were learned";
@@ -80,7 +80,7 @@ TEST_F(ScoreOffsetTest, RecallRanksByCosinePlusTheItemsOffset) {
 }
 
 TEST_F(ScoreOffsetTest, RawVectorsAreUnitNormApartFromTheirOffset) {
-  const int dim = testing::SmallTrainConfig().tower.dim;
+  const int dim = model_->dim();
   // A unit preference part and a large offset: valid, and every user's new top item.
   std::vector<float> values(dim + 1, 0.0f);
   values[0] = 1.0f;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 
 namespace recall {
 namespace {
@@ -23,7 +24,7 @@ class SecurityTest : public testing::SmallModelSuite<SecurityTest> {
  protected:
   static void SetUpTestSuite() {
     SmallModelSuite::SetUpTestSuite();
-    auto path = trainer_->Export(*dir_ + "/models", "Flat", *metrics_, {});
+    auto path = model_->Export(*dir_ + "/models");
     ASSERT_TRUE(path.ok()) << path.status();
     std::ofstream(*dir_ + "/admin.token") << "admin-token-0123456789\n";
     std::ofstream(*dir_ + "/read.token") << "read-token-abcdef\n";

@@ -1,5 +1,5 @@
-// Test helpers for loopback tests of recall-server: a small synthetic model trained in-process
-// and the real server binary as a child process on free loopback ports.
+// Test helpers for loopback tests of recall-server: the real server binary as a child process
+// on free loopback ports (the model it serves: tests/server/small_model.h).
 #ifndef RECALL_TESTS_SERVER_SERVER_PROCESS_H_
 #define RECALL_TESTS_SERVER_SERVER_PROCESS_H_
 
@@ -19,101 +19,8 @@
 
 #include "recall/v1/recall.grpc.pb.h"
 #include "tests/testing/child_process.h"
-#include "trainer/synthetic.h"
-#include "trainer/trainer.h"
 
 namespace recall::testing {
-
-// 400 users, 300 items in 6 categories, 3 epochs: trains in about a second.
-inline trainer::SyntheticConfig SmallSyntheticConfig() {
-  trainer::SyntheticConfig sc;
-  sc.num_users = 400;
-  sc.num_items = 300;
-  sc.num_categories = 6;
-  sc.seed = 7;
-  return sc;
-}
-
-inline trainer::TrainConfig SmallTrainConfig() {
-  trainer::TrainConfig tc;
-  tc.epochs = 3;
-  tc.batch_size = 128;
-  tc.history_length = 20;
-  tc.seed = 7;
-  return tc;
-}
-
-// A fresh directory under the temp dir, unique per process and name; removed by the caller.
-inline std::string FreshTempDir(const std::string& name) {
-  namespace fs = std::filesystem;
-  const fs::path p = fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
-// A fresh temp dir, the small synthetic dataset and a model trained on it: what the loopback
-// suites share (make one in SetUpTestSuite, delete it in TearDownTestSuite).
-struct SmallTrainedModel {
-  explicit SmallTrainedModel(const std::string& name,
-                             const trainer::TrainConfig& config = SmallTrainConfig())
-      : dir(FreshTempDir(name)), dataset(trainer::GenerateSynthetic(SmallSyntheticConfig())) {
-    auto t = trainer::Trainer::Create(dataset, config);
-    if (!t.ok()) {
-      ADD_FAILURE() << t.status();
-      return;
-    }
-    trainer = std::move(*t);
-    if (!trainer->Train().ok()) {
-      ADD_FAILURE() << "training the small model failed";
-      trainer.reset();
-      return;
-    }
-    metrics = trainer->Evaluate();
-  }
-  ~SmallTrainedModel() { std::filesystem::remove_all(dir); }
-
-  std::string dir;
-  trainer::Dataset dataset;  // the trainer keeps a reference: declared before it
-  std::unique_ptr<trainer::Trainer> trainer;
-  trainer::RankingMetrics metrics;
-};
-
-// Fixture base of a suite that shares one SmallTrainedModel: Derived names its temp dir with
-// `static constexpr char kTempName[]` and may train another config by defining its own
-// `static trainer::TrainConfig ModelConfig()`. A suite that needs more set-up calls these first.
-template <typename Derived>
-class SmallModelSuite : public ::testing::Test {
- protected:
-  static trainer::TrainConfig ModelConfig() { return SmallTrainConfig(); }
-  static void SetUpTestSuite() {
-    model_ = new SmallTrainedModel(Derived::kTempName, Derived::ModelConfig());
-    ASSERT_NE(model_->trainer, nullptr);
-    dir_ = &model_->dir;
-    dataset_ = &model_->dataset;
-    trainer_ = model_->trainer.get();
-    metrics_ = &model_->metrics;
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    model_ = nullptr;
-  }
-
-  // <suite dir>/<current test's name>, emptied: a fresh model base for each test.
-  static std::string FreshTestDir() {
-    const std::string d =
-        *dir_ + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::filesystem::remove_all(d);
-    std::filesystem::create_directories(d);
-    return d;
-  }
-
-  static inline SmallTrainedModel* model_ = nullptr;
-  static inline std::string* dir_ = nullptr;
-  static inline trainer::Dataset* dataset_ = nullptr;
-  static inline trainer::Trainer* trainer_ = nullptr;
-  static inline trainer::RankingMetrics* metrics_ = nullptr;
-};
 
 // recall-server as a child process on free loopback ports.
 class ServerProcess {
@@ -130,7 +37,11 @@ class ServerProcess {
     std::filesystem::remove(port_file_);
     child_ = std::make_unique<ChildProcess>();
     if (!child_->Start(argv, log_)) return false;
-    if (!WaitForPorts(port_file_, *child_, &grpc_port_, &metrics_port_)) return false;
+    if (!WaitForPorts(port_file_, *child_, &grpc_port_, &metrics_port_)) {
+      // The log lives in a temp dir the suite removes: show why it did not start.
+      PrintLogTail("recall-server did not start");
+      return false;
+    }
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port_),
                                    grpc::InsecureChannelCredentials());
     return true;
@@ -145,7 +56,7 @@ class ServerProcess {
     child_->Kill(sig);
     const int rc = child_->Wait();
     child_.reset();
-    if (sig == SIGTERM && rc != 0) PrintLogTail(rc);
+    if (sig == SIGTERM && rc != 0) PrintLogTail("recall-server exited " + std::to_string(rc));
     return rc;
   }
   std::unique_ptr<recall::v1::RecallService::Stub> Recall() {
@@ -160,14 +71,14 @@ class ServerProcess {
   ChildProcess* child() { return child_.get(); }
 
  private:
-  void PrintLogTail(int rc) const {
+  void PrintLogTail(const std::string& what) const {
     std::ifstream in(log_);
     std::deque<std::string> tail;
     for (std::string line; std::getline(in, line);) {
       tail.push_back(std::move(line));
       if (tail.size() > 400) tail.pop_front();
     }
-    std::cerr << "recall-server exited " << rc << "; the last " << tail.size() << " lines of "
+    std::cerr << what << "; the last " << tail.size() << " lines of "
               << log_ << ":\n";
     for (const auto& line : tail) std::cerr << "  | " << line << "\n";
   }

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 
 namespace recall {
 namespace {
@@ -29,7 +30,7 @@ class TlsTest : public testing::SmallModelSuite<TlsTest> {
  protected:
   static void SetUpTestSuite() {
     SmallModelSuite::SetUpTestSuite();
-    auto path = trainer_->Export(*dir_ + "/models", "Flat", *metrics_, {});
+    auto path = model_->Export(*dir_ + "/models");
     ASSERT_TRUE(path.ok()) << path.status();
     const std::string d = *dir_;
     std::ofstream(d + "/server.ext") << "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n";

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "tests/server/server_process.h"
+#include "tests/server/small_model.h"
 
 namespace recall {
 namespace {
@@ -35,7 +36,7 @@ class WalFaultTest : public testing::SmallModelSuite<WalFaultTest> {
     for (int64_t i = 0; i < dataset_->num_items; ++i) trained_.insert(i);
   }
   void Publish(int64_t version) {
-    auto p = trainer_->Export(base_, "Flat", *metrics_, {}, version);
+    auto p = model_->Export(base_, "Flat", version);
     ASSERT_TRUE(p.ok()) << p.status();
   }
   bool StartServer() {

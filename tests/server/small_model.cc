@@ -1,0 +1,66 @@
+#include "tests/server/small_model.h"
+
+#include <unistd.h>
+
+#include "trainer/trainer.h"
+
+namespace recall::testing {
+
+trainer::SyntheticConfig SmallSyntheticConfig() {
+  trainer::SyntheticConfig sc;
+  sc.num_users = 400;
+  sc.num_items = 300;
+  sc.num_categories = 6;
+  sc.seed = 7;
+  return sc;
+}
+
+trainer::TrainConfig SmallTrainConfig() {
+  trainer::TrainConfig tc;
+  tc.epochs = 3;
+  tc.batch_size = 128;
+  tc.history_length = 20;
+  tc.seed = 7;
+  return tc;
+}
+
+std::string FreshTempDir(const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path p = fs::temp_directory_path() / (name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+SmallTrainedModel::SmallTrainedModel(const std::string& name,
+                                     void (*edit)(trainer::TrainConfig&))
+    : dir(FreshTempDir(name)), dataset(trainer::GenerateSynthetic(SmallSyntheticConfig())) {
+  trainer::TrainConfig config = SmallTrainConfig();
+  if (edit != nullptr) edit(config);
+  auto t = trainer::Trainer::Create(dataset, config);
+  if (!t.ok()) {
+    ADD_FAILURE() << t.status();
+    return;
+  }
+  if (!(*t)->Train().ok()) {
+    ADD_FAILURE() << "training the small model failed";
+    return;
+  }
+  metrics = (*t)->Evaluate();
+  trainer_ = std::move(*t);
+}
+
+SmallTrainedModel::~SmallTrainedModel() {
+  trainer_.reset();
+  std::filesystem::remove_all(dir);
+}
+
+absl::StatusOr<std::string> SmallTrainedModel::Export(const std::string& model_base,
+                                                      const std::string& index_factory,
+                                                      int64_t version) const {
+  return trainer_->Export(model_base, index_factory, metrics, {}, version);
+}
+
+int SmallTrainedModel::dim() const { return trainer_->config().tower.dim; }
+
+}  // namespace recall::testing
