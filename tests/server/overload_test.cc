@@ -318,11 +318,12 @@ TEST_F(OverloadTest, FloodAtFiveTimesSustainableIsShedAndServiceRecovers) {
     std::cout << report << std::endl;
     reports.push_back(report);
 
-    // Behaviour, in every attempt. The load offered really was >= 5x what the server sustains,
-    // and >= 5x what it served during the flood.
+    // Behaviour, in every attempt. The load offered really was >= 5x what the server sustains.
+    // (Not >= 5x what it admitted during the flood: with a request always queued its one worker
+    // never waits for a caller's next request, so it serves up to ~1.4x the closed-loop rate;
+    // a run here admitted 528 QPS against a closed-loop 389. Shedding is asserted below.)
     EXPECT_GE(sent / flood_sec, 0.95 * rate) << report;
     EXPECT_GE(sent / flood_sec, 5 * sustainable) << report;
-    EXPECT_GE(static_cast<double>(sent), 5.0 * static_cast<double>(admitted.size())) << report;
     EXPECT_EQ(backlog, 0) << report;
     // Only answers and refusals: no timeouts, no internal errors.
     for (const auto& [code, n] : codes) {
