@@ -38,6 +38,17 @@ struct IgnoreAccesses {
     AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
   }
 };
+// Runs `wait`, which releases `mu` and takes it again before it returns (Await*, CondVar::Wait),
+// annotated as an unlock before and a lock after.
+template <typename Wait>
+auto Released(absl::Mutex* mu, Wait wait) {
+  __tsan_mutex_pre_unlock(mu, 0);
+  auto result = wait();
+  __tsan_mutex_post_unlock(mu, 0);
+  __tsan_mutex_pre_lock(mu, 0);
+  __tsan_mutex_post_lock(mu, 0, 0);
+  return result;
+}
 }  // namespace
 
 #define RECALL_WRAP(ret, sym, ...) \
@@ -77,37 +88,28 @@ RECALL_WRAP(void, _ZN4absl7debian35Mutex12ReaderUnlockEv, absl::Mutex* mu) {
 // absl::Mutex::Await(const Condition&), with the mutex held exclusively (as this project does).
 RECALL_WRAP(void, _ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE, absl::Mutex* mu,
             const absl::Condition& cond) {
-  __tsan_mutex_pre_unlock(mu, 0);
-  __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(mu, cond);
-  __tsan_mutex_post_unlock(mu, 0);
-  __tsan_mutex_pre_lock(mu, 0);
-  __tsan_mutex_post_lock(mu, 0, 0);
+  Released(mu, [&] {
+    __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(mu, cond);
+    return 0;
+  });
 }
 
 // absl::Mutex::AwaitWithTimeout(const Condition&, Duration)
 RECALL_WRAP(bool, _ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE,
             absl::Mutex* mu, const absl::Condition& cond, absl::Duration timeout) {
-  __tsan_mutex_pre_unlock(mu, 0);
-  const bool met =
-      __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(mu, cond,
-                                                                                     timeout);
-  __tsan_mutex_post_unlock(mu, 0);
-  __tsan_mutex_pre_lock(mu, 0);
-  __tsan_mutex_post_lock(mu, 0, 0);
-  return met;
+  return Released(mu, [&] {
+    return __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
+        mu, cond, timeout);
+  });
 }
 
 // absl::Mutex::AwaitWithDeadline(const Condition&, Time)
 RECALL_WRAP(bool, _ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE,
             absl::Mutex* mu, const absl::Condition& cond, absl::Time deadline) {
-  __tsan_mutex_pre_unlock(mu, 0);
-  const bool met =
-      __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(mu, cond,
-                                                                                  deadline);
-  __tsan_mutex_post_unlock(mu, 0);
-  __tsan_mutex_pre_lock(mu, 0);
-  __tsan_mutex_post_lock(mu, 0, 0);
-  return met;
+  return Released(mu, [&] {
+    return __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
+        mu, cond, deadline);
+  });
 }
 
 // absl::Mutex::~Mutex(): the address may hold another mutex later.
@@ -120,11 +122,10 @@ RECALL_WRAP(void, _ZN4absl7debian35MutexD1Ev, absl::Mutex* mu) {
 // absl::CondVar::Wait(Mutex*)
 RECALL_WRAP(void, _ZN4absl7debian37CondVar4WaitEPNS0_5MutexE, absl::CondVar* cv,
             absl::Mutex* mu) {
-  __tsan_mutex_pre_unlock(mu, 0);
-  __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(cv, mu);
-  __tsan_mutex_post_unlock(mu, 0);
-  __tsan_mutex_pre_lock(mu, 0);
-  __tsan_mutex_post_lock(mu, 0, 0);
+  Released(mu, [&] {
+    __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(cv, mu);
+    return 0;
+  });
 }
 
 // absl::Notification::Notify(): everything before it happens before a successful wait.
