@@ -54,6 +54,10 @@ class FaultTest : public testing::SmallModelSuite<FaultTest> {
     auto p = model_->Export(base_ + "/models", "Flat", version);
     ASSERT_TRUE(p.ok()) << p.status();
   }
+  // One round of SigtermUnderLoadAnswersEveryAcceptedCall (behaviour asserted); returns how
+  // many calls were in flight when SIGTERM landed.
+  int RunSigtermRound();
+
   bool StartServer(std::vector<std::string> flags = {}) {
     flags.insert(flags.begin(), {"--poll_interval_s=0", "--max_k=5000"});
     return server_.Start(RECALL_SERVER_BIN, base_ + "/models", base_, flags);
@@ -301,17 +305,18 @@ TEST_F(FaultTest, TrainerKilledDuringPublishLeavesNoVersion) {
 // Calls it never accepted fail UNAVAILABLE, or CANCELLED for those gRPC core had received but
 // not yet handed to a handler when the shutdown began (grpc/grpc#41785: core ends such a
 // never-started call with "CANCELLED"; the counts above prove no started call was cut off).
-TEST_F(FaultTest, SigtermUnderLoadAnswersEveryAcceptedCall) {
+int FaultTest::RunSigtermRound() {
   // Batches of up to 16 that wait 20 ms for more, for 8 closed-loop clients: every call spends
   // ~20 ms in the server and a client turns around in well under that, so calls are in flight
   // whenever the signal lands. (Batches of 4 with a 2 ms wait filled at once and ran in
   // microseconds: under ASan on a busy CI machine the clients were the bottleneck and the
   // signal once found nothing in flight.)
-  ASSERT_TRUE(StartServer({"--batch_max_size=16", "--batch_workers=1", "--batch_max_wait_us=20000",
-                           "--max_queued_requests=16",
-                           "--shutdown_grace_s=20"}))
-      << server_.log();
-  ASSERT_TRUE(LiveIds().has_value());
+  if (!StartServer({"--batch_max_size=16", "--batch_workers=1", "--batch_max_wait_us=20000",
+                    "--max_queued_requests=16", "--shutdown_grace_s=20"})) {
+    ADD_FAILURE() << server_.log();
+    return 0;
+  }
+  if (!LiveIds().has_value()) return 0;
   constexpr int kClients = 8;
   std::atomic<bool> stop{false};
   std::atomic<int64_t> ok{0};
@@ -361,16 +366,33 @@ TEST_F(FaultTest, SigtermUnderLoadAnswersEveryAcceptedCall) {
   // The health checks of StartServer are not Recalls; the only Recall before the load is
   // LiveIds' one.
   const size_t counts = log.find("calls answered: ");
-  ASSERT_NE(counts, std::string::npos) << log;
+  if (counts == std::string::npos) {
+    ADD_FAILURE() << log;
+    return 0;
+  }
   const std::string answered = log.substr(counts, log.find('\n', counts) - counts);
   EXPECT_EQ(answered, "calls answered: Recall/OK=" + std::to_string(ok.load() + 1)) << log;
-  // The signal must land on calls in flight, or this would only test an idle shutdown.
-  const size_t at = log.find("refusing new calls, draining ");
-  ASSERT_NE(at, std::string::npos) << log;
-  const int draining = std::atoi(log.c_str() + at + std::strlen("refusing new calls, draining "));
-  RecordProperty("in_flight_at_sigterm", draining);
-  EXPECT_GT(draining, 0) << log;
   EXPECT_NE(log.find("calls left unanswered: 0"), std::string::npos) << log;
+  const size_t at = log.find("refusing new calls, draining ");
+  if (at == std::string::npos) {
+    ADD_FAILURE() << log;
+    return 0;
+  }
+  return std::atoi(log.c_str() + at + std::strlen("refusing new calls, draining "));
+}
+
+
+TEST_F(FaultTest, SigtermUnderLoadAnswersEveryAcceptedCall) {
+  // The signal must land on calls in flight, or this would only test an idle shutdown. Whether
+  // it does is timing (8 clients on a machine shared with other tests can all be between calls
+  // at that instant), so up to 3 rounds; the behaviour is asserted in every round.
+  int draining = 0;
+  for (int round = 1; round <= 3 && draining == 0 && !HasFailure(); ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    draining = RunSigtermRound();
+  }
+  RecordProperty("in_flight_at_sigterm", draining);
+  EXPECT_GT(draining, 0) << "no round had a call in flight at the signal";
 }
 
 }  // namespace
