@@ -622,21 +622,7 @@ TEST_F(ReplicaSetTest, WithNatsDownWritesFailFastRecallServesAndWritesResumeWhen
     ASSERT_TRUE(s.ok()) << s.error_message();
     // Every replica has applied it before NATS goes: a replica that lags (a busy machine) would
     // otherwise keep it unapplied through the outage, and the check below is of Recall, not lag.
-    for (int i = 0; i < kReplicas; ++i) {
-      recall::v1::RecallRequest req;
-      req.mutable_user()->set_user_id(3);
-      req.set_k(1);
-      req.set_min_write_sequence(r.write_sequence());
-      recall::v1::RecallResponse resp;
-      grpc::Status applied;
-      const auto t0 = Clock::now();
-      do {  // each call waits up to the server's --max_sequence_wait_ms (5 s)
-        auto rc = Deadline(10);
-        applied = replicas_[i].Recall()->Recall(rc.get(), req, &resp);
-      } while (!applied.ok() && Clock::now() - t0 < std::chrono::seconds(30));
-      ASSERT_TRUE(applied.ok()) << "replica " << i << ": " << applied.error_message();
-      ASSERT_GE(resp.applied_write_sequence(), r.write_sequence()) << "replica " << i;
-    }
+    ASSERT_TRUE(WaitApplied(r.write_sequence(), std::chrono::seconds(30)));
   }
   for (int n = 0; n < 3; ++n) nats_.Kill(n);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
