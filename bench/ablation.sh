@@ -19,8 +19,9 @@ if [ ! -f "$DATA/train.txt" ]; then
   exit 0
 fi
 [ -x "$BIN" ] || bash deploy/build.sh recall-train
-# Base: plain in-batch InfoNCE; every variant adds to it (the README explains each flag).
-BASE_FLAGS=(--dataset=lightgcn:"$DATA" --batch_size=2048 --lr=2e-3 --history_length=100
+# Base: plain in-batch InfoNCE (the smoke preset's plain method, no logQ); every variant adds to
+# it (TRAINING.md explains each option).
+BASE_FLAGS=(--preset=smoke --index_factory=HNSW32 --dataset=lightgcn:"$DATA" --batch_size=2048 --lr=2e-3 --history_length=100
             --validation_users=5000 --patience=2 --epochs="$EPOCHS" --progress=none ${BASE:-})
 declare -A VARIANTS=(
   [inbatch]="--temperature=0.1"

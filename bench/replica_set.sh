@@ -20,7 +20,7 @@ case "$what" in
     rounds=${2:-3}
     work=$(mktemp -d /tmp/recall_replica_bench.XXXXXX)
     trap 'rm -rf "$work"' EXIT
-    "$BUILD/trainer/recall-train" --dataset=synthetic --synthetic_users=2000 \
+    "$BUILD/trainer/recall-train" --preset=smoke --dataset=synthetic --synthetic_users=2000 \
       --synthetic_items=20000 --epochs=1 --skip_eval --index_factory=Flat --progress=none \
       --model_base="$work/models" >/dev/null
     mkdir -p bench/results

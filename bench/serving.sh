@@ -75,7 +75,7 @@ echo "blas: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
 #    "Performance").
 if [ ! -f "$MODELS/1/MANIFEST.json" ]; then
   echo "== training and publishing the $ITEMS-item version into $MODELS"
-  "$B/trainer/recall-train" --dataset=synthetic --synthetic_items="$ITEMS" \
+  "$B/trainer/recall-train" --preset=smoke --dataset=synthetic --synthetic_items="$ITEMS" \
     --synthetic_users="$USERS" --synthetic_categories=100 \
     --synthetic_item_numeric="$SYNTH_NUMERIC" --synthetic_taste_bandwidth="$TASTE" \
     --synthetic_min_interactions="$MIN_ITEMS" --synthetic_max_interactions="$MAX_ITEMS" \

@@ -10,6 +10,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gflags/gflags.h>
+#include <google/protobuf/text_format.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
@@ -26,11 +27,13 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/cli_util.h"
 #include "recall/v1/recall.grpc.pb.h"
 
@@ -81,7 +84,13 @@ DEFINE_string(service, "", "service name to check (empty = the whole server)");
 
 // ---- training ----
 DEFINE_string(dataset, "", "dataset to retrain on, e.g. synthetic, lightgcn:<dir>");
-DEFINE_string(override, "", "trainer flag overrides key=value,key2=value");
+DEFINE_string(preset, "", "retrain: the trainer preset (default | gowalla | smoke; empty: default)");
+DEFINE_string(override, "",
+              "retrain: TrainConfig overrides key=value,key2=value; a key is a field (a tower "
+              "field by its name or as tower.<name>), e.g. epochs=3,learning_rate=0.01,dim=32");
+DEFINE_string(config, "",
+              "retrain: TrainConfig overrides as textproto, e.g. 'epochs: 3 tower { dim: 32 }' "
+              "(applied before --override)");
 DEFINE_string(job_id, "", "retrain job id");
 DEFINE_bool(wait, false, "poll the job until it ends; exit 0 only if it SUCCEEDED");
 DEFINE_int32(poll_ms, 1000, "with --wait: poll interval in milliseconds");
@@ -865,7 +874,15 @@ void PrintJob(const rv1::RetrainJob& j) {
   if (j.result_version() != 0) rows.push_back({"result_version:", absl::StrCat(j.result_version())});
   if (!j.started_at().empty()) rows.push_back({"started_at:", j.started_at()});
   if (!j.finished_at().empty()) rows.push_back({"finished_at:", j.finished_at()});
+  if (!j.preset().empty()) rows.push_back({"preset:", j.preset()});
   std::cout << recall::cli::FormatTable(rows[0], {rows.begin() + 1, rows.end()});
+  if (j.has_config()) {
+    google::protobuf::TextFormat::Printer printer;
+    printer.SetSingleLineMode(true);
+    std::string text;
+    printer.PrintToString(j.config(), &text);
+    std::cout << "config: " << text << "\n";
+  }
   if (j.log_tail_size() > 0) {
     std::cout << "log tail:\n";
     for (const std::string& line : j.log_tail()) std::cout << "  | " << line << "\n";
@@ -907,13 +924,66 @@ int WaitForJob(rv1::TrainingService::Stub* stub, const std::string& job_id) {
   }
 }
 
+// One --override pair onto `config`, found by the message's own descriptor: a top-level field,
+// a tower field by its name or path, or a field's legacy flag name. The server checks which
+// fields may be overridden; this only turns text into the typed field.
+absl::Status SetOverride(const std::string& key, const std::string& value,
+                         rv1::TrainConfig* config) {
+  namespace pb = google::protobuf;
+  const pb::Descriptor* top = rv1::TrainConfig::descriptor();
+  const pb::Descriptor* tower = rv1::TowerConfig::descriptor();
+  pb::Message* holder = nullptr;
+  const pb::FieldDescriptor* field = nullptr;
+  auto by_name = [](const pb::Descriptor* d, absl::string_view name) -> const pb::FieldDescriptor* {
+    for (int i = 0; i < d->field_count(); ++i) {
+      const auto* f = d->field(i);
+      if (f->name() == name || f->options().GetExtension(rv1::legacy_flag) == name) return f;
+    }
+    return nullptr;
+  };
+  absl::string_view name = key;
+  const bool tower_path = absl::ConsumePrefix(&name, "tower.");
+  if (!tower_path && (field = by_name(top, name)) != nullptr &&
+      field->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+    holder = config;
+  } else if ((field = by_name(tower, name)) != nullptr) {
+    holder = config->mutable_tower();
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--override: no training option '", key, "'"));
+  }
+  if (field->is_repeated()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--override: ", key, " is a list; give it with --config"));
+  }
+  std::string text = value;
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_STRING) {
+    holder->GetReflection()->SetString(holder, field, value);
+    return absl::OkStatus();
+  }
+  if (field->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) text = absl::AsciiStrToUpper(text);
+  if (!pb::TextFormat::ParseFieldValueFromString(text, field, holder)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--override: ", key, ": '", value, "' is not a ", field->type_name()));
+  }
+  return absl::OkStatus();
+}
+
 int CmdRetrain() {
   int rc = kExitOk;
   auto overrides = recall::cli::ParseStringPairs(FLAGS_override, '=');
   if (!ParseOrReport(overrides, "override", &rc)) return rc;
   rv1::TriggerRetrainRequest req;
   req.set_dataset(FLAGS_dataset);
-  for (const auto& [k, v] : *overrides) (*req.mutable_overrides())[k] = v;
+  req.set_preset(FLAGS_preset);
+  if (!FLAGS_config.empty() &&
+      !google::protobuf::TextFormat::ParseFromString(FLAGS_config, req.mutable_config())) {
+    return UsageError("--config is not a TrainConfig textproto");
+  }
+  for (const auto& [k, v] : *overrides) {
+    if (absl::Status st = SetOverride(k, v, req.mutable_config()); !st.ok()) {
+      return UsageError(std::string(st.message()));
+    }
+  }
   auto stub = rv1::TrainingService::NewStub(MakeChannel());
   grpc::ClientContext ctx;
   Prepare(&ctx);
@@ -1095,8 +1165,9 @@ std::vector<Command>& Commands() {
        CmdHealth},
       {"retrain",
        "TriggerRetrain: start a retrain job (optionally wait for it)",
-       {"retrain [--dataset=synthetic] [--override=key=value,...] [--wait [--poll_ms=1000]]"},
-       {"dataset", "override", "wait", "poll_ms"},
+       {"retrain [--dataset=synthetic] [--preset=NAME] [--config='TEXTPROTO'] "
+        "[--override=key=value,...] [--wait [--poll_ms=1000]]"},
+       {"dataset", "preset", "config", "override", "wait", "poll_ms"},
        CmdRetrain},
       {"job",
        "GetRetrainJob: state, progress, log tail of a job (optionally wait for it)",

@@ -17,7 +17,7 @@ mkdir -p "$WORK"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1. Train on the synthetic dataset (users prefer one of 10 item categories) and publish version 1"
-"$BIN/trainer/recall-train" --dataset=synthetic --model_base="$WORK/models" \
+"$BIN/trainer/recall-train" --preset=smoke --dataset=synthetic --model_base="$WORK/models" \
   --export_dataset="$WORK/data" --epochs=${DEMO_EPOCHS:-10} --batch_size=256 \
   --temperature=0.3 --progress=${DEMO_PROGRESS:-auto}
 ls -l "$WORK/models/1"

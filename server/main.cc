@@ -113,7 +113,7 @@ DEFINE_int32(startup_catch_up_s, 120, "at start, how long to apply the log's bac
              "turning SERVING (then serving anyway, and catching up while it serves)");
 DEFINE_string(retrain_command, "", "argv prefix of a retrain job, split on spaces, no shell "
               "(default: recall-train beside this binary). The server appends --dataset, "
-              "--model_base (a staging dir), --publish_version, --progress=json and overrides");
+              "--model_base (a staging dir), --publish_version, --progress=json, --preset and --overrides");
 DEFINE_double(retrain_gate_margin, 0.05, "refuse to promote a retrained version whose Recall "
               "is more than this fraction below the serving version's");
 DEFINE_string(retrain_gate_metric, "recall@20", "metric the quality gate compares (validation "

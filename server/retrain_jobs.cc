@@ -13,6 +13,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include <google/protobuf/text_format.h>
+#include <google/protobuf/util/json_util.h>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -22,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "model/train_config.h"
 #include "model/version_dir.h"
 
 extern char** environ;
@@ -49,8 +53,16 @@ const char* ResultName(RetrainState s) {
   }
 }
 
-// Values go into argv as one --flag=value element, so a shell is never involved; the charset
-// still keeps them to what trainer flags take (numbers, names, factory strings, paths).
+// A TrainingEvent JSON line (trainer/run_report.h) of the trainer's --progress=json output.
+bool ParseEvent(const std::string& line, recall::v1::TrainingEvent* e) {
+  if (line.empty() || line[0] != '{') return false;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;  // a newer trainer may report more
+  return google::protobuf::util::JsonStringToMessage(line, e, options).ok();
+}
+
+// A dataset goes into argv as one --dataset=value element, so a shell is never involved; the
+// charset still keeps it to a plain path.
 bool SafeValue(absl::string_view v) {
   if (v.empty() || v.size() > 256) return false;
   for (char c : v) {
@@ -68,77 +80,6 @@ std::string Echo(absl::string_view v) {
   return v.size() <= kMax ? std::string(v) : absl::StrCat(v.substr(0, kMax), "...");
 }
 
-// The value type of each allowlisted trainer flag, checked before a job starts so that a typo
-// is an INVALID_ARGUMENT naming the override instead of a job that fails in the trainer's
-// flag parser. Ranges are only the obviously impossible (a count below 1, a negative weight, a
-// probability above 1); the trainer checks the rest.
-enum class Kind { kCount, kNonNegativeInt, kPositiveReal, kNonNegativeReal, kProbability,
-                  kBool, kText };
-
-Kind OverrideKind(absl::string_view flag) {
-  static const auto* kKinds = new absl::flat_hash_map<std::string, Kind>{
-      {"epochs", Kind::kCount}, {"batch_size", Kind::kCount}, {"lr", Kind::kPositiveReal},
-      {"temperature", Kind::kPositiveReal}, {"logq", Kind::kBool},
-      {"queue_size", Kind::kNonNegativeInt}, {"momentum", Kind::kProbability},
-      {"queue_reencode", Kind::kBool}, {"global_negatives", Kind::kNonNegativeInt},
-      {"weight_decay", Kind::kNonNegativeReal}, {"user_id_dropout", Kind::kProbability},
-      {"item_ssl_weight", Kind::kNonNegativeReal}, {"user_ssl_weight", Kind::kNonNegativeReal},
-      {"ssl_mask_prob", Kind::kProbability}, {"history_length", Kind::kNonNegativeInt},
-      {"dim", Kind::kCount}, {"id_dim", Kind::kCount}, {"cat_dim", Kind::kCount},
-      {"seed", Kind::kNonNegativeInt}, {"threads", Kind::kNonNegativeInt},
-      {"validation_users", Kind::kNonNegativeInt}, {"patience", Kind::kNonNegativeInt},
-      {"synthetic_users", Kind::kCount}, {"synthetic_items", Kind::kCount},
-      {"synthetic_categories", Kind::kCount}, {"test_fraction", Kind::kProbability}};
-  auto it = kKinds->find(flag);
-  return it == kKinds->end() ? Kind::kText : it->second;  // hidden sizes, factory, paths
-}
-
-// "" when `v` suits the kind of flag `k`, else what it should be.
-std::string CheckOverrideValue(absl::string_view k, absl::string_view v) {
-  switch (OverrideKind(k)) {
-    case Kind::kCount:
-    case Kind::kNonNegativeInt: {
-      const int64_t min = OverrideKind(k) == Kind::kCount ? 1 : 0;
-      int64_t x;
-      if (!absl::SimpleAtoi(v, &x) || x < min) {
-        return absl::StrCat("must be an integer >= ", min);
-      }
-      return "";
-    }
-    case Kind::kPositiveReal:
-    case Kind::kNonNegativeReal:
-    case Kind::kProbability: {
-      double x;
-      if (!absl::SimpleAtod(v, &x) || !std::isfinite(x)) return "must be a finite number";
-      if (OverrideKind(k) == Kind::kPositiveReal && !(x > 0)) return "must be > 0";
-      if (OverrideKind(k) == Kind::kNonNegativeReal && x < 0) return "must be >= 0";
-      if (OverrideKind(k) == Kind::kProbability && (x < 0 || x > 1)) return "must be in [0, 1]";
-      return "";
-    }
-    case Kind::kBool: {
-      bool b;
-      return absl::SimpleAtob(v, &b) ? "" : "must be true or false";
-    }
-    case Kind::kText:
-      return "";
-  }
-  return "";
-}
-
-// `"key": <number>` from one of the trainer's JSON progress lines.
-bool JsonNumber(absl::string_view line, absl::string_view key, double* out) {
-  const std::string needle = absl::StrCat("\"", key, "\": ");
-  size_t p = line.find(needle);
-  if (p == absl::string_view::npos) return false;
-  p += needle.size();
-  size_t e = p;
-  while (e < line.size() && (absl::ascii_isdigit(line[e]) || line[e] == '.' || line[e] == '-' ||
-                             line[e] == 'e' || line[e] == '+')) {
-    ++e;
-  }
-  return absl::SimpleAtod(line.substr(p, e - p), out);
-}
-
 // The gate figure of a manifest: validation Recall@K when `prefer_val`, else test Recall@K.
 bool GateFigure(const recall::v1::ModelManifest& m, const std::string& metric, bool prefer_val,
                 double* out) {
@@ -150,17 +91,6 @@ bool GateFigure(const recall::v1::ModelManifest& m, const std::string& metric, b
 }
 
 }  // namespace
-
-const absl::flat_hash_set<std::string>& RetrainJobs::AllowedOverrides() {
-  static const auto* kAllowed = new absl::flat_hash_set<std::string>{
-      "epochs", "batch_size", "lr", "temperature", "logq", "queue_size", "momentum",
-      "queue_reencode", "global_negatives", "weight_decay", "user_id_dropout", "item_ssl_weight",
-      "user_ssl_weight", "ssl_mask_prob", "history_length", "dim", "id_dim", "cat_dim",
-      "user_hidden", "item_hidden", "seed", "threads", "index_factory", "validation_users",
-      "patience", "synthetic_users", "synthetic_items", "synthetic_categories", "test_fraction",
-      "user_features", "item_features"};
-  return *kAllowed;
-}
 
 RetrainJobs::RetrainJobs(Options options, VersionManager* versions)
     : options_(std::move(options)), versions_(versions) {}
@@ -216,28 +146,31 @@ absl::StatusOr<std::string> RetrainJobs::Trigger(const recall::v1::TriggerRetrai
         "dataset: '", Echo(ds), "' is not a plain path (letters, digits and . _ - , : / + only, ",
         "at most 256 characters)"));
   }
-  std::vector<std::string> extra;
+  // The flag map of the first API: each flag is named with the typed field that replaced it.
   for (const auto& [k, v] : req.overrides()) {
-    const std::string field = absl::StrCat("overrides[\"", Echo(k), "\"]");
-    if (!AllowedOverrides().contains(k)) {
-      std::vector<absl::string_view> allowed(AllowedOverrides().begin(),
-                                             AllowedOverrides().end());
-      std::sort(allowed.begin(), allowed.end());
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": not an allowlisted trainer flag (allowed: ", absl::StrJoin(allowed, ", "),
-          ")"));
-    }
-    if (!SafeValue(v)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": ", v.empty() ? "empty value" : absl::StrCat("unsafe value '", Echo(v), "'"),
-          " (letters, digits and . _ - , : / + only, at most 256 characters)"));
-    }
-    if (const std::string why = CheckOverrideValue(k, v); !why.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": ", why, ", got '", Echo(v), "'"));
-    }
-    extra.push_back(absl::StrCat("--", k, "=", v));
+    const std::string path = TrainOptionPath(k);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "overrides[\"", Echo(k), "\"]: trainer flags were replaced by the typed `config` (",
+        path.empty() ? "no training option has this name"
+                     : absl::StrCat("set config.", path, " instead"),
+        "; recall-train --help lists the options)"));
   }
-  std::sort(extra.begin(), extra.end());  // map order is unspecified; keep argv readable
+  const std::string preset = req.preset().empty() ? "default" : req.preset();
+  auto config = LoadPreset(preset);
+  if (!config.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("preset: ", config.status().message()));
+  }
+  if (absl::Status s = CheckRetrainOverrides(req.config()); !s.ok()) return s;
+  OverlayTrainConfig(req.config(), &*config);
+  if (absl::Status s = CheckTrainConfig(*config); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", s.message()));
+  }
+  // The trainer resolves the same preset and overrides with the same library; the job shows
+  // the result, and the published manifest records it again.
+  std::string overrides_text;
+  google::protobuf::TextFormat::Printer printer;
+  printer.SetSingleLineMode(true);
+  printer.PrintToString(req.config(), &overrides_text);
 
   absl::MutexLock trigger(&trigger_mu_);
   std::shared_ptr<Job> job;
@@ -253,6 +186,8 @@ absl::StatusOr<std::string> RetrainJobs::Trigger(const recall::v1::TriggerRetrai
         absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::UTCTimeZone()), "-", next_id_++));
     job->info.set_state(recall::v1::QUEUED);
     job->info.set_started_at(Now());
+    job->info.set_preset(preset);
+    *job->info.mutable_config() = ResolveTrainConfig(*config);
     jobs_.push_back(job);
     while (jobs_.size() > options_.keep_jobs) jobs_.pop_front();
   }
@@ -265,7 +200,8 @@ absl::StatusOr<std::string> RetrainJobs::Trigger(const recall::v1::TriggerRetrai
   argv.push_back("--model_base=" + job->staging_base);
   argv.push_back(absl::StrCat("--publish_version=", job->version));
   argv.push_back("--progress=json");
-  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back("--preset=" + preset);
+  if (!overrides_text.empty()) argv.push_back("--overrides=" + overrides_text);
   LOG(INFO) << "retrain job " << job->info.job_id() << ": " << absl::StrJoin(argv, " ");
   supervisor_ = std::thread([this, job, argv] { Supervise(job, argv); });
   return job->info.job_id();
@@ -300,18 +236,18 @@ void RetrainJobs::OnLine(const std::shared_ptr<Job>& job, const std::string& lin
   absl::MutexLock lock(&mu_);
   job->tail.push_back(line);
   while (job->tail.size() > options_.log_tail_lines) job->tail.pop_front();
-  double epoch, epochs, step, steps;
-  if (absl::StartsWith(line, "{\"event\": ") && JsonNumber(line, "epoch", &epoch) &&
-      JsonNumber(line, "epochs", &epochs) && epochs > 0) {
-    double within = 1.0;
-    if (absl::StrContains(line, "\"event\": \"step\"") && JsonNumber(line, "step", &step) &&
-        JsonNumber(line, "steps", &steps) && steps > 0) {
-      within = step / steps;
-    }
-    // Training is ~95% of a job; evaluation and publishing the rest.
-    const double p = 0.95 * std::clamp((epoch - 1 + within) / epochs, 0.0, 1.0);
-    job->info.set_progress(std::max(job->info.progress(), p));
+  recall::v1::TrainingEvent e;
+  if (!ParseEvent(line, &e) || e.epochs() <= 0 ||
+      (e.event() != recall::v1::TrainingEvent::STEP &&
+       e.event() != recall::v1::TrainingEvent::EPOCH) ||
+      (e.has_member() && e.member() != 0)) {
+    return;  // an ensemble's members train side by side: member 0 stands for them
   }
+  const double within =
+      e.event() == recall::v1::TrainingEvent::STEP && e.steps() > 0 ? 1.0 * e.step() / e.steps() : 1.0;
+  // Training is ~95% of a job; evaluation and publishing the rest.
+  const double p = 0.95 * std::clamp((e.epoch() - 1 + within) / e.epochs(), 0.0, 1.0);
+  job->info.set_progress(std::max(job->info.progress(), p));
 }
 
 void RetrainJobs::Supervise(std::shared_ptr<Job> job, std::vector<std::string> argv) {

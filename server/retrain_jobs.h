@@ -3,9 +3,9 @@
 // A job runs the trainer command (default: recall-train next to recall-server) as a supervised
 // child process -- argv, never a shell, in its own process group -- with
 //   --dataset=<dataset> --model_base=<model_base>/.retrain-<job> --publish_version=<N>
-//   --progress=json  [--<override>=<value> for allowlisted overrides]
+//   --progress=json --preset=<preset> [--overrides=<the request's config as textproto>]
 // so it publishes into a staging base the version manager never reads. Progress comes from the
-// trainer's JSON lines, the log tail from its stdout and stderr. When the child succeeds the
+// trainer's TrainingEvent JSON lines, the log tail from its stdout and stderr. When the child succeeds the
 // quality gate compares the staged version's Recall@K with the serving version's (validation
 // figures when both have them, else test ones): more than `gate_margin` (relative) below is
 // "rejected" with both figures and the staged version is discarded; otherwise it is renamed
@@ -51,14 +51,13 @@ class RetrainJobs {
     std::function<void(const std::string& result)> on_finish;
     std::function<void(bool running)> on_running;
   };
-  // Trainer flags a caller may override (everything else is fixed by the server).
-  static const absl::flat_hash_set<std::string>& AllowedOverrides();
-
   RetrainJobs(Options options, VersionManager* versions);
   ~RetrainJobs();  // cancels a running job and joins its supervisor
 
-  // FailedPrecondition when a job is queued or running; InvalidArgument for a bad dataset or
-  // an override that is not allowlisted or has an unsafe value.
+  // FailedPrecondition when a job is queued or running; InvalidArgument for a bad dataset, an
+  // unknown preset, an override of a field not marked (retrain_override) in
+  // train_config.proto (naming it), or a config CheckTrainConfig refuses. The preset and
+  // overrides resolve through model/train_config.h, exactly as recall-train resolves them.
   absl::StatusOr<std::string> Trigger(const recall::v1::TriggerRetrainRequest& req);
   // job_id "" = the latest job. NotFound for an unknown id.
   absl::StatusOr<recall::v1::RetrainJob> Get(const std::string& job_id) const;

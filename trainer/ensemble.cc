@@ -9,14 +9,12 @@
 namespace recall::trainer {
 
 absl::StatusOr<std::vector<std::unique_ptr<Trainer>>> CreateEnsemble(const Dataset& dataset,
-                                                                    const TrainConfig& config,
-                                                                    int n) {
-  if (n < 1) return absl::InvalidArgumentError("--ensemble must be >= 1");
+                                                                    const TrainConfig& config) {
+  const int n = config.ensemble();
+  if (n < 1) return absl::InvalidArgumentError("ensemble must be >= 1");
   std::vector<std::unique_ptr<Trainer>> members;
   for (int k = 0; k < n; ++k) {
-    TrainConfig c = config;
-    c.ensemble_member = k;
-    auto t = Trainer::Create(dataset, c);
+    auto t = Trainer::Create(dataset, config, k);
     if (!t.ok()) return t.status();
     members.push_back(*std::move(t));
   }
@@ -24,11 +22,11 @@ absl::StatusOr<std::vector<std::unique_ptr<Trainer>>> CreateEnsemble(const Datas
 }
 
 absl::Status TrainConcurrently(const std::vector<Trainer*>& members, int threads,
-                               const std::function<void(int, const ProgressEvent&)>& progress) {
+                               const std::function<void(int, const TrainingEvent&)>& progress) {
   const int n = static_cast<int>(members.size());
   if (n == 1) {  // a single model trains on the calling thread, with its thread settings
     if (!progress) return members[0]->Train();
-    return members[0]->Train([&](const ProgressEvent& e) { progress(0, e); });
+    return members[0]->Train([&](const TrainingEvent& e) { progress(0, e); });
   }
   const int per_member = std::max(1, threads / std::max(1, n));
   std::mutex progress_mu;
@@ -41,7 +39,7 @@ absl::Status TrainConcurrently(const std::vector<Trainer*>& members, int threads
       torch::set_num_threads(per_member);
       ProgressFn member_progress;
       if (progress) {
-        member_progress = [&, k](const ProgressEvent& e) {
+        member_progress = [&, k](const TrainingEvent& e) {
           std::lock_guard<std::mutex> lock(progress_mu);
           progress(k, e);
         };

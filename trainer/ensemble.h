@@ -1,5 +1,5 @@
 // Ensembles (`recall-train --ensemble=N`): N models trained independently on the same data and
-// config, differing only in TrainConfig::ensemble_member (their initialization and example
+// config, differing only in their member index k (their initialization and example
 // order), served as one two-tower model whose score is the mean of the members' scores
 // (EnsembleTowers in trainer/towers.h). Averaging independently trained models cancels part of
 // each one's noise; measured on Gowalla in README "Results".
@@ -20,11 +20,10 @@
 
 namespace recall::trainer {
 
-// Creates members 0..n-1 of `config` (config.ensemble_member is overwritten), one after the
-// other (initialization draws from torch's global generator).
+// Creates members 0..config.ensemble()-1 (Trainer::Create(..., k)), one after the other
+// (initialization draws from torch's global generator).
 absl::StatusOr<std::vector<std::unique_ptr<Trainer>>> CreateEnsemble(const Dataset& dataset,
-                                                                    const TrainConfig& config,
-                                                                    int n);
+                                                                    const TrainConfig& config);
 
 // Trains every member to the end (Trainer::Train) concurrently, each on its own thread with
 // max(1, threads / N) intra-op / OpenMP threads (ATen's OpenMP backend keeps the count per
@@ -35,7 +34,7 @@ absl::StatusOr<std::vector<std::unique_ptr<Trainer>>> CreateEnsemble(const Datas
 // all members have stopped.
 absl::Status TrainConcurrently(
     const std::vector<Trainer*>& members, int threads,
-    const std::function<void(int member, const ProgressEvent&)>& progress = nullptr);
+    const std::function<void(int member, const TrainingEvent&)>& progress = nullptr);
 
 // Makes members[0] evaluate and export the ensemble: its towers become EnsembleTowers over all
 // members' towers (which stay owned by their trainers: keep every member alive while members[0]

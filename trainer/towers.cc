@@ -44,13 +44,13 @@ void AddMlp(torch::jit::Module& m, int64_t in, const std::vector<int>& hidden, i
 }
 
 int64_t UserInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
-  return 2 * c.id_dim + e.spec().user_categorical_size() * c.cat_dim +
+  return 2 * c.id_dim() + e.spec().user_categorical_size() * c.cat_dim() +
          e.spec().user_numeric_size();
 }
 int64_t ItemInputWidth(const FeatureEncoder& e, const TowerConfig& c) {
   return (1 + (e.spec().item_audience_length() > 0) + (e.spec().item_neighbor_length() > 0)) *
-             c.id_dim +
-         e.spec().item_categorical_size() * c.cat_dim + e.spec().item_numeric_size();
+             c.id_dim() +
+         e.spec().item_categorical_size() * c.cat_dim() + e.spec().item_numeric_size();
 }
 
 // The forward's arguments, in the order the trainer and the server pass them.
@@ -77,7 +77,7 @@ std::string ForwardHeader(const std::vector<std::string>& args) {
 }
 
 // The pooled sum's divisor for a clamped count `n` (TowerConfig::sqrt_pooling).
-std::string Divisor(const TowerConfig& c) { return c.sqrt_pooling ? "torch.sqrt(n)" : "n"; }
+std::string Divisor(const TowerConfig& c) { return c.pooling() == TowerConfig::SQRT ? "torch.sqrt(n)" : "n"; }
 
 }  // namespace
 
@@ -92,15 +92,15 @@ std::string UserTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
       "        parts = [u, pooled]\n";
   if (nc > 0) {
     absl::StrAppend(&src, "        parts.append(torch.embedding(self.cat_emb, categorical)",
-                    ".reshape(user_id.size(0), ", nc * c.cat_dim, "))\n");
+                    ".reshape(user_id.size(0), ", nc * c.cat_dim(), "))\n");
   }
   if (nn > 0) src += "        parts.append(numeric)\n";
-  src += "        x = torch.cat(parts, 1)\n" + MlpSource(c.user_hidden.size(), c.l2_normalize);
-  if (c.item_bias) src += "        x = torch.cat([x, torch.ones_like(x.narrow(1, 0, 1))], 1)\n";
+  src += "        x = torch.cat(parts, 1)\n" + MlpSource(c.user_hidden_size(), c.l2_normalize());
+  if (c.item_bias()) src += "        x = torch.cat([x, torch.ones_like(x.narrow(1, 0, 1))], 1)\n";
   return src + "        return x\n";
 }
 
-std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
+std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c, float bias_scale) {
   const int nc = e.spec().item_categorical_size(), nn = e.spec().item_numeric_size();
   std::string src = ForwardHeader(ItemArgs(e)) +
                     "        parts = [torch.embedding(self.item_emb, item_id)]\n";
@@ -118,55 +118,55 @@ std::string ItemTowerSource(const FeatureEncoder& e, const TowerConfig& c) {
   }
   if (nc > 0) {
     absl::StrAppend(&src, "        parts.append(torch.embedding(self.cat_emb, categorical)",
-                    ".reshape(item_id.size(0), ", nc * c.cat_dim, "))\n");
+                    ".reshape(item_id.size(0), ", nc * c.cat_dim(), "))\n");
   }
   if (nn > 0) src += "        parts.append(numeric)\n";
-  src += "        x = torch.cat(parts, 1)\n" + MlpSource(c.item_hidden.size(), c.l2_normalize);
-  if (c.item_bias) {
+  src += "        x = torch.cat(parts, 1)\n" + MlpSource(c.item_hidden_size(), c.l2_normalize());
+  if (c.item_bias()) {
     absl::StrAppend(&src, "        x = torch.cat([x, torch.embedding(self.item_bias, item_id) * ",
-                    absl::StrFormat("%.9g", c.bias_scale), "], 1)\n");
+                    absl::StrFormat("%.9g", bias_scale), "], 1)\n");
   }
   return src + "        return x\n";
 }
 
-Towers BuildTowers(const FeatureEncoder& e, const TowerConfig& c) {
+Towers BuildTowers(const FeatureEncoder& e, const TowerConfig& c, float bias_scale) {
   Towers t{torch::jit::Module("UserTower"), torch::jit::Module("ItemTower")};
   torch::Tensor item_table =
-      EmbeddingTable(e.num_item_rows(), c.id_dim, c.init_std, true).requires_grad_();
+      EmbeddingTable(e.num_item_rows(), c.id_dim(), c.init_std(), true).requires_grad_();
   t.user.register_parameter("user_emb",
-                            EmbeddingTable(e.num_user_rows(), c.id_dim, c.init_std, true)
+                            EmbeddingTable(e.num_user_rows(), c.id_dim(), c.init_std(), true)
                                 .requires_grad_(),
                             false);
   t.user.register_parameter(
       "hist_emb",
-      c.share_item_embeddings
+      c.share_item_embeddings()
           ? item_table
-          : EmbeddingTable(e.num_item_rows(), c.id_dim, c.init_std, true).requires_grad_(),
+          : EmbeddingTable(e.num_item_rows(), c.id_dim(), c.init_std(), true).requires_grad_(),
       false);
   t.user.register_parameter(
       "cat_emb",
-      EmbeddingTable(e.num_user_categorical_rows(), c.cat_dim, c.init_std, false).requires_grad_(),
+      EmbeddingTable(e.num_user_categorical_rows(), c.cat_dim(), c.init_std(), false).requires_grad_(),
       false);
-  AddMlp(t.user, UserInputWidth(e, c), c.user_hidden, c.dim);
+  AddMlp(t.user, UserInputWidth(e, c), {c.user_hidden().begin(), c.user_hidden().end()}, c.dim());
   t.user.define(UserTowerSource(e, c));
 
   t.item.register_parameter("item_emb", item_table, false);
   if (e.spec().item_audience_length() > 0) {
     t.item.register_parameter(
-        "aud_emb", EmbeddingTable(e.num_user_rows(), c.id_dim, c.init_std, true).requires_grad_(),
+        "aud_emb", EmbeddingTable(e.num_user_rows(), c.id_dim(), c.init_std(), true).requires_grad_(),
         false);
   }
   t.item.register_parameter(
       "cat_emb",
-      EmbeddingTable(e.num_item_categorical_rows(), c.cat_dim, c.init_std, false).requires_grad_(),
+      EmbeddingTable(e.num_item_categorical_rows(), c.cat_dim(), c.init_std(), false).requires_grad_(),
       false);
-  AddMlp(t.item, ItemInputWidth(e, c), c.item_hidden, c.dim);
-  if (c.item_bias) {
+  AddMlp(t.item, ItemInputWidth(e, c), {c.item_hidden().begin(), c.item_hidden().end()}, c.dim());
+  if (c.item_bias()) {
     t.item.register_parameter(
         "item_bias", torch::zeros({std::max<int64_t>(e.num_item_rows(), 1), 1}).requires_grad_(),
         false);
   }
-  t.item.define(ItemTowerSource(e, c));
+  t.item.define(ItemTowerSource(e, c, bias_scale));
   return t;
 }
 

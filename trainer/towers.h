@@ -22,31 +22,15 @@
 #include <vector>
 
 #include "model/encoder.h"
+#include "recall/v1/train_config.pb.h"
 
 namespace recall::trainer {
 
-struct TowerConfig {
-  int dim = 64;                 // output embedding dim
-  int id_dim = 64;              // id embedding dim (user, item, history)
-  int cat_dim = 16;             // per categorical feature
-  std::vector<int> user_hidden; // hidden layer widths of the user MLP
-  std::vector<int> item_hidden;
-  bool l2_normalize = true;     // off only for ablations: the serving contract wants it on
-  // The user tower pools history items from the item tower's own id table (one tensor in both
-  // modules while training; each saved file carries its copy), as in SimpleX, instead of a
-  // separate history table.
-  bool share_item_embeddings = false;
-  bool sqrt_pooling = false;    // pool by sum / sqrt(n) instead of the mean (see above)
-  float init_std = 0.1f;
-  // A learned per-item score offset b (logit units) carried as one more output coordinate:
-  // the user tower appends 1, the item tower appends bias_scale * b[item row], so every inner
-  // product is cos(u, i) + bias_scale * b_i, and with bias_scale = the temperature a training
-  // logit <u, v> / tau is cos / tau + b_i. The first `dim` coordinates stay L2-normalized; the
-  // output is dim + 1 wide. b starts at 0 (the OOV row stays 0: an unknown item gets no offset).
-  bool item_bias = false;
-  float bias_scale = 0.1f;
-  int output_dim() const { return dim + (item_bias ? 1 : 0); }
-};
+// The towers' shape: recall.v1.TowerConfig (proto/recall/v1/train_config.proto), one
+// definition with the rest of the training options.
+using TowerConfig = recall::v1::TowerConfig;
+// Output width: dim, plus the score-offset coordinate with item_bias.
+inline int OutputDim(const TowerConfig& c) { return c.dim() + (c.item_bias() ? 1 : 0); }
 
 struct Towers {
   torch::jit::Module user;
@@ -56,8 +40,10 @@ struct Towers {
 };
 
 // Builds fresh towers for the encoder's spec; initialization draws from torch's global RNG
-// (seed it with torch::manual_seed for repeatable runs).
-Towers BuildTowers(const FeatureEncoder& encoder, const TowerConfig& config);
+// (seed it with torch::manual_seed for repeatable runs). With item_bias the item tower scales
+// its offset coordinate by `bias_scale` (the temperature, so the offset is in logit units:
+// <u, v> / tau = cos / tau + b_i).
+Towers BuildTowers(const FeatureEncoder& encoder, const TowerConfig& config, float bias_scale);
 
 // An ensemble of N member models (trainer/ensemble.h) as one model of dim N * dim: each tower
 // runs the N members' towers on the same inputs and concatenates their outputs scaled by
@@ -68,7 +54,8 @@ Towers EnsembleTowers(const FeatureEncoder& encoder, const std::vector<const Tow
 
 // The TorchScript source of a tower's forward, for documentation and tests.
 std::string UserTowerSource(const FeatureEncoder& encoder, const TowerConfig& config);
-std::string ItemTowerSource(const FeatureEncoder& encoder, const TowerConfig& config);
+std::string ItemTowerSource(const FeatureEncoder& encoder, const TowerConfig& config,
+                            float bias_scale);
 
 }  // namespace recall::trainer
 

@@ -143,96 +143,33 @@ recall::v1::FeatureSpec SpecForDataset(const Dataset& d, int history_length,
   return spec;
 }
 
-absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const TrainConfig& c) {
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const TrainConfig& c,
+                                                         int ensemble_member) {
   if (d.num_users <= 0 || d.num_items <= 0) {
     return absl::InvalidArgumentError("dataset has no users or no items");
   }
-  if (c.batch_size < 2) return absl::InvalidArgumentError("--batch_size must be >= 2");
-  if (!(c.temperature > 0)) return absl::InvalidArgumentError("--temperature must be > 0");
-  if (c.loss != "softmax" && c.loss != "full_softmax" && c.loss != "ccl") {
-    return absl::InvalidArgumentError("--loss must be softmax, full_softmax or ccl");
-  }
-  if (c.loss == "full_softmax" &&
-      (c.logq_correction || c.queue_size > 0 || c.global_negatives > 0)) {
-    return absl::InvalidArgumentError(
-        "--loss=full_softmax scores every item: --logq, --queue_size and --global_negatives "
-        "do not apply");
-  }
-  if (c.mask_user_positives && c.loss != "softmax") {
-    return absl::InvalidArgumentError("--mask_user_positives applies to --loss=softmax only");
-  }
-  if (c.loss == "ccl" && c.global_negatives <= 0) {
-    return absl::InvalidArgumentError("--loss=ccl needs --global_negatives > 0");
-  }
-  if (c.tower.item_bias &&
-      (c.loss == "ccl" || c.tower.bias_scale != static_cast<float>(c.temperature))) {
-    // The offset is in logit units only when the coordinate is scaled by tau; CCL scores
-    // cosines and has no logit to offset.
-    return absl::InvalidArgumentError(
-        "--item_bias needs --loss=softmax or full_softmax (and its scale = --temperature)");
-  }
-  if (!(c.item_to_user_weight >= 0) || (c.item_to_user_weight > 0 && c.loss != "softmax")) {
-    return absl::InvalidArgumentError(
-        "--item_to_user_weight must be >= 0, and > 0 only with --loss=softmax");
-  }
-  if (!(c.item_neighbor_weight >= 0) || (c.item_neighbor_weight > 0 && c.loss != "softmax") ||
-      c.item_neighbors < 1) {
-    return absl::InvalidArgumentError(
-        "--item_neighbor_weight must be >= 0, and > 0 only with --loss=softmax; "
-        "--item_neighbors must be >= 1");
-  }
-  if (c.history_length < 0) return absl::InvalidArgumentError("--history_length must be >= 0");
-  if (!(c.validation_item_fraction >= 0 && c.validation_item_fraction < 1)) {
-    return absl::InvalidArgumentError("--validation_item_fraction must be in [0, 1)");
-  }
-  if (c.queue_size < 0 || c.global_negatives < 0 || c.validation_users < 0) {
-    return absl::InvalidArgumentError(
-        "--queue_size, --global_negatives and --validation_users must be >= 0");
-  }
-  if (!(c.weight_average_decay >= 0 && c.weight_average_decay < 1)) {
-    return absl::InvalidArgumentError("--weight_average_decay must be in [0, 1)");
-  }
-  if (!(c.momentum >= 0 && c.momentum <= 1)) {
-    return absl::InvalidArgumentError("--momentum must be in [0, 1]");
-  }
+  if (absl::Status st = CheckTrainConfig(c); !st.ok()) return st;
   // The JIT's profiling executor re-specializes the tower graphs after their first runs, with
   // different float rounding: a resumed run would then drift from an uninterrupted one in the
   // last bits. The towers are a few ops each, so the plain interpreter costs nothing measurable.
   torch::jit::setGraphExecutorOptimize(false);
-  std::unique_ptr<Trainer> t(new Trainer(d, c));
+  std::unique_ptr<Trainer> t(new Trainer(d, c, ensemble_member));
   t->fit_ = &d;
-  if (c.validation_users > 0) {
+  if (c.validation_users() > 0) {
     t->fit_split_ = std::make_unique<Dataset>(
-        HoldOutValidation(d, c.validation_users, c.seed, c.validation_item_fraction));
+        HoldOutValidation(d, c.validation_users(), c.seed(), c.validation_item_fraction()));
     t->fit_ = t->fit_split_.get();
   }
   const Dataset& fit = *t->fit_;
-  if (c.lr_decay != 0 && !(c.lr_decay > 0 && c.lr_decay < 1 && c.max_lr_decays > 0 &&
-                           c.validation_users > 0 && c.patience > 0)) {
-    return absl::InvalidArgumentError(
-        "--lr_decay must be in (0, 1) with --max_lr_decays > 0, --validation_users and "
-        "--patience (it acts on a validation plateau)");
-  }
-  if (c.item_audience_length < 0 || !(c.audience_dropout >= 0 && c.audience_dropout < 1)) {
-    return absl::InvalidArgumentError(
-        "--item_audience_length must be >= 0 and --audience_dropout in [0, 1)");
-  }
-  if (c.item_neighbor_length < 0 || c.item_neighbor_length > 10000) {
-    return absl::InvalidArgumentError("--item_neighbor_length must be in [0, 10000]");
-  }
-  if (c.eval_audience_length < 0 || (c.eval_audience_length > 0 && c.item_audience_length == 0)) {
-    return absl::InvalidArgumentError(
-        "--eval_audience_length must be >= 0, and > 0 only with --item_audience_length");
-  }
   recall::v1::FeatureSpec spec =
-      SpecForDataset(d, c.history_length, c.user_id_buckets, c.item_id_buckets);
-  spec.set_item_audience_length(c.eval_audience_length > 0 ? c.eval_audience_length
-                                                           : c.item_audience_length);
-  spec.set_item_neighbor_length(c.item_neighbor_length);
+      SpecForDataset(d, c.history_length(), c.user_id_buckets(), c.item_id_buckets());
+  spec.set_item_audience_length(c.eval_audience_length() > 0 ? c.eval_audience_length()
+                                                           : c.item_audience_length());
+  spec.set_item_neighbor_length(c.item_neighbor_length());
   auto enc = FeatureEncoder::Create(
       spec,
-      c.user_id_buckets > 0 ? Vocabulary() : Vocabulary(ExternalUserIds(d)),
-      c.item_id_buckets > 0 ? Vocabulary() : Vocabulary(ExternalItemIds(d)));
+      c.user_id_buckets() > 0 ? Vocabulary() : Vocabulary(ExternalUserIds(d)),
+      c.item_id_buckets() > 0 ? Vocabulary() : Vocabulary(ExternalItemIds(d)));
   if (!enc.ok()) return enc.status();
   t->encoder_ = *enc;
   const FeatureEncoder& e = *t->encoder_;
@@ -272,9 +209,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   for (int64_t u = 0; u < d.num_users; ++u) {
     for (int64_t i : fit.train[u]) t->examples_.emplace_back(u, i);
   }
-  if (c.item_audience_length > 0) {
+  if (c.item_audience_length() > 0) {
     // Own engine: the training stream stays that of the same config without audiences.
-    std::mt19937_64 order(c.seed ^ 0x61756469656e6365ULL);
+    std::mt19937_64 order(c.seed() ^ 0x61756469656e6365ULL);
     auto audiences = [&](const Dataset& source) {
       std::vector<std::vector<int64_t>> out(d.num_items);
       for (int64_t u = 0; u < d.num_users; ++u) {
@@ -290,10 +227,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     t->full_graph_.audience = audiences(d);
     t->fit_graph_.audience = t->fit_ == &d ? t->full_graph_.audience : audiences(fit);
   }
-  if (c.item_neighbor_length > 0) {
+  if (c.item_neighbor_length() > 0) {
     auto neighbors = [&](const Dataset& source) {
       const ItemNeighbors graph =
-          ItemNeighbors::Build(source.train, d.num_items, c.item_neighbor_length);
+          ItemNeighbors::Build(source.train, d.num_items, c.item_neighbor_length());
       std::vector<std::vector<int64_t>> out(d.num_items);
       for (int64_t i = 0; i < d.num_items; ++i) {
         for (const auto& n : graph.of(i)) out[i].push_back(n.item);
@@ -319,14 +256,14 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     };
     const std::vector<int64_t> popularity = fit.ItemPopularity();
     t->log_q_ = log_share(popularity);
-    if (c.item_to_user_weight > 0) {
+    if (c.item_to_user_weight() > 0) {
       std::vector<int64_t> activity(d.num_users, 0);
       for (const auto& [u, i] : t->examples_) ++activity[u];
       t->log_q_users_ = log_share(activity);
     }
-    if (c.item_neighbor_weight > 0) {
+    if (c.item_neighbor_weight() > 0) {
       // From the fit split only: the validation items must not link anything.
-      t->item_neighbors_ = ItemNeighbors::Build(fit.train, d.num_items, c.item_neighbors);
+      t->item_neighbors_ = ItemNeighbors::Build(fit.train, d.num_items, c.item_neighbors());
       // DrawShare is linear: popularity counts in, expected neighbour-draw counts out. An
       // item never drawn is never a column; log_share's floor only keeps the table finite.
       t->log_q_neighbors_ = log_share(t->item_neighbors_.DrawShare(
@@ -334,26 +271,26 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
     }
   }
   // Member 0 draws exactly what a single model with this seed draws.
-  const uint64_t draw_seed = c.seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(c.ensemble_member);
+  const uint64_t draw_seed = c.seed() + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(ensemble_member);
   torch::manual_seed(draw_seed);
   t->rng_.seed(draw_seed);
-  t->towers_ = BuildTowers(e, c.tower);
-  if (c.queue_size > 0) {
+  t->towers_ = BuildTowers(e, c.tower(), static_cast<float>(c.temperature()));
+  if (c.queue_size() > 0) {
     t->key_tower_ = t->towers_.item.deepcopy();
-    t->queue_ = KeyQueue(c.queue_size, c.tower.output_dim());
+    t->queue_ = KeyQueue(c.queue_size(), OutputDim(c.tower()));
   }
   t->optimizer_ = std::make_unique<torch::optim::Adam>(
       t->towers_.parameters(),
-      torch::optim::AdamOptions(c.learning_rate).weight_decay(c.weight_decay));
-  t->learning_rate_ = c.learning_rate;
-  if (c.weight_average_decay > 0) t->average_params_ = t->SnapshotParameters();
+      torch::optim::AdamOptions(c.learning_rate()).weight_decay(c.weight_decay()));
+  t->learning_rate_ = c.learning_rate();
+  if (c.weight_average_decay() > 0) t->average_params_ = t->SnapshotParameters();
   return t;
 }
 
 UserBatch Trainer::UserBatchWith(
     const std::vector<int64_t>& users,
     const std::function<void(int64_t, int64_t, std::vector<int64_t>*)>& pick_history) const {
-  const int64_t b = static_cast<int64_t>(users.size()), len = config_.history_length;
+  const int64_t b = static_cast<int64_t>(users.size()), len = config_.history_length();
   const int64_t nc = dataset_.user_cat_names.size(), nn = dataset_.user_num_names.size();
   UserBatch out = UserBatch::Allocate(b, len, nc, nn);
   auto uid = out.user_id.accessor<int64_t, 1>();
@@ -380,7 +317,7 @@ UserBatch Trainer::UserBatchWith(
 UserBatch Trainer::TrainUserBatch(const std::vector<int64_t>& users,
                                   const std::vector<int64_t>& items,
                                   std::mt19937_64& rng) const {
-  const int64_t len = config_.history_length;
+  const int64_t len = config_.history_length();
   UserBatch batch = UserBatchWith(users, [&](int64_t r, int64_t u, std::vector<int64_t>* out) {
     // History = the user's other train items: the target is never in its own history.
     for (int64_t i : fit_->train[u]) {
@@ -391,22 +328,22 @@ UserBatch Trainer::TrainUserBatch(const std::vector<int64_t>& users,
       std::swap((*out)[j], (*out)[j + UniformBelow(rng, out->size() - j)]);
     }
     out->resize(take);
-    if (config_.history_dropout > 0 && take > 1) {
+    if (config_.history_dropout() > 0 && take > 1) {
       // Keep each item with probability 1 - p, at least one: a different random part of the
       // history predicts the target each time the example is seen.
       int64_t kept = 0;
       for (int64_t j = 0; j < take; ++j) {
-        if (!Draw(rng, config_.history_dropout)) (*out)[kept++] = (*out)[j];
+        if (!Draw(rng, config_.history_dropout())) (*out)[kept++] = (*out)[j];
       }
       out->resize(std::max<int64_t>(kept, 1));
     }
   });
-  if (config_.user_id_dropout > 0) {
+  if (config_.user_id_dropout() > 0) {
     // The OOV row stands in for the id: the tower learns to serve from history alone, and the
     // id table cannot memorize every user.
     auto uid = batch.user_id.accessor<int64_t, 1>();
     for (int64_t r = 0; r < batch.size(); ++r) {
-      if (Draw(rng, config_.user_id_dropout)) uid[r] = 0;
+      if (Draw(rng, config_.user_id_dropout())) uid[r] = 0;
     }
   }
   return batch;
@@ -418,7 +355,7 @@ UserBatch Trainer::EvalUserBatch(const std::vector<int64_t>& users) const {
 
 UserBatch Trainer::HistoryUserBatch(const Dataset& source,
                                     const std::vector<int64_t>& users) const {
-  const int64_t len = config_.history_length;
+  const int64_t len = config_.history_length();
   return UserBatchWith(users, [&](int64_t, int64_t u, std::vector<int64_t>* out) {
     const auto& tr = source.train[u];  // the last L, in order (what a server request sends)
     const int64_t start = std::max<int64_t>(0, static_cast<int64_t>(tr.size()) - len);
@@ -432,7 +369,7 @@ const ItemBatch& Trainer::AllItemsBatch() {
     for (int64_t i = 0; i < dataset_.num_items; ++i) all[i] = i;
     all_items_batch_ = std::make_unique<ItemBatch>(
         ItemBatchWith(all, fit_graph_.audience, fit_graph_.neighbors,
-                      config_.item_audience_length));
+                      config_.item_audience_length()));
   }
   return *all_items_batch_;
 }
@@ -449,7 +386,7 @@ ItemBatch Trainer::ItemBatchWith(const std::vector<int64_t>& items,
                                  int64_t len) const {
   const int64_t b = static_cast<int64_t>(items.size());
   const int64_t nc = dataset_.item_cat_names.size(), nn = dataset_.item_num_names.size();
-  const int64_t nb = config_.item_neighbor_length;
+  const int64_t nb = config_.item_neighbor_length();
   ItemBatch out = ItemBatch::Allocate(b, nc, nn, len, nb);
   if (len > 0 && !audience.empty()) {
     auto aud = out.audience.accessor<int64_t, 2>();
@@ -494,7 +431,7 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
                           .clone();
   // One item-tower forward for positives, re-encoded queue ids and global negatives.
   std::vector<int64_t> all(items);
-  const bool reencode = config_.queue_size > 0 && config_.queue_reencode && queue_.size() > 0;
+  const bool reencode = config_.queue_size() > 0 && config_.queue_reencode() && queue_.size() > 0;
   std::vector<int64_t> queued_ids;
   if (reencode) {
     torch::Tensor qi = queue_.ids().contiguous();
@@ -502,8 +439,8 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
     all.insert(all.end(), queued_ids.begin(), queued_ids.end());
   }
   NegativeSet global;
-  if (config_.global_negatives > 0) {
-    std::vector<int64_t> drawn(config_.global_negatives);
+  if (config_.global_negatives() > 0) {
+    std::vector<int64_t> drawn(config_.global_negatives());
     for (auto& i : drawn) i = static_cast<int64_t>(UniformBelow(rng, dataset_.num_items));
     all.insert(all.end(), drawn.begin(), drawn.end());
     global.ids = torch::tensor(drawn, torch::kInt64);
@@ -512,7 +449,7 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
   // user is kept out of their audiences as out of the positives'.
   std::vector<int64_t> owners(users);
   std::vector<int64_t> neighbors;
-  if (config_.item_neighbor_weight > 0) {
+  if (config_.item_neighbor_weight() > 0) {
     neighbors.resize(items.size());
     for (size_t r = 0; r < items.size(); ++r) neighbors[r] = item_neighbors_.Sample(items[r], rng);
     owners.resize(all.size(), -1);
@@ -528,83 +465,83 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
   if (reencode) {
     queued.embeddings = v.narrow(0, b, nq);
     queued.ids = queue_.ids();
-  } else if (config_.queue_size > 0 && queue_.size() > 0) {
+  } else if (config_.queue_size() > 0 && queue_.size() > 0) {
     queued.embeddings = queue_.keys();
     queued.ids = queue_.ids();
   }
-  const int64_t ng = config_.global_negatives;
+  const int64_t ng = config_.global_negatives();
   if (global.ids.defined()) global.embeddings = v.narrow(0, b + nq, ng);
   torch::Tensor v_neighbors;
   if (!neighbors.empty()) v_neighbors = v.narrow(0, b + nq + ng, b);
   v = v.narrow(0, 0, b);
 
   torch::Tensor loss;
-  if (config_.loss == "full_softmax") {
+  if (config_.loss() == TrainConfig::FULL_SOFTMAX) {
     loss = FullSoftmaxLoss(u, towers_.item.forward(AllItemsBatch().Inputs()).toTensor(), ids,
-                           config_.temperature);
-  } else if (config_.loss == "ccl") {
-    loss = CosineContrastiveLoss(u, v, ids, queued, global, config_.ccl_margin,
-                                 config_.ccl_negative_weight);
+                           config_.temperature());
+  } else if (config_.loss() == TrainConfig::CCL) {
+    loss = CosineContrastiveLoss(u, v, ids, queued, global, config_.ccl_margin(),
+                                 config_.ccl_negative_weight());
   } else {
     ContrastiveOptions opt;
-    opt.temperature = config_.temperature;
-    if (config_.logq_correction) {
+    opt.temperature = config_.temperature();
+    if (config_.logq_correction()) {
       opt.log_q = log_q_;
-      opt.log_q_weight = config_.logq_weight;
+      opt.log_q_weight = config_.logq_weight();
     }
-    if (config_.mask_user_positives) {
+    if (config_.mask_user_positives()) {
       opt.row_positives.reserve(users.size());
       for (int64_t user : users) opt.row_positives.push_back(&fit_->train[user]);
     }
     loss = InfoNceLoss(ContrastiveLogits(u, v, ids, queued, global, opt));
-    if (config_.item_to_user_weight > 0) {
+    if (config_.item_to_user_weight() > 0) {
       ContrastiveOptions reverse;
-      reverse.temperature = config_.temperature;
-      if (config_.logq_correction) reverse.log_q = log_q_users_;
+      reverse.temperature = config_.temperature();
+      if (config_.logq_correction()) reverse.log_q = log_q_users_;
       torch::Tensor uids = torch::tensor(users, torch::kInt64);
-      loss = loss + config_.item_to_user_weight *
+      loss = loss + config_.item_to_user_weight() *
                         InfoNceLoss(ContrastiveLogits(v, u, uids, {}, {}, reverse));
     }
     if (!neighbors.empty()) {
       ContrastiveOptions nb = opt;
-      if (config_.logq_correction) nb.log_q = log_q_neighbors_;
-      loss = loss + config_.item_neighbor_weight *
+      if (config_.logq_correction()) nb.log_q = log_q_neighbors_;
+      loss = loss + config_.item_neighbor_weight() *
                         InfoNceLoss(ContrastiveLogits(u, v_neighbors,
                                                       torch::tensor(neighbors, torch::kInt64), {},
                                                       {}, nb));
     }
   }
   ContrastiveOptions ssl;
-  ssl.temperature = config_.temperature;
-  if (config_.item_ssl_weight > 0) {
+  ssl.temperature = config_.temperature();
+  if (config_.item_ssl_weight() > 0) {
     ItemBatch pos = TrainItemBatch(items, users, rng);
     // Views are compared by their unit vectors only: the bias coordinate would add
     // tau * b_i * b_j to each pair.
     auto view = [&] {
       return towers_.item.forward(MaskedView(pos, rng).Inputs())
           .toTensor()
-          .narrow(1, 0, config_.tower.dim);
+          .narrow(1, 0, config_.tower().dim());
     };
     torch::Tensor a = view();
     torch::Tensor c = view();
-    loss = loss + config_.item_ssl_weight * InfoNceLoss(ContrastiveLogits(a, c, ids, {}, {}, ssl));
+    loss = loss + config_.item_ssl_weight() * InfoNceLoss(ContrastiveLogits(a, c, ids, {}, {}, ssl));
   }
-  if (config_.user_ssl_weight > 0) {
+  if (config_.user_ssl_weight() > 0) {
     torch::Tensor a = towers_.user.forward(MaskedView(ub, rng).Inputs()).toTensor();
     torch::Tensor c = towers_.user.forward(MaskedView(ub, rng).Inputs()).toTensor();
     torch::Tensor uids = torch::tensor(users, torch::kInt64);
-    loss = loss + config_.user_ssl_weight * InfoNceLoss(ContrastiveLogits(a, c, uids, {}, {}, ssl));
+    loss = loss + config_.user_ssl_weight() * InfoNceLoss(ContrastiveLogits(a, c, uids, {}, {}, ssl));
   }
-  if (config_.queue_size > 0) {
+  if (config_.queue_size() > 0) {
     // Keys of this batch join the queue after it was used (MoCo): a row never meets its own
     // key, and the queue's contents lag the online tower by design. The re-encoding variant
     // only needs the ids: it stores the online embeddings, which it never reads.
     torch::NoGradGuard no_grad;
-    torch::Tensor keys = config_.queue_reencode
+    torch::Tensor keys = config_.queue_reencode()
                              ? v.detach()
                              : key_tower_.forward(
                                    ItemBatchWith(items, fit_graph_.audience, fit_graph_.neighbors,
-                                                 config_.item_audience_length)
+                                                 config_.item_audience_length())
                                        .Inputs())
                                    .toTensor();
     queue_.Enqueue(keys, ids);
@@ -615,7 +552,7 @@ torch::Tensor Trainer::BatchLoss(const std::vector<int64_t>& users,
 ItemBatch Trainer::TrainItemBatch(const std::vector<int64_t>& items,
                                   const std::vector<int64_t>& users,
                                   std::mt19937_64& rng) const {
-  const int64_t len = config_.item_audience_length;
+  const int64_t len = config_.item_audience_length();
   // Neighbours are fixed (fit split); the audience is drawn afresh below.
   ItemBatch out = ItemBatchWith(items, {}, fit_graph_.neighbors, len);
   if (len <= 0) return out;
@@ -632,7 +569,7 @@ ItemBatch Trainer::TrainItemBatch(const std::vector<int64_t>& items,
     int64_t kept = 0;
     for (int64_t j = 0; j < take; ++j) {  // partial Fisher-Yates: a uniform subset
       std::swap(picked[j], picked[j + UniformBelow(rng, picked.size() - j)]);
-      if (config_.audience_dropout > 0 && Draw(rng, config_.audience_dropout)) continue;
+      if (config_.audience_dropout() > 0 && Draw(rng, config_.audience_dropout())) continue;
       aud[r][kept] = user_row_[picked[j]];
       mask[r][kept] = 1.0f;
       ++kept;
@@ -644,7 +581,7 @@ ItemBatch Trainer::TrainItemBatch(const std::vector<int64_t>& items,
 UserBatch Trainer::MaskedView(const UserBatch& b, std::mt19937_64& rng) const {
   UserBatch v{b.user_id.clone(), b.history.clone(), b.history_mask.clone(), b.categorical.clone(),
               b.numeric.clone()};
-  const double p = config_.ssl_mask_prob;
+  const double p = config_.ssl_mask_prob();
   auto uid = v.user_id.accessor<int64_t, 1>();
   auto mask = v.history_mask.accessor<float, 2>();
   auto hist = v.history.accessor<int64_t, 2>();
@@ -683,7 +620,7 @@ ItemBatch Trainer::MaskedView(const ItemBatch& b, std::mt19937_64& rng) const {
     auto m = v_mask->accessor<float, 2>();
     for (int64_t r = 0; r < v.size(); ++r) {
       for (int64_t j = 0; j < m.size(1); ++j) {
-        if (m[r][j] > 0 && Draw(rng, config_.ssl_mask_prob)) {
+        if (m[r][j] > 0 && Draw(rng, config_.ssl_mask_prob())) {
           m[r][j] = 0;
           id[r][j] = 0;
         }
@@ -692,7 +629,7 @@ ItemBatch Trainer::MaskedView(const ItemBatch& b, std::mt19937_64& rng) const {
   };
   mask_list(b.audience, b.audience_mask, &v.audience, &v.audience_mask);
   mask_list(b.neighbors, b.neighbors_mask, &v.neighbors, &v.neighbors_mask);
-  const double p = config_.ssl_mask_prob;
+  const double p = config_.ssl_mask_prob();
   auto iid = v.item_id.accessor<int64_t, 1>();
   auto cat = v.categorical.accessor<int64_t, 2>();
   auto num = v.numeric.accessor<float, 2>();
@@ -709,14 +646,14 @@ ItemBatch Trainer::MaskedView(const ItemBatch& b, std::mt19937_64& rng) const {
 }
 
 void Trainer::AfterStep() {
-  if (config_.queue_size > 0 && !config_.queue_reencode) {
-    MomentumUpdate(towers_.item, key_tower_, config_.momentum);
+  if (config_.queue_size() > 0 && !config_.queue_reencode()) {
+    MomentumUpdate(towers_.item, key_tower_, config_.momentum());
   }
   if (!average_params_.empty()) {
     torch::NoGradGuard no_grad;
     ++average_updates_;
     const double t = static_cast<double>(average_updates_);
-    const double d = std::min(config_.weight_average_decay, (1 + t) / (10 + t));
+    const double d = std::min(config_.weight_average_decay(), (1 + t) / (10 + t));
     const std::vector<torch::Tensor> params = towers_.parameters();
     for (size_t i = 0; i < params.size(); ++i) average_params_[i].lerp_(params[i], 1.0 - d);
   }
@@ -724,7 +661,7 @@ void Trainer::AfterStep() {
 
 double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
   const int64_t n = static_cast<int64_t>(examples_.size());
-  const int64_t bs = config_.batch_size;
+  const int64_t bs = config_.batch_size();
   const int64_t steps = n / bs;  // drop the ragged last batch: it would be a weaker softmax
   const int64_t first_step = std::exchange(resume_step_, 0);
   if (first_step == 0) {
@@ -739,7 +676,7 @@ double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
   int64_t window_steps = 0, done = 0;
   std::vector<int64_t> users(bs), items(bs);
   for (int64_t s = first_step; s < steps; ++s) {
-    if (config_.max_steps > 0 && steps_done_ >= config_.max_steps) break;
+    if (config_.max_steps() > 0 && steps_done_ >= config_.max_steps()) break;
     ++steps_done_;
     ++done;
     for (int64_t j = 0; j < bs; ++j) {
@@ -755,21 +692,21 @@ double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
     sum += l;
     window += l;
     ++window_steps;
-    if (progress && (window_steps == config_.log_every_steps || s + 1 == steps)) {
+    if (progress && (window_steps == run_options_.log_every_steps || s + 1 == steps)) {
       const double el =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      ProgressEvent ev;
-      ev.kind = "step";
-      ev.epoch = epoch;
-      ev.total_epochs = config_.epochs;
-      ev.step = s + 1;
-      ev.total_steps = steps;
-      ev.loss = window / window_steps;
-      ev.elapsed_sec = el;
-      ev.examples_per_sec = (s + 1 - first_step) * bs / std::max(el, 1e-9);
+      TrainingEvent ev;
+      ev.set_event(TrainingEvent::STEP);
+      ev.set_epoch(epoch);
+      ev.set_epochs(config_.epochs());
+      ev.set_step(static_cast<int32_t>(s + 1));
+      ev.set_steps(static_cast<int32_t>(steps));
+      ev.set_loss(window / window_steps);
+      ev.set_elapsed_sec(el);
+      ev.set_examples_per_sec((s + 1 - first_step) * bs / std::max(el, 1e-9));
       const double remaining_steps =
-          static_cast<double>(steps - s - 1) + static_cast<double>(config_.epochs - epoch) * steps;
-      ev.eta_sec = remaining_steps * bs / std::max(ev.examples_per_sec, 1e-9);
+          static_cast<double>(steps - s - 1) + static_cast<double>(config_.epochs() - epoch) * steps;
+      ev.set_eta_sec(remaining_steps * bs / std::max(ev.examples_per_sec(), 1e-9));
       progress(ev);
       window = 0;
       window_steps = 0;
@@ -794,21 +731,22 @@ void Trainer::SetLearningRate(double lr) {
 }
 
 absl::Status Trainer::Train(const ProgressFn& progress) {
-  for (int epoch = next_epoch_; epoch <= config_.epochs; ++epoch) {
-    if (config_.max_steps > 0 && steps_done_ >= config_.max_steps) break;
+  for (int epoch = next_epoch_; epoch <= config_.epochs(); ++epoch) {
+    if (config_.max_steps() > 0 && steps_done_ >= config_.max_steps()) break;
     const auto start = std::chrono::steady_clock::now();
     const double loss = TrainEpoch(epoch, progress);
     if (!std::isfinite(loss)) {
       return absl::InternalError(absl::StrCat("loss diverged at epoch ", epoch));
     }
-    ProgressEvent ev;
-    ev.kind = "epoch";
-    ev.epoch = epoch;
-    ev.total_epochs = config_.epochs;
-    ev.loss = loss;
-    ev.elapsed_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    ev.examples_per_sec = (examples_.size() / config_.batch_size) * config_.batch_size /
-                          std::max(ev.elapsed_sec, 1e-9);
+    TrainingEvent ev;
+    ev.set_event(TrainingEvent::EPOCH);
+    ev.set_epoch(epoch);
+    ev.set_epochs(config_.epochs());
+    ev.set_loss(loss);
+    ev.set_elapsed_sec(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    ev.set_examples_per_sec((examples_.size() / config_.batch_size()) * config_.batch_size() /
+                            std::max(ev.elapsed_sec(), 1e-9));
     bool stop = false, restart_from_best = false;
     // Validation and evaluation see the averaged weights; training resumes from the live ones.
     std::vector<torch::Tensor> live;
@@ -818,34 +756,34 @@ absl::Status Trainer::Train(const ProgressFn& progress) {
     }
     if (fit_split_) {
       const RankingMetrics val = EvaluateValidation();
-      for (const auto& [k, v] : val.values) ev.metrics["val_" + k] = v;
+      for (const auto& [k, v] : val.values) (*ev.mutable_metrics())["val_" + k] = v;
       const double r = val.Get("recall@20");
       if (r > best_val_recall_) {
         best_val_recall_ = r;
         best_epoch_ = epoch;
         best_params_ = SnapshotParameters();
         stale_epochs_ = 0;
-      } else if (config_.patience > 0 && ++stale_epochs_ >= config_.patience) {
-        if (config_.lr_decay > 0 && lr_decays_done_ < config_.max_lr_decays) {
+      } else if (config_.patience() > 0 && ++stale_epochs_ >= config_.patience()) {
+        if (config_.lr_decay() > 0 && lr_decays_done_ < config_.max_lr_decays()) {
           // Anneal from the best point rather than from where the plateau drifted to.
           if (average_params_.empty()) {
             RestoreParameters(best_params_);
           } else {
             restart_from_best = true;  // after the live weights are back (below)
           }
-          SetLearningRate(learning_rate_ * config_.lr_decay);
+          SetLearningRate(learning_rate_ * config_.lr_decay());
           ++lr_decays_done_;
           stale_epochs_ = 0;
         } else {
           stop = true;
         }
       }
-      ev.metrics["best_epoch"] = best_epoch_;
-      ev.metrics["lr"] = learning_rate_;
+      (*ev.mutable_metrics())["best_epoch"] = best_epoch_;
+      (*ev.mutable_metrics())["lr"] = learning_rate_;
     }
-    if (config_.eval_every_epochs > 0 && epoch % config_.eval_every_epochs == 0 &&
-        epoch != config_.epochs) {
-      for (const auto& [k, v] : Evaluate().values) ev.metrics[k] = v;
+    if (run_options_.eval_every_epochs > 0 && epoch % run_options_.eval_every_epochs == 0 &&
+        epoch != config_.epochs()) {
+      for (const auto& [k, v] : Evaluate().values) (*ev.mutable_metrics())[k] = v;
     }
     if (!live.empty()) RestoreParameters(live);
     if (restart_from_best) {
@@ -928,7 +866,7 @@ torch::Tensor EmbedAll(int64_t n, int64_t chunk,
 torch::Tensor Trainer::EmbedAllUsers() { return EmbedAllUsersFrom(dataset_); }
 
 torch::Tensor Trainer::EmbedAllUsersFrom(const Dataset& source) {
-  return EmbedAll(dataset_.num_users, ChunkRows(config_.history_length),
+  return EmbedAll(dataset_.num_users, ChunkRows(config_.history_length()),
                   [&](const std::vector<int64_t>& ids) { return EmbedUsersFrom(source, ids); });
 }
 torch::Tensor Trainer::EmbedAllItems() { return EmbedAllItemsWith(full_graph_); }
@@ -980,7 +918,7 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
     torch::serialize::OutputArchive ar;
     WriteModule(ar, "user.", towers_.user);
     WriteModule(ar, "item.", towers_.item);
-    if (config_.queue_size > 0) {
+    if (config_.queue_size() > 0) {
       WriteModule(ar, "key.", key_tower_);
       ar.write("queue.keys", queue_.state_keys());
       ar.write("queue.ids", queue_.state_ids());
@@ -1044,16 +982,16 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
     }
     ReadModule(ar, "user.", towers_.user);
     ReadModule(ar, "item.", towers_.item);
-    if (config_.queue_size > 0) {
+    if (config_.queue_size() > 0) {
       ReadModule(ar, "key.", key_tower_);
       torch::Tensor k, i, c;
       ar.read("queue.keys", k);
       ar.read("queue.ids", i);
       ar.read("queue.cursor", c);
-      if (k.size(0) != config_.queue_size) {
+      if (k.size(0) != config_.queue_size()) {
         return absl::FailedPreconditionError(absl::StrCat(
             "checkpoint ", path, " has a queue of ", k.size(0), " keys, --queue_size is ",
-            config_.queue_size));
+            config_.queue_size()));
       }
       queue_.Restore(k, i, c);
     }
@@ -1129,8 +1067,8 @@ RankingMetrics Trainer::EvaluateReport(const std::string& index_factory) {
     // that ends each member's dim + 1 block (an ensemble's blocks are scaled by 1/sqrt(N), so
     // the rest keeps unit norm).
     torch::Tensor uu = u, vu = v;
-    if (config_.tower.item_bias) {
-      const int64_t block = config_.tower.output_dim();
+    if (config_.tower().item_bias()) {
+      const int64_t block = OutputDim(config_.tower());
       torch::Tensor keep = torch::arange(u.size(1), torch::kInt64);
       keep = keep.masked_select(keep.remainder(block) != block - 1);
       uu = u.index_select(1, keep).contiguous();
@@ -1158,8 +1096,7 @@ RankingMetrics Trainer::EvaluateReport(const std::string& index_factory) {
 absl::StatusOr<std::string> Trainer::Export(const std::string& model_base,
                                             const std::string& index_factory,
                                             const RankingMetrics& metrics,
-                                            const std::map<std::string, std::string>& config_echo,
-                                            int64_t version) {
+                                            const std::string& preset, int64_t version) {
   if (version <= 0) version = NextVersionNumber(model_base);
   // Staging dirs of publishers that died (recall-train killed mid-publish) are never read by
   // anyone; the next publisher clears them so they do not pile up.
@@ -1197,11 +1134,14 @@ absl::StatusOr<std::string> Trainer::Export(const std::string& model_base,
   m.set_version(version);
   m.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
   m.set_embedding_dim(static_cast<int>(items.size(1)));
-  if (config_.tower.item_bias) m.set_score_offset_stride(config_.tower.output_dim());
+  if (config_.tower().item_bias()) m.set_score_offset_stride(OutputDim(config_.tower()));
   *m.mutable_feature_spec() = spec();
   m.set_index_factory(index_factory);
   m.set_num_items(dataset_.num_items);
-  for (const auto& [k, v] : config_echo) (*m.mutable_training_config())[k] = v;
+  // Exactly how the version was made: every option, with the index it really built.
+  *m.mutable_train_config() = ResolveTrainConfig(config_);
+  m.mutable_train_config()->set_index_factory(index_factory);
+  m.set_train_preset(preset);
   auto* eval = m.mutable_eval();
   eval->set_dataset(dataset_.name);
   eval->set_split("test");

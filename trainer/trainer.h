@@ -19,7 +19,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "model/encoder.h"
+#include "model/train_config.h"
 #include "recall/v1/model.pb.h"
+#include "recall/v1/train_config.pb.h"
 #include "trainer/dataset.h"
 #include "trainer/evaluator.h"
 #include "trainer/item_graph.h"
@@ -28,131 +30,28 @@
 
 namespace recall::trainer {
 
-struct TrainConfig {
-  int epochs = 10;
-  int batch_size = 1024;
-  double learning_rate = 1e-3;
-  double temperature = 0.1;  // tau in softmax(s / tau)
-  // logQ correction (Yi et al. 2019): subtract log q_j, the in-batch sampling probability of
-  // item j (its share of train interactions), from every logit, so the softmax estimates
-  // p(item | user) instead of p(item | user) / q(item).
-  bool logq_correction = false;
-  double logq_weight = 1.0;  // alpha: subtract alpha * log q (1 = the full correction)
-  // Softmax loss: mask, besides accidental hits, every negative column holding another of the
-  // row's user's fit-split train items (a false negative: in-batch negatives are drawn by
-  // popularity, so a user's own popular items turn up as its negatives several times a batch).
-  bool mask_user_positives = false;
-  // "softmax" (InfoNCE above) or "ccl": the cosine contrastive loss of SimpleX (Mao et al.
-  // 2021), (1 - cos(u, pos)) + ccl_negative_weight * mean_j max(0, cos(u, neg_j) - ccl_margin)
-  // over the uniform global negatives (and the queue, if any), not the popularity-drawn
-  // in-batch ones; needs global_negatives > 0. temperature and logQ do not apply.
-  // "full_softmax": the exact softmax over the whole catalog, every item tower output scored
-  // against every user of the step (no sampling, so no logQ, queue or global negatives; costs
-  // B x N x dim per step, affordable for catalogs of ~10^5 items).
-  std::string loss = "softmax";
-  // > 0 (softmax loss only): the symmetric InfoNCE of CLIP (Radford et al. 2021) — each batch
-  // item also picks its own user among the batch's users, added with this weight. With logQ on,
-  // the user columns get -log q(user) (users enter a batch in proportion to their train
-  // interactions; the textbook alpha 1, not logq_weight). A column holding the row's own user
-  // (the same user twice in a batch) is masked. 0 = off.
-  double item_to_user_weight = 0;
-  // > 0 (softmax loss only): UltraGCN's item-item constraint (Mao et al. 2021) as an auxiliary
-  // InfoNCE term with this weight: each row's user must also pick one of its positive's
-  // item_neighbors strongest co-occurrence neighbours (ItemNeighbors, drawn by weight, from
-  // the fit split's train interactions) among the batch's drawn neighbours. With logQ on, each
-  // neighbour column gets -logq_weight * log(its share of the neighbour draws). 0 = off.
-  double item_neighbor_weight = 0;
-  int item_neighbors = 10;
-  double ccl_margin = 0.9;
-  double ccl_negative_weight = 150;
-  // MoCo (He et al. 2020): a momentum copy of the item tower encodes each batch's positives as
-  // keys into a FIFO queue of queue_size keys, used as extra negatives. 0 = off.
-  int64_t queue_size = 0;
-  double momentum = 0.99;       // key encoder: k = m * k + (1 - m) * q after every step
-  // Queue variant: keep only the queued item ids and re-encode them with the online item
-  // tower every step (gradients reach the queued items; no momentum encoder is used).
-  bool queue_reencode = false;
-  // Mixed negative sampling (Yang et al. 2020): items drawn uniformly per step, shared by the
-  // batch, encoded by the online item tower. 0 = off.
-  int64_t global_negatives = 0;
-  double weight_decay = 0;      // Adam L2 penalty on every parameter
-  // > 0: Polyak averaging — an exponential moving average of the tower weights,
-  // avg = d * avg + (1 - d) * w after every optimizer step, with d = min(weight_average_decay,
-  // (1 + t) / (10 + t)) after t updates so the random initialization fades within tens of
-  // steps (as TensorFlow's ExponentialMovingAverage with num_updates). Validation, the
-  // best-epoch pick, eval_every_epochs and the weights Train() leaves (hence evaluation and
-  // export) are the averaged ones; the optimizer keeps stepping the live weights. 0 = off.
-  double weight_average_decay = 0;
-  // Self-supervised auxiliary losses (Yao et al. 2021), added with these weights (0 = off):
-  // item side, two views of each batch item with its id and each categorical feature masked
-  // (replaced by the OOV / missing row) with probability ssl_mask_prob, contrasted by in-batch
-  // InfoNCE; user side, two views of each user whose id and history items are masked the same
-  // way. (Reordering a history is no view for a mean-pooling tower: it is order-invariant.)
-  double user_id_dropout = 0;   // training: replace a user's id by the OOV row with this probability
-  int64_t user_id_buckets = 0;  // > 0: hash user ids into this many rows instead of a vocabulary
-  int64_t item_id_buckets = 0;  // > 0: the same for item ids (the item table and the history's)
-  double history_dropout = 0;   // training: drop each history item of the main loss with this probability
-  double item_ssl_weight = 0;
-  double user_ssl_weight = 0;
-  double ssl_mask_prob = 0.3;
-  int history_length = 50;   // L: pooled history items per user
-  // > 0: the item tower also mean-pools up to this many of the item's training users (its
-  // audience; FeatureSpec.item_audience_length). Training draws a uniform subset each time, never
-  // the example's own user (which would give its positive away); evaluation and export use a
-  // fixed seeded subset of the train users (the fit split's for validation).
-  int item_audience_length = 0;
-  // > 0: evaluation, validation and export pool up to this many of each item's users instead
-  // (FeatureSpec.item_audience_length then says this). Training samples item_audience_length of
-  // them each time, noisy estimates of the item's mean user; with all of them the item vector
-  // is that mean. 0: item_audience_length.
-  int eval_audience_length = 0;
-  double audience_dropout = 0;  // training: drop each audience user with this probability
-  // > 0: the item tower also mean-pools the item's this-many strongest co-occurrence
-  // neighbours (ItemNeighbors, UltraGCN's weights; FeatureSpec.item_neighbor_length) from its
-  // own id table: LightGCN's second hop as an input. Training and validation use the fit
-  // split's graph (a held-out item links nothing), evaluation and export the full train's.
-  int item_neighbor_length = 0;
-  // Validation: one train item of each of validation_users random users (with >= 3 train
-  // items) is held out of training; after every epoch Recall@20 on it picks the best epoch,
-  // whose weights are restored at the end. 0 = no validation (train all epochs, keep the last).
-  int64_t validation_users = 0;
-  // > 0: hold out this share of each validation user's train items (rounded, at least one,
-  // leaving at least two) instead of one, so validation Recall/NDCG@K weigh a user's many
-  // held-out items as the test protocol does (an 80/20 split per user). One item measures a
-  // hit rate, which cannot see precision at the top of a heavy user's list.
-  double validation_item_fraction = 0;
-  int patience = 0;             // stop after this many epochs without a better validation
-                                // Recall@20 (0 = never stop early)
-  // Learning-rate decay on a validation plateau: when `patience` epochs pass without a better
-  // validation Recall@20, restore the best weights, multiply the learning rate by lr_decay and
-  // go on; only after max_lr_decays such decays does the plateau stop training. 0 = off.
-  double lr_decay = 0;
-  int max_lr_decays = 2;
-  uint64_t seed = 42;
-  // Member k of an ensemble (trainer/ensemble.h): varies the initialization and the example
-  // order (seeded by seed and k), not the validation split or the evaluation audiences (seeded
-  // by seed alone), so every member validates on the same held-out pairs.
-  int ensemble_member = 0;
-  int log_every_steps = 50;
-  int64_t max_steps = 0;      // stop after this many steps in all (0: run every epoch)
-  int eval_every_epochs = 0;  // 0 = only at the end
-  TowerConfig tower;
+// Every training option: recall.v1.TrainConfig (proto/recall/v1/train_config.proto), resolved
+// by model/train_config.h. The Trainer reads it and never changes it.
+using TrainConfig = recall::v1::TrainConfig;
+using recall::v1::TrainingEvent;
+
+// What a run reports, which does not change the model.
+struct RunOptions {
+  int log_every_steps = 50;  // a STEP event every this many steps (and at an epoch's end)
+  int eval_every_epochs = 0; // > 0: test figures in every this-many-th EPOCH event
 };
 
-// One progress event; the CLI renders it as a terminal progress line or a JSON line.
-struct ProgressEvent {
-  std::string kind;  // "step", "epoch", "eval"
-  int epoch = 0, total_epochs = 0;
-  int64_t step = 0, total_steps = 0;
-  double loss = 0, examples_per_sec = 0, eta_sec = 0, elapsed_sec = 0;
-  std::map<std::string, double> metrics;
-};
-using ProgressFn = std::function<void(const ProgressEvent&)>;
+using ProgressFn = std::function<void(const TrainingEvent&)>;
 
 class Trainer {
  public:
+  // `config` must pass CheckTrainConfig (InvalidArgument otherwise). Member k of an ensemble
+  // (trainer/ensemble.h) varies the initialization and the example order (seeded by seed and
+  // k), not the validation split or the evaluation audiences (seeded by seed alone).
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const Dataset& dataset,
-                                                         const TrainConfig& config);
+                                                         const TrainConfig& config,
+                                                         int ensemble_member = 0);
+  void set_run_options(const RunOptions& options) { run_options_ = options; }
 
   // Runs config.epochs epochs. Deterministic for a seed and thread count.
   absl::Status Train(const ProgressFn& progress = nullptr);
@@ -178,11 +77,11 @@ class Trainer {
   RankingMetrics EvaluateReport(const std::string& index_factory);
 
   // Writes <model_base>/<next version>/ atomically: towers, vocabularies, the item index built
-  // with `index_factory`, and the manifest with `metrics`. Returns the version directory.
+  // with `index_factory`, and the manifest with `metrics` and the resolved config (started
+  // from `preset`; its index_factory is the one built). Returns the version directory.
   absl::StatusOr<std::string> Export(const std::string& model_base,
                                      const std::string& index_factory,
-                                     const RankingMetrics& metrics,
-                                     const std::map<std::string, std::string>& config_echo,
+                                     const RankingMetrics& metrics, const std::string& preset,
                                      int64_t version = 0);
 
   const FeatureEncoder& encoder() const { return *encoder_; }
@@ -233,7 +132,8 @@ class Trainer {
   const ItemNeighbors& item_neighbors() const { return item_neighbors_; }
 
  private:
-  Trainer(const Dataset& d, const TrainConfig& c) : dataset_(d), config_(c) {}
+  Trainer(const Dataset& d, const TrainConfig& c, int member)
+      : dataset_(d), config_(c), ensemble_member_(member) {}
   // Encodes users (id, categorical) with the history items `pick_history(row, user, &items)`
   // chooses; the first history_length of them are used.
   UserBatch UserBatchWith(
@@ -277,6 +177,8 @@ class Trainer {
   std::unique_ptr<Dataset> fit_split_;
   const Dataset* fit_ = nullptr;
   TrainConfig config_;
+  int ensemble_member_ = 0;
+  RunOptions run_options_;
   std::shared_ptr<const FeatureEncoder> encoder_;
   Towers towers_;
   std::unique_ptr<torch::optim::Adam> optimizer_;

@@ -8,7 +8,7 @@ SRC=$2
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$BIN" --dataset=synthetic --synthetic_users=300 --synthetic_items=200 --epochs=0 \
-  --export_dataset="$WORK/data" --progress=none --index_factory= >/dev/null 2>&1
+  --export_dataset="$WORK/data" --progress=none --preset=smoke >/dev/null 2>&1
 FLAGS=(--batch_size=64 --history_length=10 --queue_size=128 --logq)
 cpp=$("$BIN" --dataset=lightgcn:"$WORK/data" "${FLAGS[@]}" --threads=1 --benchmark_steps=3 --progress=none 2>/dev/null)
 echo "recall-train: $cpp"

@@ -124,8 +124,9 @@ class FakeTraining final : public rv1::TrainingService::Service {
  public:
   grpc::Status TriggerRetrain(grpc::ServerContext*, const rv1::TriggerRetrainRequest* req,
                               rv1::TriggerRetrainResponse* resp) override {
-    if (req->overrides().count("bad")) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, "overrides: 'bad' is not allowlisted"};
+    last_trigger = *req;
+    if (req->config().has_max_steps()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "config.max_steps: not overridable"};
     }
     polls = 0;
     resp->set_job_id("job-1");
@@ -148,6 +149,7 @@ class FakeTraining final : public rv1::TrainingService::Service {
     resp->mutable_job()->set_state(rv1::CANCELLED);
     return grpc::Status::OK;
   }
+  rv1::TriggerRetrainRequest last_trigger;
   grpc::Status ListVersions(grpc::ServerContext*, const rv1::ListVersionsRequest*,
                             rv1::ListVersionsResponse* resp) override {
     for (int v : {6, 7}) {
@@ -393,16 +395,34 @@ TEST_F(CliLoopbackTest, Health) {
 }
 
 TEST_F(CliLoopbackTest, TrainingAndVersions) {
-  Result r = Run("retrain --dataset=synthetic --override=epochs=2,lr=0.01 --wait --poll_ms=10");
+  Result r = Run("retrain --dataset=synthetic --preset=gowalla "
+                 "--override=epochs=2,lr=0.01,dim=32,pooling=sqrt,index_factory=Flat "
+                 "--wait --poll_ms=10");
   ASSERT_EQ(r.code, 0) << r.out;
+  {
+    // Each pair became its typed field: a legacy flag name, a tower field by its own name, an
+    // enum by its lower-case name, a string.
+    const rv1::TriggerRetrainRequest& t = training_->last_trigger;
+    EXPECT_EQ(t.preset(), "gowalla");
+    EXPECT_EQ(t.config().epochs(), 2);
+    EXPECT_DOUBLE_EQ(t.config().learning_rate(), 0.01);
+    EXPECT_EQ(t.config().tower().dim(), 32);
+    EXPECT_EQ(t.config().tower().pooling(), rv1::TowerConfig::SQRT);
+    EXPECT_EQ(t.config().index_factory(), "Flat");
+    EXPECT_TRUE(t.overrides().empty());
+  }
   EXPECT_HAS(r.out, "job_id: job-1");
   EXPECT_HAS(r.out, "[RUNNING]  50.0%");
   EXPECT_HAS(r.out, "state:           SUCCEEDED");
   EXPECT_HAS(r.out, "result_version:  8");
   EXPECT_HAS(r.out, "  | epoch 1 loss 3.2");
 
-  r = Run("retrain --override=bad=1");
+  r = Run("retrain --override=max_steps=5");  // refused by the server
   EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_HAS(r.out, "config.max_steps");
+  r = Run("retrain --override=no_such_option=1");  // refused before any call
+  EXPECT_EQ(r.code, 64) << r.out;
+  EXPECT_HAS(r.out, "no training option 'no_such_option'");
 
   r = Run("cancel --job_id=job-1");
   ASSERT_EQ(r.code, 0) << r.out;

@@ -424,7 +424,8 @@ ok("deploy/k8s: probes, PVC, ConfigMap, Service, Job, kustomization, NATS")
 def gflags_of(binary):
     r = subprocess.run([binary, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        text=True, timeout=60)
-    return set(re.findall(r"^\s+-(\w+) \(", r.stdout, re.M))
+    # gflags lists "  -name (doc)"; recall-train's TrainConfig options are "  --name (type...)"
+    return set(re.findall(r"^\s+--?(\w+) \(", r.stdout, re.M))
 
 
 def check_flags(args, known, where, tool):

@@ -28,7 +28,7 @@ stop_pid() {
 }
 
 echo "== train a tiny synthetic model into $DIR/models"
-"$TRAIN" --dataset=synthetic --synthetic_users=300 --synthetic_items=200 --epochs=1 \
+"$TRAIN" --preset=smoke --dataset=synthetic --synthetic_users=300 --synthetic_items=200 --epochs=1 \
   --model_base="$DIR/models" --progress=none --index_factory=Flat > "$DIR/train.log" 2>&1 || {
   cat "$DIR/train.log"
   echo "FAIL: recall-train failed"

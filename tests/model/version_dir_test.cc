@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace recall {
 namespace {
@@ -110,6 +111,41 @@ TEST_F(VersionDirTest, ScoreOffsetStrideMustSplitTheDimIntoBlocks) {
     EXPECT_EQ(m.status().code(), absl::StatusCode::kDataLoss);
     EXPECT_NE(m.status().message().find("score_offset_stride"), std::string::npos) << m.status();
   }
+}
+
+// The manifest records the resolved TrainConfig; manifests written before it (the trainer's
+// flags as a string map) still load.
+TEST_F(VersionDirTest, TrainConfigIsStoredAndOldFlagMapManifestsStillLoad) {
+  const std::string dir = Publish(1);
+  const std::string path = (fs::path(dir) / "MANIFEST.json").string();
+  std::stringstream json;
+  json << std::ifstream(path).rdbuf();
+  std::string old_style = json.str();
+  ASSERT_EQ(old_style.rfind("{", 0), 0u);
+  old_style.insert(1, R"("training_config": {"lr": "0.002", "logq": "true", "dim": "128"},)");
+  std::ofstream(path, std::ios::trunc) << old_style;
+  auto old = VerifyVersionDir(dir);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->training_config().at("lr"), "0.002");
+  EXPECT_FALSE(old->has_train_config());
+
+  auto staging = CreateStagingDir(base_, 2);
+  ASSERT_TRUE(staging.ok());
+  for (const char* name : {kUserTowerFile, kItemTowerFile, kIndexFile}) {
+    std::ofstream(fs::path(*staging) / name) << name;
+  }
+  recall::v1::ModelManifest m;
+  m.set_version(2);
+  m.set_embedding_dim(8);
+  m.mutable_train_config()->set_learning_rate(0.002);
+  m.mutable_train_config()->mutable_tower()->set_pooling(recall::v1::TowerConfig::SQRT);
+  m.set_train_preset("gowalla");
+  ASSERT_TRUE(PublishVersion(base_, *staging, m).ok());
+  auto now = VerifyVersionDir(VersionPath(base_, 2));
+  ASSERT_TRUE(now.ok()) << now.status();
+  EXPECT_DOUBLE_EQ(now->train_config().learning_rate(), 0.002);
+  EXPECT_EQ(now->train_config().tower().pooling(), recall::v1::TowerConfig::SQRT);
+  EXPECT_EQ(now->train_preset(), "gowalla");
 }
 
 TEST_F(VersionDirTest, ManifestVersionMustMatchDirectory) {

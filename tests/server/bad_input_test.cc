@@ -9,6 +9,8 @@
 // mix-ups are real cases.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <google/protobuf/text_format.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -247,11 +249,15 @@ TEST_F(BadInputTest, EveryMalformedRequestIsRefusedNamingTheFieldAndTheServerSta
       return recall_->DeleteItems(c, req, &resp);
     };
   };
-  auto retrain = [&](std::string dataset, std::map<std::string, std::string> overrides) {
-    return [this, dataset, overrides](grpc::ClientContext* c) {
+  // `config`: TrainConfig overrides as textproto; `flags`: the replaced flag map.
+  auto retrain = [&](std::string dataset, std::string config = "",
+                     std::map<std::string, std::string> flags = {}, std::string preset = "") {
+    return [this, dataset, config, flags, preset](grpc::ClientContext* c) {
       v1::TriggerRetrainRequest req;
       req.set_dataset(dataset);
-      for (const auto& [k, v] : overrides) (*req.mutable_overrides())[k] = v;
+      req.set_preset(preset);
+      EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(config, req.mutable_config()));
+      for (const auto& [k, v] : flags) (*req.mutable_overrides())[k] = v;
       v1::TriggerRetrainResponse resp;
       return training_->TriggerRetrain(c, req, &resp);
     };
@@ -442,36 +448,35 @@ TEST_F(BadInputTest, EveryMalformedRequestIsRefusedNamingTheFieldAndTheServerSta
       {"GetIndexInfo oversized message", raw("/recall.v1.RecallService/GetIndexInfo", kTooBig),
        StatusCode::RESOURCE_EXHAUSTED, "larger than max"},
       // ---- TriggerRetrain ----
-      {"TriggerRetrain empty dataset", retrain("", {}), kInvalid, "dataset: empty"},
-      {"TriggerRetrain unknown dataset", retrain("movielens", {}), kInvalid,
+      {"TriggerRetrain empty dataset", retrain(""), kInvalid, "dataset: empty"},
+      {"TriggerRetrain unknown dataset", retrain("movielens"), kInvalid,
        "dataset: unknown dataset"},
-      {"TriggerRetrain dataset kind without a path", retrain("lightgcn:", {}), kInvalid,
+      {"TriggerRetrain dataset kind without a path", retrain("lightgcn:"), kInvalid,
        "dataset: 'lightgcn:' names no path"},
       {"TriggerRetrain dataset path with shell characters",
-       retrain("lightgcn:/data; rm -rf /", {}), kInvalid, "dataset:"},
-      {"TriggerRetrain override outside the allowlist",
-       retrain("synthetic", {{"model_base", "/etc"}}), kInvalid,
-       "overrides[\"model_base\"]: not an allowlisted trainer flag"},
-      {"TriggerRetrain override with an empty value", retrain("synthetic", {{"epochs", ""}}),
-       kInvalid, "overrides[\"epochs\"]: empty value"},
-      {"TriggerRetrain override smuggling a flag",
-       retrain("synthetic", {{"epochs", "1 --model_base=/etc"}}), kInvalid,
-       "overrides[\"epochs\"]: unsafe value"},
-      {"TriggerRetrain integer override not a number", retrain("synthetic", {{"epochs", "ten"}}),
-       kInvalid, "overrides[\"epochs\"]: must be an integer >= 1"},
-      {"TriggerRetrain count override of 0", retrain("synthetic", {{"batch_size", "0"}}),
-       kInvalid, "overrides[\"batch_size\"]"},
-      {"TriggerRetrain negative integer override", retrain("synthetic", {{"queue_size", "-5"}}),
-       kInvalid, "overrides[\"queue_size\"]: must be an integer >= 0"},
-      {"TriggerRetrain real override NaN", retrain("synthetic", {{"lr", "nan"}}), kInvalid,
-       "overrides[\"lr\"]: must be a finite number"},
-      {"TriggerRetrain positive real override of 0", retrain("synthetic", {{"temperature", "0"}}),
-       kInvalid, "overrides[\"temperature\"]: must be > 0"},
-      {"TriggerRetrain probability override above 1",
-       retrain("synthetic", {{"test_fraction", "1.5"}}), kInvalid,
-       "overrides[\"test_fraction\"]: must be in [0, 1]"},
-      {"TriggerRetrain boolean override not a boolean", retrain("synthetic", {{"logq", "maybe"}}),
-       kInvalid, "overrides[\"logq\"]: must be true or false"},
+       retrain("lightgcn:/data; rm -rf /"), kInvalid, "dataset:"},
+      {"TriggerRetrain unknown preset", retrain("synthetic", "", {}, "nope"), kInvalid,
+       "preset: unknown preset 'nope' (presets: default, gowalla, smoke)"},
+      {"TriggerRetrain old flag map names the typed field", retrain("synthetic", "", {{"lr", "0.01"}}),
+       kInvalid, "overrides[\"lr\"]: trainer flags were replaced by the typed `config` (set "
+                 "config.learning_rate instead"},
+      {"TriggerRetrain old flag map with a run flag", retrain("synthetic", "", {{"model_base", "/etc"}}),
+       kInvalid, "overrides[\"model_base\"]: trainer flags were replaced by the typed `config` "
+                 "(no training option has this name"},
+      {"TriggerRetrain override of the serving contract", retrain("synthetic", "tower { l2_normalize: false }"),
+       kInvalid, "config.tower.l2_normalize: not overridable in TriggerRetrain"},
+      {"TriggerRetrain override of a benchmark knob", retrain("synthetic", "max_steps: 5"),
+       kInvalid, "config.max_steps: not overridable in TriggerRetrain"},
+      {"TriggerRetrain batch of 1", retrain("synthetic", "batch_size: 1"), kInvalid,
+       "config: batch_size must be >= 2"},
+      {"TriggerRetrain temperature 0", retrain("synthetic", "temperature: 0"), kInvalid,
+       "config: temperature must be > 0"},
+      {"TriggerRetrain momentum above 1", retrain("synthetic", "momentum: 1.5"), kInvalid,
+       "config: momentum must be in [0, 1]"},
+      {"TriggerRetrain test fraction above 1", retrain("synthetic", "test_fraction: 1.5"),
+       kInvalid, "config: test_fraction must be in (0, 1)"},
+      {"TriggerRetrain ccl without global negatives", retrain("synthetic", "loss: CCL"),
+       kInvalid, "config: loss ccl needs global_negatives > 0"},
       // ---- GetRetrainJob ----
       {"GetRetrainJob unknown job id",
        [&](grpc::ClientContext* c) {
@@ -556,6 +561,69 @@ TEST_F(BadInputTest, EveryMalformedRequestIsRefusedNamingTheFieldAndTheServerSta
 
 // Ids other than -1 are ordinary item ids, negative ones included: the index and the generic
 // interactions format allow any int64 but FAISS's "no result" -1.
+// TriggerRetrain resolves a preset and typed overrides through the same library as
+// recall-train: the job's resolved config equals `recall-train --print_config` for the same
+// preset and options (no training: the server's trainer here is /bin/false). A field not
+// marked (retrain_override) is refused, naming it.
+TEST_F(BadInputTest, RetrainResolvesThePresetExactlyAsRecallTrainDoes) {
+  struct Case {
+    std::string preset, overrides;
+    std::vector<std::string> train_flags;
+  };
+  const Case cases[] = {
+      {"gowalla", "", {"--preset=gowalla"}},
+      {"smoke", "epochs: 7 logq_weight: 1.5 tower { dim: 24 pooling: SQRT }",
+       {"--preset=smoke", "--epochs=7", "--logq_weight=1.5", "--dim=24", "--pooling=sqrt"}},
+      {"", "ensemble: 2", {"--ensemble=2"}},  // no preset: `default`, as recall-train
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.preset + " / " + c.overrides);
+    v1::TriggerRetrainRequest req;
+    req.set_dataset("synthetic");
+    req.set_preset(c.preset);
+    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(c.overrides, req.mutable_config()));
+    v1::TriggerRetrainResponse resp;
+    {
+      grpc::ClientContext ctx;
+      ASSERT_TRUE(training_->TriggerRetrain(&ctx, req, &resp).ok());
+    }
+    v1::RetrainJob job;
+    for (int i = 0; i < 600; ++i) {  // /bin/false ends at once; one job at a time
+      grpc::ClientContext ctx;
+      v1::GetRetrainJobRequest get;
+      get.set_job_id(resp.job_id());
+      ASSERT_TRUE(training_->GetRetrainJob(&ctx, get, &job).ok());
+      if (job.state() != v1::QUEUED && job.state() != v1::RUNNING) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_EQ(job.state(), v1::FAILED) << "the /bin/false trainer";
+    EXPECT_EQ(job.preset(), c.preset.empty() ? "default" : c.preset);
+
+    std::vector<std::string> argv = {RECALL_TRAIN_BIN, "--print_config"};
+    argv.insert(argv.end(), c.train_flags.begin(), c.train_flags.end());
+    std::string printed;
+    ASSERT_EQ(testing::RunCommand(argv, &printed), 0) << printed;
+    v1::TrainConfig from_cli;
+    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(printed, &from_cli)) << printed;
+    std::string diff;
+    google::protobuf::util::MessageDifferencer d;
+    d.ReportDifferencesToString(&diff);
+    EXPECT_TRUE(d.Compare(from_cli, job.config())) << diff;
+    EXPECT_TRUE(job.config().has_momentum()) << "resolved: every field set";
+  }
+  v1::TriggerRetrainRequest req;
+  req.set_dataset("synthetic");
+  req.set_preset("gowalla");
+  req.mutable_config()->set_epochs(3);
+  req.mutable_config()->mutable_tower()->set_init_std(0.5f);
+  v1::TriggerRetrainResponse resp;
+  grpc::ClientContext ctx;
+  const grpc::Status refused = training_->TriggerRetrain(&ctx, req, &resp);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.error_message().rfind("config.tower.init_std: not overridable", 0), 0u)
+      << refused.error_message();
+}
+
 TEST_F(BadInputTest, NegativeIdsOtherThanMinusOneAreItemIds) {
   v1::UpsertItemsRequest up;
   auto* f = up.add_items()->mutable_features();
@@ -607,7 +675,7 @@ TEST(RecallTrainBadInputTest, MalformedDatasetExitsNonZeroNamingFileAndLine) {
     SCOPED_TRACE(c.dataset);
     std::string out;
     const int rc = testing::RunCommand(
-        {RECALL_TRAIN_BIN, "--dataset=" + c.dataset, "--epochs=1", "--progress=none",
+        {RECALL_TRAIN_BIN, "--preset=smoke", "--dataset=" + c.dataset, "--epochs=1", "--progress=none",
          "--threads=1"},
         &out);
     EXPECT_NE(rc, 0) << out;

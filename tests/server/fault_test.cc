@@ -234,7 +234,7 @@ TEST_F(FaultTest, DamagedNewVersionsAreRefusedAndTheOldVersionKeepsServing) {
 TEST_F(FaultTest, TrainerKilledDuringPublishLeavesNoVersion) {
   const std::string models = base_ + "/models";
   const std::vector<std::string> train = {
-      RECALL_TRAIN_BIN, "--dataset=synthetic", "--synthetic_users=300",
+      RECALL_TRAIN_BIN, "--preset=smoke", "--dataset=synthetic", "--synthetic_users=300",
       "--synthetic_items=20000", "--epochs=1", "--batch_size=256", "--skip_eval",
       "--index_factory=Flat", "--progress=none", "--threads=1", "--model_base=" + models};
   int killed_mid_publish = 0;

@@ -69,19 +69,28 @@ class OperationsTest : public testing::SmallModelSuite<OperationsTest> {
     return job;
   }
 
-  // Small synthetic retrain overrides matching the served model's data and size.
-  static std::map<std::string, std::string> SmallRetrain() {
-    return {{"synthetic_users", "400"}, {"synthetic_items", "300"},
-            {"synthetic_categories", "6"}, {"epochs", "3"}, {"batch_size", "128"},
-            {"history_length", "20"}, {"seed", "7"}, {"threads", "1"},
-            {"index_factory", "Flat"}};
+  // Small synthetic retrain overrides on the smoke preset, matching the served model's data and
+  // size.
+  static recall::v1::TrainConfig SmallRetrain() {
+    recall::v1::TrainConfig c;
+    c.set_synthetic_users(400);
+    c.set_synthetic_items(300);
+    c.set_synthetic_categories(6);
+    c.set_epochs(3);
+    c.set_batch_size(128);
+    c.set_history_length(20);
+    c.set_seed(7);
+    c.set_threads(1);
+    c.set_index_factory("Flat");
+    return c;
   }
   static std::string Trigger(testing::ServerProcess& server, const std::string& dataset,
-                             const std::map<std::string, std::string>& overrides,
+                             const recall::v1::TrainConfig& overrides,
                              grpc::Status* status = nullptr) {
     recall::v1::TriggerRetrainRequest req;
     req.set_dataset(dataset);
-    for (const auto& [k, v] : overrides) (*req.mutable_overrides())[k] = v;
+    req.set_preset("smoke");
+    *req.mutable_config() = overrides;
     recall::v1::TriggerRetrainResponse resp;
     auto ctx = Deadline();
     grpc::Status s = server.Training()->TriggerRetrain(ctx.get(), req, &resp);
@@ -267,7 +276,7 @@ TEST_F(OperationsTest, RetrainJobsSucceedFailCancelAndAreGated) {
 
   // Cancel: a long job is stopped; one job at a time while it runs.
   auto long_job = SmallRetrain();
-  long_job["epochs"] = "100000";
+  long_job.set_epochs(100000);
   const std::string cancel_id = Trigger(server, "synthetic", long_job);
   ASSERT_TRUE(WaitUntil([&] {
     recall::v1::GetRetrainJobRequest r;
@@ -291,8 +300,8 @@ TEST_F(OperationsTest, RetrainJobsSucceedFailCancelAndAreGated) {
 
   // Quality gate: a model that barely trained (lr ~ 0) is rejected with both figures.
   auto weak = SmallRetrain();
-  weak["lr"] = "0.0000001";
-  weak["epochs"] = "1";
+  weak.set_learning_rate(0.0000001);
+  weak.set_epochs(1);
   const std::string gated_id = Trigger(server, "synthetic", weak);
   job = WaitForJob(server, gated_id);
   EXPECT_EQ(job.state(), recall::v1::REJECTED) << job.message();
@@ -308,13 +317,14 @@ TEST_F(OperationsTest, RetrainJobsSucceedFailCancelAndAreGated) {
   std::sort(entries.begin(), entries.end());
   EXPECT_EQ(entries, (std::vector<std::string>{"1", "2"}));
 
-  // Overrides outside the allowlist are refused.
+  // An override of a field an operator may not set is refused, naming it.
   grpc::Status refused;
-  Trigger(server, "synthetic", {{"model_base", "/etc"}}, &refused);
+  recall::v1::TrainConfig contract;
+  contract.mutable_tower()->set_l2_normalize(false);
+  Trigger(server, "synthetic", contract, &refused);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(refused.error_message().find("model_base"), std::string::npos);
-  Trigger(server, "synthetic", {{"epochs", "1 --model_base=/etc"}}, &refused);
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("config.tower.l2_normalize"), std::string::npos)
+      << refused.error_message();
   EXPECT_EQ(server.Stop(), 0);
 }
 

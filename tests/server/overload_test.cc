@@ -134,7 +134,7 @@ TEST_F(OverloadTest, FloodAtFiveTimesSustainableIsShedAndServiceRecovers) {
   }
   const std::string models = dir_ + "/models";
   std::string out;
-  ASSERT_EQ(testing::RunCommand({RECALL_TRAIN_BIN, "--dataset=synthetic", "--synthetic_users=500",
+  ASSERT_EQ(testing::RunCommand({RECALL_TRAIN_BIN, "--preset=smoke", "--dataset=synthetic", "--synthetic_users=500",
                                  "--synthetic_items=50000", "--epochs=1", "--batch_size=256",
                                  "--skip_eval", "--index_factory=Flat", "--progress=none",
                                  "--threads=1", "--model_base=" + models},

@@ -20,9 +20,8 @@ class ScoreOffsetTest : public testing::ServedModelSuite<ScoreOffsetTest> {
   static constexpr char kTempName[] = "recall_score_offset_test";
   static constexpr int kMaxK = 300;
   static void EditModelConfig(trainer::TrainConfig& c) {
-    c.logq_correction = true;
-    c.tower.item_bias = true;
-    c.tower.bias_scale = static_cast<float>(c.temperature);
+    c.set_logq_correction(true);
+    c.mutable_tower()->set_item_bias(true);
   }
 
  protected:

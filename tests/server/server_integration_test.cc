@@ -36,11 +36,11 @@ class ServerIntegrationTest : public ::testing::Test {
     sc.num_categories = 6;
     sc.seed = 7;
     dataset_ = new trainer::Dataset(trainer::GenerateSynthetic(sc));
-    trainer::TrainConfig tc;
-    tc.epochs = 3;
-    tc.batch_size = 128;
-    tc.history_length = 20;
-    tc.seed = 7;
+    trainer::TrainConfig tc = *LoadPreset("smoke");
+    tc.set_epochs(3);
+    tc.set_batch_size(128);
+    tc.set_history_length(20);
+    tc.set_seed(7);
     auto t = trainer::Trainer::Create(*dataset_, tc);
     ASSERT_TRUE(t.ok()) << t.status();
     trainer_ = t->release();

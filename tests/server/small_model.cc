@@ -16,11 +16,11 @@ trainer::SyntheticConfig SmallSyntheticConfig() {
 }
 
 trainer::TrainConfig SmallTrainConfig() {
-  trainer::TrainConfig tc;
-  tc.epochs = 3;
-  tc.batch_size = 128;
-  tc.history_length = 20;
-  tc.seed = 7;
+  trainer::TrainConfig tc = *LoadPreset("smoke");
+  tc.set_epochs(3);
+  tc.set_batch_size(128);
+  tc.set_history_length(20);
+  tc.set_seed(7);
   return tc;
 }
 
@@ -61,6 +61,6 @@ absl::StatusOr<std::string> SmallTrainedModel::Export(const std::string& model_b
   return trainer_->Export(model_base, index_factory, metrics, {}, version);
 }
 
-int SmallTrainedModel::dim() const { return trainer_->config().tower.dim; }
+int SmallTrainedModel::dim() const { return trainer_->config().tower().dim(); }
 
 }  // namespace recall::testing

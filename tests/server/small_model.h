@@ -15,13 +15,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "recall/v1/train_config.pb.h"
 #include "trainer/dataset.h"
 #include "trainer/evaluator.h"
 #include "trainer/synthetic.h"
 
 namespace recall::trainer {
 class Trainer;
-struct TrainConfig;
+using TrainConfig = recall::v1::TrainConfig;
 }  // namespace recall::trainer
 
 namespace recall::testing {

@@ -25,18 +25,19 @@ Dataset SmallSynthetic() {
 
 // With validation and an item audience, so both the held-out split and the audiences are
 // shared state the members must agree on.
-TrainConfig SmallConfig() {
-  TrainConfig c;
-  c.epochs = 3;
-  c.batch_size = 128;
-  c.history_length = 20;
-  c.temperature = 0.3;
-  c.logq_correction = true;
-  c.item_audience_length = 10;
-  c.validation_users = 60;
-  c.seed = 9;
-  c.tower.dim = 16;
-  c.tower.id_dim = 16;
+TrainConfig SmallConfig(int members = 1) {
+  TrainConfig c = *LoadPreset("smoke");
+  c.set_ensemble(members);
+  c.set_epochs(3);
+  c.set_batch_size(128);
+  c.set_history_length(20);
+  c.set_temperature(0.3);
+  c.set_logq_correction(true);
+  c.set_item_audience_length(10);
+  c.set_validation_users(60);
+  c.set_seed(9);
+  c.mutable_tower()->set_dim(16);
+  c.mutable_tower()->set_id_dim(16);
   return c;
 }
 
@@ -59,7 +60,7 @@ TEST(Ensemble, MemberZeroIsTheSingleModelAndTheOthersDrawDifferentlyOnTheSameSpl
   const Dataset d = SmallSynthetic();
   auto single = Trainer::Create(d, SmallConfig());
   ASSERT_TRUE(single.ok()) << single.status();
-  auto members = CreateEnsemble(d, SmallConfig(), 3);
+  auto members = CreateEnsemble(d, SmallConfig(3));
   ASSERT_TRUE(members.ok()) << members.status();
   ASSERT_EQ(members->size(), 3u);
   EXPECT_TRUE(SameParameters(**single, *(*members)[0]));
@@ -70,13 +71,12 @@ TEST(Ensemble, MemberZeroIsTheSingleModelAndTheOthersDrawDifferentlyOnTheSameSpl
   const ItemBatch a0 = (*members)[0]->ItemBatchFor(all_items);
   for (int k = 1; k < 3; ++k) {
     const Trainer& m = *(*members)[k];
-    EXPECT_EQ(m.config().ensemble_member, k);
-    // One validation split and one evaluation audience per item for all members.
+        // One validation split and one evaluation audience per item for all members.
     EXPECT_EQ(m.fit_split().train, (*members)[0]->fit_split().train) << "member " << k;
     EXPECT_NE(m.fit_split().train, d.train);
     EXPECT_TRUE(torch::equal(m.ItemBatchFor(all_items).audience, a0.audience)) << "member " << k;
   }
-  EXPECT_FALSE(CreateEnsemble(d, SmallConfig(), 0).ok());
+  EXPECT_FALSE(CreateEnsemble(d, SmallConfig(0)).ok());
 }
 
 // Concurrent members are repeatable bit for bit; against a member trained alone on the calling
@@ -84,14 +84,14 @@ TEST(Ensemble, MemberZeroIsTheSingleModelAndTheOthersDrawDifferentlyOnTheSameSpl
 // more: nothing is shared between members.
 TEST(Ensemble, ConcurrentTrainingIsRepeatableAndMatchesEachMemberTrainedAlone) {
   const Dataset d = SmallSynthetic();
-  auto together = CreateEnsemble(d, SmallConfig(), 2);
-  auto again = CreateEnsemble(d, SmallConfig(), 2);
-  auto alone = CreateEnsemble(d, SmallConfig(), 2);
+  auto together = CreateEnsemble(d, SmallConfig(2));
+  auto again = CreateEnsemble(d, SmallConfig(2));
+  auto alone = CreateEnsemble(d, SmallConfig(2));
   ASSERT_TRUE(together.ok() && again.ok() && alone.ok());
   std::vector<std::vector<int>> events(2);
   const int saved = torch::get_num_threads();
-  ASSERT_TRUE(TrainConcurrently(Pointers(*together), 2, [&](int k, const ProgressEvent& e) {
-                if (e.kind == "epoch") events[k].push_back(e.epoch);
+  ASSERT_TRUE(TrainConcurrently(Pointers(*together), 2, [&](int k, const TrainingEvent& e) {
+                if (e.event() == TrainingEvent::EPOCH) events[k].push_back(e.epoch());
               }).ok());
   EXPECT_EQ(torch::get_num_threads(), saved);  // the caller's thread count is untouched
   EXPECT_EQ(events[0], (std::vector<int>{1, 2, 3}));
@@ -114,7 +114,7 @@ TEST(Ensemble, ConcurrentTrainingIsRepeatableAndMatchesEachMemberTrainedAlone) {
 
 TEST(Ensemble, CombinedTowersScoreTheMembersMeanAndPublishAsOneServableModel) {
   const Dataset d = SmallSynthetic();
-  auto members = CreateEnsemble(d, SmallConfig(), 2);
+  auto members = CreateEnsemble(d, SmallConfig(2));
   ASSERT_TRUE(members.ok());
   std::vector<Trainer*> m = Pointers(*members);
   ASSERT_TRUE(TrainConcurrently(m, 2).ok());

@@ -66,11 +66,11 @@ TEST(Towers, MeanPoolingIgnoresRepetitionSqrtPoolingScalesWithTheDegree) {
     SCOPED_TRACE(sqrt_pooling ? "sqrt" : "mean");
     torch::manual_seed(1);
     TowerConfig c;
-    c.dim = 8;
-    c.id_dim = 8;
-    c.l2_normalize = false;  // compare the raw projections
-    c.sqrt_pooling = sqrt_pooling;
-    Towers t = BuildTowers(*enc, c);
+    c.set_dim(8);
+    c.set_id_dim(8);
+    c.set_l2_normalize(false);  // compare the raw projections
+    c.set_pooling(sqrt_pooling ? TowerConfig::SQRT : TowerConfig::MEAN);
+    Towers t = BuildTowers(*enc, c, 0.1f);
     // The projection is linear: f(u, pooled) = W_u u + W_p pooled + b. A history of one row
     // repeated 4 times pools to that row's vector (mean) or twice it (sqrt(4) = 2).
     const torch::Tensor one = EmbedUser(t.user, {7});
@@ -92,10 +92,10 @@ TEST(Towers, NeighboursArePooledFromTheItemsOwnTableBesideTheAudience) {
   auto enc = Encoder(4, 4);
   torch::manual_seed(2);
   TowerConfig c;
-  c.dim = 8;
-  c.id_dim = 8;
-  c.l2_normalize = false;
-  Towers t = BuildTowers(*enc, c);
+  c.set_dim(8);
+  c.set_id_dim(8);
+  c.set_l2_normalize(false);
+  Towers t = BuildTowers(*enc, c, 0.1f);
   // Arguments in the spec's order: item_id, audience, audience_mask, neighbors, neighbors_mask,
   // categorical, numeric; no new table (the neighbours are item rows).
   EXPECT_EQ(t.item.get_method("forward").function().getSchema().arguments().size(), 8u);
@@ -121,11 +121,10 @@ TEST(Towers, ItemBiasIsOneMoreCoordinateBesideTheUnitVector) {
   auto enc = Encoder(4);
   torch::manual_seed(3);
   TowerConfig c;
-  c.dim = 8;
-  c.id_dim = 8;
-  c.item_bias = true;
-  c.bias_scale = 0.25f;
-  Towers t = BuildTowers(*enc, c);
+  c.set_dim(8);
+  c.set_id_dim(8);
+  c.set_item_bias(true);
+  Towers t = BuildTowers(*enc, c, 0.25f);
   {
     torch::NoGradGuard no_grad;
     t.item.attr("item_bias").toTensor()[5][0] = 2.0f;  // EmbedItem's item row
@@ -142,8 +141,8 @@ TEST(Towers, ItemBiasIsOneMoreCoordinateBesideTheUnitVector) {
   const float cos = (user.narrow(1, 0, 8) * item.narrow(1, 0, 8)).sum().item<float>();
   EXPECT_NEAR((user * item).sum().item<float>(), cos + 0.5f, 1e-6);
   // Without the flag neither tower has the table or the coordinate.
-  c.item_bias = false;
-  Towers plain = BuildTowers(*enc, c);
+  c.set_item_bias(false);
+  Towers plain = BuildTowers(*enc, c, 0.1f);
   EXPECT_FALSE(plain.item.hasattr("item_bias"));
   EXPECT_EQ(EmbedItem(plain.item, {9}).size(1), 8);
 }

@@ -30,12 +30,12 @@ Dataset SmallSynthetic() {
 }
 
 TrainConfig SmallConfig() {
-  TrainConfig tc;
-  tc.epochs = 4;
-  tc.batch_size = 128;
-  tc.history_length = 20;
-  tc.temperature = 0.3;
-  tc.seed = 5;
+  TrainConfig tc = *LoadPreset("smoke");
+  tc.set_epochs(4);
+  tc.set_batch_size(128);
+  tc.set_history_length(20);
+  tc.set_temperature(0.3);
+  tc.set_seed(5);
   return tc;
 }
 
@@ -55,10 +55,10 @@ TEST(Trainer, EmbeddingsAreUnitNormAndLearnedModelBeatsPopularity) {
 
 TrainConfig FullMethodConfig() {
   TrainConfig tc = SmallConfig();
-  tc.logq_correction = true;
-  tc.queue_size = 300;
-  tc.momentum = 0.9;
-  tc.global_negatives = 32;
+  tc.set_logq_correction(true);
+  tc.set_queue_size(300);
+  tc.set_momentum(0.9);
+  tc.set_global_negatives(32);
   return tc;
 }
 
@@ -71,10 +71,10 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
       auto t = Trainer::Create(d, c);
       ASSERT_TRUE(t.ok()) << t.status();
       for (int e = 1; e <= 2; ++e) losses[run].push_back((*t)->TrainEpoch(e));
-      EXPECT_EQ((*t)->queue().size(), c.queue_size);
+      EXPECT_EQ((*t)->queue().size(), c.queue_size());
       queue_ids[run] = (*t)->queue().IdsOldestFirst();
     }
-    EXPECT_EQ(losses[0], losses[1]) << "queue_size " << c.queue_size;
+    EXPECT_EQ(losses[0], losses[1]) << "queue_size " << c.queue_size();
     EXPECT_TRUE(torch::equal(queue_ids[0], queue_ids[1]));
   }
 }
@@ -90,23 +90,23 @@ TEST_P(EveryNegativeSource, LearnsTheSyntheticStructure) {
   Dataset d = SmallSynthetic();
   const double pop = EvaluatePopularity(d).values.at("recall@20");
   TrainConfig c = FullMethodConfig();
-  if (variant == 1) c.queue_reencode = true;
+  if (variant == 1) c.set_queue_reencode(true);
   if (variant == 2) {
-    c.item_ssl_weight = 0.1;
-    c.user_ssl_weight = 0.1;
+    c.set_item_ssl_weight(0.1);
+    c.set_user_ssl_weight(0.1);
   }
-  if (variant == 3) c.tower.share_item_embeddings = true;
-  if (variant == 4) c.user_id_dropout = 0.5;
-  if (variant == 5) c.history_dropout = 0.5;
+  if (variant == 3) c.mutable_tower()->set_share_item_embeddings(true);
+  if (variant == 4) c.set_user_id_dropout(0.5);
+  if (variant == 5) c.set_history_dropout(0.5);
   if (variant == 6) {
-    c.loss = "full_softmax";
-    c.logq_correction = false;
-    c.queue_size = 0;
-    c.global_negatives = 0;
+    c.set_loss(TrainConfig::FULL_SOFTMAX);
+    c.set_logq_correction(false);
+    c.set_queue_size(0);
+    c.set_global_negatives(0);
   }
-  if (variant == 7) c.item_to_user_weight = 1;
-  if (variant == 8) c.item_neighbor_weight = 1;
-  if (variant == 9) c.mask_user_positives = true;
+  if (variant == 7) c.set_item_to_user_weight(1);
+  if (variant == 8) c.set_item_neighbor_weight(1);
+  if (variant == 9) c.set_mask_user_positives(true);
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok());
   ASSERT_TRUE((*t)->Train().ok());
@@ -149,8 +149,8 @@ TEST(Trainer, MaskUserPositivesChangesOnlyBatchesHoldingAnotherItemOfTheRowsUser
   ASSERT_GE(c, 0);
   auto loss = [&](bool mask, const std::vector<int64_t>& users, const std::vector<int64_t>& items) {
     TrainConfig tc = SmallConfig();
-    tc.logq_correction = true;
-    tc.mask_user_positives = mask;
+    tc.set_logq_correction(true);
+    tc.set_mask_user_positives(mask);
     auto t = Trainer::Create(d, tc);
     EXPECT_TRUE(t.ok()) << t.status();
     std::mt19937_64 rng(3);
@@ -248,7 +248,7 @@ TEST(Trainer, PublishedVersionServesExternalIds) {
   for (int64_t i = 0; i < d.num_items; ++i) d.item_ids.push_back(-500 + 7 * i);
   ASSERT_TRUE(d.Validate().ok());
   TrainConfig c = SmallConfig();
-  c.epochs = 1;
+  c.set_epochs(1);
   std::vector<int64_t> ids;
   auto model = PublishAndLoad(d, c, "recall_external_ids", &ids);
   ASSERT_NE(model, nullptr);
@@ -262,9 +262,9 @@ TEST(Trainer, PublishedVersionServesExternalIds) {
 TEST(Trainer, HashedIdsPublishNoVocabularyAndStillServe) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.epochs = 1;
-  c.item_id_buckets = 64;
-  c.user_id_buckets = 32;
+  c.set_epochs(1);
+  c.set_item_id_buckets(64);
+  c.set_user_id_buckets(32);
   std::vector<int64_t> ids;
   auto model = PublishAndLoad(d, c, "recall_hashed_ids", &ids);
   ASSERT_NE(model, nullptr);
@@ -291,7 +291,7 @@ TEST(Trainer, HashedIdsPublishNoVocabularyAndStillServe) {
 TEST(Trainer, ItemAudienceIsDrawnFromTrainUsersAndNeverHoldsTheExamplesOwnUser) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.item_audience_length = 6;
+  c.set_item_audience_length(6);
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok()) << t.status();
   std::vector<std::set<int64_t>> audience(d.num_items);  // user rows per item
@@ -358,7 +358,7 @@ ItemBatch TrainPublishAndEncodeOnlineItem(const Dataset& d, TrainConfig c, const
     const double pop = EvaluatePopularity(d).values.at("recall@20");
     EXPECT_GT(learned, 1.3 * pop) << "learned " << learned << " vs popularity " << pop;
   }
-  c.epochs = 1;
+  c.set_epochs(1);
   std::vector<int64_t> ids;
   auto model = PublishAndLoad(d, c, name, &ids);
   EXPECT_NE(model, nullptr);
@@ -378,8 +378,8 @@ ItemBatch TrainPublishAndEncodeOnlineItem(const Dataset& d, TrainConfig c, const
 
 TEST(Trainer, AudienceModelPublishesServesOnlineItemsAndBeatsPopularity) {
   TrainConfig c = SmallConfig();
-  c.item_audience_length = 8;
-  c.audience_dropout = 0.2;
+  c.set_item_audience_length(8);
+  c.set_audience_dropout(0.2);
   recall::v1::FeatureSpec spec;
   const ItemBatch b = TrainPublishAndEncodeOnlineItem(SmallSynthetic(), c, "recall_audience", &spec);
   EXPECT_EQ(spec.item_audience_length(), 8);
@@ -391,9 +391,9 @@ TEST(Trainer, AudienceModelPublishesServesOnlineItemsAndBeatsPopularity) {
 TEST(Trainer, EvaluationAudienceIsWiderThanTrainingsAndExtendsTheSameSeededSubset) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.item_audience_length = 4;
+  c.set_item_audience_length(4);
   auto narrow = Trainer::Create(d, c);
-  c.eval_audience_length = 30;
+  c.set_eval_audience_length(30);
   auto wide = Trainer::Create(d, c);
   ASSERT_TRUE(narrow.ok() && wide.ok());
   EXPECT_EQ((*narrow)->spec().item_audience_length(), 4);
@@ -426,16 +426,16 @@ TEST(Trainer, EvaluationAudienceIsWiderThanTrainingsAndExtendsTheSameSeededSubse
 TEST(Trainer, ItemNeighborInputHoldsTheStrongestNeighboursOfTheRightSplit) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.validation_users = 100;
-  c.item_audience_length = 4;
-  c.item_neighbor_length = 3;
+  c.set_validation_users(100);
+  c.set_item_audience_length(4);
+  c.set_item_neighbor_length(3);
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ((*t)->spec().item_neighbor_length(), 3);
   // Training and validation see the fit split's graph (a held-out pair links nothing);
   // evaluation and export the full train split's.
   const ItemNeighbors fit = ItemNeighbors::Build(
-      HoldOutValidation(d, c.validation_users, c.seed).train, d.num_items, 3);
+      HoldOutValidation(d, c.validation_users(), c.seed()).train, d.num_items, 3);
   const ItemNeighbors full = ItemNeighbors::Build(d.train, d.num_items, 3);
   std::vector<int64_t> items(d.num_items);
   std::iota(items.begin(), items.end(), 0);
@@ -468,9 +468,9 @@ TEST(Trainer, ItemNeighborInputHoldsTheStrongestNeighboursOfTheRightSplit) {
 
 TEST(Trainer, NeighborModelTrainsPublishesServesOnlineItemsAndBeatsPopularity) {
   TrainConfig c = SmallConfig();
-  c.item_audience_length = 8;
-  c.item_neighbor_length = 10;
-  c.item_ssl_weight = 0.3;  // masked views carry the neighbour input too
+  c.set_item_audience_length(8);
+  c.set_item_neighbor_length(10);
+  c.set_item_ssl_weight(0.3);  // masked views carry the neighbour input too
   recall::v1::FeatureSpec spec;
   const ItemBatch b =
       TrainPublishAndEncodeOnlineItem(SmallSynthetic(), c, "recall_neighbors", &spec);
@@ -484,12 +484,11 @@ TEST(Trainer, NeighborModelTrainsPublishesServesOnlineItemsAndBeatsPopularity) {
 TEST(Trainer, ItemBiasLearnsPopularityAndIsServedAsOneMoreCoordinate) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.tower.item_bias = true;
-  c.tower.bias_scale = static_cast<float>(c.temperature);
+  c.mutable_tower()->set_item_bias(true);
   // In-batch columns are drawn in proportion to popularity: only with the logQ correction is
   // the sampled softmax's item marginal popularity (without it the offsets learn ~nothing).
-  c.logq_correction = true;
-  const int dim = c.tower.dim;
+  c.set_logq_correction(true);
+  const int dim = c.tower().dim();
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok()) << t.status();
   ASSERT_TRUE((*t)->Train().ok());
@@ -501,7 +500,7 @@ TEST(Trainer, ItemBiasLearnsPopularityAndIsServedAsOneMoreCoordinate) {
   EXPECT_LT((u.narrow(1, 0, dim).norm(2, 1) - 1).abs().max().item<float>(), 1e-4);
   EXPECT_LT((v.narrow(1, 0, dim).norm(2, 1) - 1).abs().max().item<float>(), 1e-4);
   EXPECT_TRUE(torch::equal(u.select(1, dim), torch::ones({d.num_users})));
-  const torch::Tensor bias = v.select(1, dim) / c.tower.bias_scale;
+  const torch::Tensor bias = v.select(1, dim) / static_cast<float>(c.temperature());
   torch::Tensor table = (*t)->towers().item.attr("item_bias").toTensor().detach().squeeze(1);
   EXPECT_EQ(table[0].item<float>(), 0.0f) << "the OOV row never trains";
   EXPECT_GT(bias.abs().max().item<float>(), 0.01f) << "the offsets moved from 0";
@@ -538,26 +537,26 @@ TEST(Trainer, ItemBiasLearnsPopularityAndIsServedAsOneMoreCoordinate) {
 TEST(Trainer, RejectsBadAudienceConfig) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.item_audience_length = -1;
+  c.set_item_audience_length(-1);
   EXPECT_FALSE(Trainer::Create(d, c).ok());
-  c.item_audience_length = 4;
-  c.audience_dropout = 1.0;
+  c.set_item_audience_length(4);
+  c.set_audience_dropout(1.0);
   EXPECT_FALSE(Trainer::Create(d, c).ok());
-  c.audience_dropout = 0;
-  c.eval_audience_length = -1;
+  c.set_audience_dropout(0);
+  c.set_eval_audience_length(-1);
   EXPECT_FALSE(Trainer::Create(d, c).ok());
-  c.item_audience_length = 0;
-  c.eval_audience_length = 10;  // a wider evaluation audience of no audience
+  c.set_item_audience_length(0);
+  c.set_eval_audience_length(10);  // a wider evaluation audience of no audience
   EXPECT_FALSE(Trainer::Create(d, c).ok());
-  c.eval_audience_length = 0;
-  c.item_neighbor_length = -1;
+  c.set_eval_audience_length(0);
+  c.set_item_neighbor_length(-1);
   EXPECT_FALSE(Trainer::Create(d, c).ok());
 }
 
 TEST(Trainer, MomentumEncoderLagsTheOnlineTower) {
   Dataset d = SmallSynthetic();
   TrainConfig c = FullMethodConfig();
-  c.momentum = 1.0;  // frozen key encoder: stays at its initial copy
+  c.set_momentum(1.0);  // frozen key encoder: stays at its initial copy
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok());
   const torch::Tensor before = (*t)->key_encoder().attr("item_emb").toTensor().clone();
@@ -575,23 +574,23 @@ void ExpectResumedRunMatchesStraightRun(TrainConfig c) {
           .string();
   std::vector<double> straight, resumed;
   auto record = [](std::vector<double>* out) {
-    return [out](const ProgressEvent& e) {
-      if (e.kind == "epoch") out->push_back(e.loss);
+    return [out](const TrainingEvent& e) {
+      if (e.event() == TrainingEvent::EPOCH) out->push_back(e.loss());
     };
   };
-  c.epochs = 3;
-  c.validation_users = 50;
+  c.set_epochs(3);
+  c.set_validation_users(50);
   auto a = Trainer::Create(d, c);
   ASSERT_TRUE(a.ok());
   std::vector<torch::Tensor> a1;
   Trainer* ap = a->get();
-  ASSERT_TRUE((*a)->Train([&](const ProgressEvent& e) {
-    if (e.kind == "epoch") straight.push_back(e.loss);
-    if (e.kind == "epoch" && e.epoch == 1) for (auto& p : ap->towers().parameters()) a1.push_back(p.clone());
+  ASSERT_TRUE((*a)->Train([&](const TrainingEvent& e) {
+    if (e.event() == TrainingEvent::EPOCH) straight.push_back(e.loss());
+    if (e.event() == TrainingEvent::EPOCH && e.epoch() == 1) for (auto& p : ap->towers().parameters()) a1.push_back(p.clone());
   }).ok());
 
   TrainConfig first = c;
-  first.epochs = 1;  // "interrupted" after epoch 1
+  first.set_epochs(1);  // "interrupted" after epoch 1
   auto b = Trainer::Create(d, first);
   ASSERT_TRUE(b.ok());
   (*b)->set_checkpoint(ckpt, 0);
@@ -604,7 +603,7 @@ void ExpectResumedRunMatchesStraightRun(TrainConfig c) {
     // averaging, Train() leaves b holding the averaged ones, compared below.)
     const auto pl = (*r)->towers().parameters();
     for (size_t i = 0; i < pl.size(); ++i) EXPECT_TRUE(torch::equal(pl[i], a1[i])) << i;
-    if (c.weight_average_decay == 0) {
+    if (c.weight_average_decay() == 0) {
       const auto pb = (*b)->towers().parameters();
       for (size_t i = 0; i < pb.size(); ++i) EXPECT_TRUE(torch::equal(pb[i], pl[i])) << i;
     }
@@ -639,24 +638,24 @@ TEST(Trainer, ResumedRunContinuesWithTheSameQueueAndOptimizerState) {
 
 TEST(Trainer, ResumedRunContinuesWithTheSameWeightAverage) {
   TrainConfig c = FullMethodConfig();
-  c.weight_average_decay = 0.9;
+  c.set_weight_average_decay(0.9);
   ExpectResumedRunMatchesStraightRun(c);
 }
 
 TEST(Trainer, WeightAverageFollowsTheWarmedUpMovingAverageOfEveryStep) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.weight_average_decay = 0.5;  // reached after 8 updates: (1 + 8) / (10 + 8)
-  c.max_steps = 12;
-  c.log_every_steps = 1;  // a step event after every optimizer step (and its AfterStep)
+  c.set_weight_average_decay(0.5);  // reached after 8 updates: (1 + 8) / (10 + 8)
+  c.set_max_steps(12);
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok()) << t.status();
   Trainer& trainer = **t;
+  trainer.set_run_options({.log_every_steps = 1});  // a step event after every optimizer step
   std::vector<torch::Tensor> expected;
   for (const auto& p : trainer.towers().parameters()) expected.push_back(p.detach().clone());
   int64_t updates = 0;
-  trainer.TrainEpoch(1, [&](const ProgressEvent& ev) {
-    if (ev.kind != "step") return;
+  trainer.TrainEpoch(1, [&](const TrainingEvent& ev) {
+    if (ev.event() != TrainingEvent::STEP) return;
     ++updates;
     const double u = static_cast<double>(updates);
     const double decay = std::min(0.5, (1 + u) / (10 + u));
@@ -679,24 +678,24 @@ TEST(Trainer, WeightAverageFollowsTheWarmedUpMovingAverageOfEveryStep) {
 TEST(Trainer, ValidationPicksAmongAveragedWeightsAndTrainLeavesThem) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.weight_average_decay = 0.9;
-  c.validation_users = 100;
-  c.epochs = 4;
+  c.set_weight_average_decay(0.9);
+  c.set_validation_users(100);
+  c.set_epochs(4);
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok()) << t.status();
   Trainer& trainer = **t;
   std::map<int, std::vector<torch::Tensor>> average_at, live_at;
   std::map<int, double> val_recall_at;
   ASSERT_TRUE(trainer
-                  .Train([&](const ProgressEvent& ev) {
-                    if (ev.kind != "epoch") return;
+                  .Train([&](const TrainingEvent& ev) {
+                    if (ev.event() != TrainingEvent::EPOCH) return;
                     for (const auto& p : trainer.average_parameters()) {
-                      average_at[ev.epoch].push_back(p.clone());
+                      average_at[ev.epoch()].push_back(p.clone());
                     }
                     for (const auto& p : trainer.towers().parameters()) {
-                      live_at[ev.epoch].push_back(p.detach().clone());
+                      live_at[ev.epoch()].push_back(p.detach().clone());
                     }
-                    val_recall_at[ev.epoch] = ev.metrics.at("val_recall@20");
+                    val_recall_at[ev.epoch()] = ev.metrics().at("val_recall@20");
                   })
                   .ok());
   const int best = trainer.best_epoch();
@@ -713,8 +712,8 @@ TEST(Trainer, ValidationPicksAmongAveragedWeightsAndTrainLeavesThem) {
   EXPECT_DOUBLE_EQ(trainer.EvaluateValidation().Get("recall@20"), val_recall_at.at(best));
 
   // Without validation, the last average is what Train() leaves.
-  c.validation_users = 0;
-  c.epochs = 2;
+  c.set_validation_users(0);
+  c.set_epochs(2);
   auto plain = Trainer::Create(d, c);
   ASSERT_TRUE(plain.ok());
   ASSERT_TRUE((*plain)->Train().ok());
@@ -729,12 +728,12 @@ TEST(Trainer, CheckpointWithoutWeightAverageIsRefusedByAnAveragingRun) {
                             ("trainer_test_noavg_" + std::to_string(getpid())))
                                .string();
   TrainConfig c = SmallConfig();
-  c.epochs = 1;
+  c.set_epochs(1);
   auto a = Trainer::Create(d, c);
   ASSERT_TRUE(a.ok());
   (*a)->set_checkpoint(ckpt, 0);
   ASSERT_TRUE((*a)->Train().ok());
-  c.weight_average_decay = 0.9;
+  c.set_weight_average_decay(0.9);
   auto b = Trainer::Create(d, c);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ((*b)->LoadCheckpoint(ckpt).code(), absl::StatusCode::kFailedPrecondition);
@@ -808,12 +807,12 @@ TEST(HoldOutValidation, ItemFractionHoldsOutThatShareOfTheSameUsersItems) {
 TEST(Trainer, PlateauDecaysTheLearningRateFromTheBestWeightsThenStops) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.epochs = 40;
-  c.learning_rate = 0.05;  // large: validation plateaus within a few epochs
-  c.validation_users = 150;
-  c.patience = 1;
-  c.lr_decay = 0.5;
-  c.max_lr_decays = 2;
+  c.set_epochs(40);
+  c.set_learning_rate(0.05);  // large: validation plateaus within a few epochs
+  c.set_validation_users(150);
+  c.set_patience(1);
+  c.set_lr_decay(0.5);
+  c.set_max_lr_decays(2);
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok()) << t.status();
   Trainer& trainer = **t;
@@ -822,17 +821,17 @@ TEST(Trainer, PlateauDecaysTheLearningRateFromTheBestWeightsThenStops) {
   std::vector<int> best_epoch_after;
   std::vector<int> restored_from;  // for each decay: did the weights equal the best epoch's?
   ASSERT_TRUE(trainer
-                  .Train([&](const ProgressEvent& ev) {
-                    if (ev.kind != "epoch") return;
+                  .Train([&](const TrainingEvent& ev) {
+                    if (ev.event() != TrainingEvent::EPOCH) return;
                     torch::Tensor items = trainer.EmbedAllItems().clone();
-                    const double lr = ev.metrics.at("lr");
-                    const int best = static_cast<int>(ev.metrics.at("best_epoch"));
+                    const double lr = ev.metrics().at("lr");
+                    const int best = static_cast<int>(ev.metrics().at("best_epoch"));
                     if (!lr_after_epoch.empty() && lr < lr_after_epoch.back().second) {
                       restored_from.push_back(
                           torch::equal(items, items_at_epoch.at(best)) ? best : -1);
                     }
-                    items_at_epoch[ev.epoch] = items;
-                    lr_after_epoch.push_back({ev.epoch, lr});
+                    items_at_epoch[ev.epoch()] = items;
+                    lr_after_epoch.push_back({ev.epoch(), lr});
                     best_epoch_after.push_back(best);
                   })
                   .ok());
@@ -856,15 +855,15 @@ TEST(Trainer, PlateauDecaysTheLearningRateFromTheBestWeightsThenStops) {
 TEST(Trainer, RejectsBadLearningRateDecay) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.validation_users = 50;
-  c.patience = 1;
-  c.lr_decay = 1.5;
+  c.set_validation_users(50);
+  c.set_patience(1);
+  c.set_lr_decay(1.5);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
-  c.lr_decay = 0.5;
-  c.patience = 0;  // no plateau to act on
+  c.set_lr_decay(0.5);
+  c.set_patience(0);  // no plateau to act on
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
-  c.patience = 1;
-  c.max_lr_decays = 0;
+  c.set_patience(1);
+  c.set_max_lr_decays(0);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
@@ -873,14 +872,14 @@ TEST(Trainer, ItemNeighborsComeFromTheFitSplitOnly) {
   // split's (the held-out pairs removed), not the dataset's.
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.validation_users = 100;
-  c.item_neighbor_weight = 1;
+  c.set_validation_users(100);
+  c.set_item_neighbor_weight(1);
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok()) << t.status();
   const ItemNeighbors fit =
-      ItemNeighbors::Build(HoldOutValidation(d, c.validation_users, c.seed).train, d.num_items,
-                           c.item_neighbors);
-  const ItemNeighbors full = ItemNeighbors::Build(d.train, d.num_items, c.item_neighbors);
+      ItemNeighbors::Build(HoldOutValidation(d, c.validation_users(), c.seed()).train, d.num_items,
+                           c.item_neighbors());
+  const ItemNeighbors full = ItemNeighbors::Build(d.train, d.num_items, c.item_neighbors());
   auto same = [&](const ItemNeighbors& a, const ItemNeighbors& b) {
     for (int64_t i = 0; i < d.num_items; ++i) {
       if (a.of(i).size() != b.of(i).size()) return false;
@@ -900,49 +899,47 @@ TEST(Trainer, ItemNeighborsComeFromTheFitSplitOnly) {
 TEST(Trainer, RejectsBadConfig) {
   Dataset d = SmallSynthetic();
   TrainConfig c = SmallConfig();
-  c.temperature = 0;
+  c.set_temperature(0);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
   c = SmallConfig();
-  c.batch_size = 1;
+  c.set_batch_size(1);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
   c = SmallConfig();
-  c.item_to_user_weight = -1;
+  c.set_item_to_user_weight(-1);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
-  c.item_to_user_weight = 1;
-  c.loss = "full_softmax";
+  c.set_item_to_user_weight(1);
+  c.set_loss(TrainConfig::FULL_SOFTMAX);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
   c = SmallConfig();
-  c.item_neighbor_weight = -1;
+  c.set_item_neighbor_weight(-1);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
-  c.item_neighbor_weight = 1;
-  c.item_neighbors = 0;
+  c.set_item_neighbor_weight(1);
+  c.set_item_neighbors(0);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
-  c.item_neighbors = 10;
-  c.loss = "full_softmax";
+  c.set_item_neighbors(10);
+  c.set_loss(TrainConfig::FULL_SOFTMAX);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
   for (double decay : {-0.1, 1.0}) {
     c = SmallConfig();
-    c.weight_average_decay = decay;
+    c.set_weight_average_decay(decay);
     EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument) << decay;
   }
   for (double fraction : {-0.1, 1.0}) {
     c = SmallConfig();
-    c.validation_users = 10;
-    c.validation_item_fraction = fraction;
+    c.set_validation_users(10);
+    c.set_validation_item_fraction(fraction);
     EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument)
         << fraction;
   }
   c = SmallConfig();
-  c.mask_user_positives = true;
-  c.loss = "full_softmax";
+  c.set_mask_user_positives(true);
+  c.set_loss(TrainConfig::FULL_SOFTMAX);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
   c = SmallConfig();
-  c.tower.item_bias = true;  // its scale must be the temperature (0.3 here, not 0.1)
-  EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
-  c.tower.bias_scale = 0.3f;
+  c.mutable_tower()->set_item_bias(true);  // its scale is the temperature, by construction
   EXPECT_TRUE(Trainer::Create(d, c).ok());
-  c.loss = "ccl";
-  c.global_negatives = 16;
+  c.set_loss(TrainConfig::CCL);
+  c.set_global_negatives(16);
   EXPECT_EQ(Trainer::Create(d, c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
