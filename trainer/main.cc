@@ -20,6 +20,7 @@
 #include "trainer/command_line.h"
 #include "trainer/dataset.h"
 #include "trainer/ensemble.h"
+#include "trainer/export.h"
 #include "trainer/run_report.h"
 #include "trainer/synthetic.h"
 #include "trainer/trainer.h"
@@ -283,8 +284,8 @@ int main(int argc, char** argv) {
   }
   if (!FLAGS_report_dir.empty()) report.WriteReportDir(FLAGS_report_dir, metrics.values);
   if (!FLAGS_model_base.empty()) {
-    auto path = trainer->Export(FLAGS_model_base, cfg.index_factory(), metrics, preset,
-                                FLAGS_publish_version);
+    auto path = tr::ExportVersion(*trainer, FLAGS_model_base, cfg.index_factory(), metrics, preset,
+                                  FLAGS_publish_version);
     if (!path.ok()) return Fail(1, absl::StrCat("publishing the version: ", path.status().message()));
     std::fprintf(stderr, "published %s\n", path->c_str());
     TrainingEvent e;

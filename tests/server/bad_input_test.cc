@@ -27,6 +27,7 @@
 #include "tests/server/server_process.h"
 #include "tests/server/small_model.h"
 #include "trainer/synthetic.h"
+#include "trainer/export.h"
 #include "trainer/trainer.h"
 
 namespace recall {
@@ -77,7 +78,7 @@ class BadInputTest : public ::testing::Test {
     ASSERT_TRUE(t.ok()) << t.status();
     trainer_ = t->release();
     ASSERT_TRUE(trainer_->Train().ok());
-    auto path = trainer_->Export(*dir_ + "/models", "Flat", trainer_->Evaluate(), {});
+    auto path = trainer::ExportVersion(*trainer_, *dir_ + "/models", "Flat", trainer_->Evaluate(), {});
     ASSERT_TRUE(path.ok()) << path.status();
     server_ = new testing::ServerProcess();
     // /bin/false as the trainer: a TriggerRetrain row that slipped through validation must

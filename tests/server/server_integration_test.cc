@@ -15,6 +15,7 @@
 #include "tests/testing/child_process.h"
 #include "tests/testing/metrics_scrape.h"
 #include "trainer/synthetic.h"
+#include "trainer/export.h"
 #include "trainer/trainer.h"
 
 namespace recall {
@@ -45,7 +46,7 @@ class ServerIntegrationTest : public ::testing::Test {
     ASSERT_TRUE(t.ok()) << t.status();
     trainer_ = t->release();
     ASSERT_TRUE(trainer_->Train().ok());
-    auto path = trainer_->Export(*dir_ + "/models", "Flat", trainer_->Evaluate(), {});
+    auto path = trainer::ExportVersion(*trainer_, *dir_ + "/models", "Flat", trainer_->Evaluate(), {});
     ASSERT_TRUE(path.ok()) << path.status();
 
     server_ = new testing::ChildProcess();

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include "trainer/export.h"
 #include "trainer/trainer.h"
 
 namespace recall::testing {
@@ -58,7 +59,7 @@ SmallTrainedModel::~SmallTrainedModel() {
 absl::StatusOr<std::string> SmallTrainedModel::Export(const std::string& model_base,
                                                       const std::string& index_factory,
                                                       int64_t version) const {
-  return trainer_->Export(model_base, index_factory, metrics, {}, version);
+  return trainer::ExportVersion(*trainer_, model_base, index_factory, metrics, {}, version);
 }
 
 int SmallTrainedModel::dim() const { return trainer_->config().tower().dim(); }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/model_version.h"
+#include "trainer/export.h"
 #include "trainer/synthetic.h"
 
 namespace recall::trainer {
@@ -68,13 +69,13 @@ TEST(Ensemble, MemberZeroIsTheSingleModelAndTheOthersDrawDifferentlyOnTheSameSpl
   EXPECT_FALSE(SameParameters(*(*members)[1], *(*members)[2]));
   std::vector<int64_t> all_items(d.num_items);
   std::iota(all_items.begin(), all_items.end(), 0);
-  const ItemBatch a0 = (*members)[0]->ItemBatchFor(all_items);
+  const ItemBatch a0 = (*members)[0]->batches().ItemBatchFor(all_items);
   for (int k = 1; k < 3; ++k) {
     const Trainer& m = *(*members)[k];
         // One validation split and one evaluation audience per item for all members.
     EXPECT_EQ(m.fit_split().train, (*members)[0]->fit_split().train) << "member " << k;
     EXPECT_NE(m.fit_split().train, d.train);
-    EXPECT_TRUE(torch::equal(m.ItemBatchFor(all_items).audience, a0.audience)) << "member " << k;
+    EXPECT_TRUE(torch::equal(m.batches().ItemBatchFor(all_items).audience, a0.audience)) << "member " << k;
   }
   EXPECT_FALSE(CreateEnsemble(d, SmallConfig(0)).ok());
 }
@@ -139,16 +140,16 @@ TEST(Ensemble, CombinedTowersScoreTheMembersMeanAndPublishAsOneServableModel) {
   const std::string base = (std::filesystem::temp_directory_path() /
                             ("recall_ensemble_" + std::to_string(::getpid()))).string();
   std::filesystem::remove_all(base);
-  auto dir = m[0]->Export(base, "Flat", m[0]->Evaluate(), {});
+  auto dir = ExportVersion(*m[0], base, "Flat", m[0]->Evaluate(), {});
   ASSERT_TRUE(dir.ok()) << dir.status();
   auto model = ModelVersion::Load(*dir);
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ((*model)->dim(), 32);
   std::vector<int64_t> some = {0, 7, 99};
-  auto served_users = (*model)->EmbedUsers(m[0]->EvalUserBatch(some));
+  auto served_users = (*model)->EmbedUsers(m[0]->batches().EvalUserBatch(some));
   ASSERT_TRUE(served_users.ok()) << served_users.status();
   EXPECT_TRUE(torch::allclose(*served_users, m[0]->EmbedUsers(some), 1e-5, 1e-6));
-  auto served_items = (*model)->EmbedItems(m[0]->ItemBatchFor(some));
+  auto served_items = (*model)->EmbedItems(m[0]->batches().ItemBatchFor(some));
   ASSERT_TRUE(served_items.ok()) << served_items.status();
   EXPECT_TRUE(torch::allclose(*served_items, m[0]->EmbedItems(some), 1e-5, 1e-6));
   std::filesystem::remove_all(base);

@@ -1,4 +1,6 @@
+#include "trainer/export.h"
 #include "trainer/trainer.h"
+#include "tests/trainer/trainer_test_access.h"
 
 #include <gtest/gtest.h>
 
@@ -70,9 +72,9 @@ TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
     for (int run = 0; run < 2; ++run) {
       auto t = Trainer::Create(d, c);
       ASSERT_TRUE(t.ok()) << t.status();
-      for (int e = 1; e <= 2; ++e) losses[run].push_back((*t)->TrainEpoch(e));
-      EXPECT_EQ((*t)->queue().size(), c.queue_size());
-      queue_ids[run] = (*t)->queue().IdsOldestFirst();
+      for (int e = 1; e <= 2; ++e) losses[run].push_back(TrainerTestAccess::TrainEpoch(**t, e));
+      EXPECT_EQ(TrainerTestAccess::objective(**t).queue().size(), c.queue_size());
+      queue_ids[run] = TrainerTestAccess::objective(**t).queue().IdsOldestFirst();
     }
     EXPECT_EQ(losses[0], losses[1]) << "queue_size " << c.queue_size();
     EXPECT_TRUE(torch::equal(queue_ids[0], queue_ids[1]));
@@ -154,7 +156,7 @@ TEST(Trainer, MaskUserPositivesChangesOnlyBatchesHoldingAnotherItemOfTheRowsUser
     auto t = Trainer::Create(d, tc);
     EXPECT_TRUE(t.ok()) << t.status();
     std::mt19937_64 rng(3);
-    return (*t)->BatchLoss(users, items, rng).item<double>();
+    return TrainerTestAccess::BatchLoss(**t, users, items, rng).item<double>();
   };
   // Row 0's negative b (and row 1's a) is user 0's own item: masked, so the loss changes.
   const std::vector<int64_t> with_users = {user, user, other_user}, with_items = {a, b, c};
@@ -231,7 +233,7 @@ std::unique_ptr<ModelVersion> PublishAndLoad(const Dataset& d, const TrainConfig
   const std::string base = (std::filesystem::temp_directory_path() /
                             (name + "_" + std::to_string(::getpid()))).string();
   std::filesystem::remove_all(base);
-  auto dir = (*t)->Export(base, "Flat", (*t)->Evaluate(), {});
+  auto dir = trainer::ExportVersion(**t, base, "Flat", (*t)->Evaluate(), {});
   EXPECT_TRUE(dir.ok()) << dir.status();
   auto index = EmbeddingIndex::Load(*dir + "/items.faiss", "Flat");
   EXPECT_TRUE(index.ok()) << index.status();
@@ -309,7 +311,7 @@ TEST(Trainer, ItemAudienceIsDrawnFromTrainUsersAndNeverHoldsTheExamplesOwnUser) 
   std::mt19937_64 rng(3);
   std::set<int64_t> drawn_for_item0;
   for (int round = 0; round < 20; ++round) {
-    ItemBatch b = (*t)->TrainItemBatch(items, users, rng);
+    ItemBatch b = (*t)->batches().TrainItemBatch(items, users, rng);
     ASSERT_EQ(b.audience.sizes(), (std::vector<int64_t>{static_cast<int64_t>(items.size()), 6}));
     auto aud = b.audience.accessor<int64_t, 2>();
     auto mask = b.audience_mask.accessor<float, 2>();
@@ -404,7 +406,7 @@ TEST(Trainer, EvaluationAudienceIsWiderThanTrainingsAndExtendsTheSameSeededSubse
   for (const auto& train : d.train) {
     for (int64_t i : train) ++degree[i];
   }
-  const ItemBatch n = (*narrow)->ItemBatchFor(items), w = (*wide)->ItemBatchFor(items);
+  const ItemBatch n = (*narrow)->batches().ItemBatchFor(items), w = (*wide)->batches().ItemBatchFor(items);
   ASSERT_EQ(w.audience.size(1), 30);
   int64_t wider = 0;
   for (int64_t i = 0; i < d.num_items; ++i) {
@@ -416,7 +418,7 @@ TEST(Trainer, EvaluationAudienceIsWiderThanTrainingsAndExtendsTheSameSeededSubse
   EXPECT_TRUE(torch::equal(w.audience.slice(1, 0, 4), n.audience));
   // Training still samples item_audience_length users.
   std::mt19937_64 rng(1);
-  EXPECT_EQ((*wide)->TrainItemBatch({0, 1, 2}, {-1, -1, -1}, rng).audience.size(1), 4);
+  EXPECT_EQ((*wide)->batches().TrainItemBatch({0, 1, 2}, {-1, -1, -1}, rng).audience.size(1), 4);
   // The embeddings follow the wider input (and stay unit norm).
   const torch::Tensor v = (*wide)->EmbedAllItems();
   EXPECT_LT((v.norm(2, 1) - 1).abs().max().item<float>(), 1e-4);
@@ -440,8 +442,8 @@ TEST(Trainer, ItemNeighborInputHoldsTheStrongestNeighboursOfTheRightSplit) {
   std::vector<int64_t> items(d.num_items);
   std::iota(items.begin(), items.end(), 0);
   std::mt19937_64 rng(1);
-  const ItemBatch train = (*t)->TrainItemBatch(items, std::vector<int64_t>(items.size(), -1), rng);
-  const ItemBatch eval = (*t)->ItemBatchFor(items);
+  const ItemBatch train = (*t)->batches().TrainItemBatch(items, std::vector<int64_t>(items.size(), -1), rng);
+  const ItemBatch eval = (*t)->batches().ItemBatchFor(items);
   auto holds = [&](const ItemBatch& b, const ItemNeighbors& g, int64_t i) {
     const auto& want = g.of(i);
     if (b.neighbors_mask[i].sum().item<float>() != static_cast<float>(want.size())) return false;
@@ -523,7 +525,7 @@ TEST(Trainer, ItemBiasLearnsPopularityAndIsServedAsOneMoreCoordinate) {
   const std::string base = (std::filesystem::temp_directory_path() /
                             ("recall_item_bias_" + std::to_string(::getpid()))).string();
   std::filesystem::remove_all(base);
-  auto dir = (*t)->Export(base, "Flat", (*t)->Evaluate(), {});
+  auto dir = trainer::ExportVersion(**t, base, "Flat", (*t)->Evaluate(), {});
   ASSERT_TRUE(dir.ok()) << dir.status();
   auto model = ModelVersion::Load(*dir);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -559,9 +561,9 @@ TEST(Trainer, MomentumEncoderLagsTheOnlineTower) {
   c.set_momentum(1.0);  // frozen key encoder: stays at its initial copy
   auto t = Trainer::Create(d, c);
   ASSERT_TRUE(t.ok());
-  const torch::Tensor before = (*t)->key_encoder().attr("item_emb").toTensor().clone();
-  (*t)->TrainEpoch(1);
-  EXPECT_TRUE(torch::equal((*t)->key_encoder().attr("item_emb").toTensor(), before));
+  const torch::Tensor before = TrainerTestAccess::objective(**t).key_encoder().attr("item_emb").toTensor().clone();
+  TrainerTestAccess::TrainEpoch(**t, 1);
+  EXPECT_TRUE(torch::equal(TrainerTestAccess::objective(**t).key_encoder().attr("item_emb").toTensor(), before));
   EXPECT_FALSE(torch::equal((*t)->towers().item.attr("item_emb").toTensor(), before));
 }
 
@@ -607,11 +609,11 @@ void ExpectResumedRunMatchesStraightRun(TrainConfig c) {
       const auto pb = (*b)->towers().parameters();
       for (size_t i = 0; i < pb.size(); ++i) EXPECT_TRUE(torch::equal(pb[i], pl[i])) << i;
     }
-    const auto& ab = (*b)->average_parameters();
-    const auto& al = (*r)->average_parameters();
+    const auto& ab = TrainerTestAccess::schedule(**b).average_params;
+    const auto& al = TrainerTestAccess::schedule(**r).average_params;
     ASSERT_EQ(ab.size(), al.size());
     for (size_t i = 0; i < ab.size(); ++i) EXPECT_TRUE(torch::equal(ab[i], al[i])) << i;
-    EXPECT_TRUE(torch::equal((*b)->queue().IdsOldestFirst(), (*r)->queue().IdsOldestFirst()));
+    EXPECT_TRUE(torch::equal(TrainerTestAccess::objective(**b).queue().IdsOldestFirst(), TrainerTestAccess::objective(**r).queue().IdsOldestFirst()));
   }
   ASSERT_TRUE((*r)->Train(record(&resumed)).ok());
   std::filesystem::remove(ckpt);
@@ -620,16 +622,16 @@ void ExpectResumedRunMatchesStraightRun(TrainConfig c) {
   ASSERT_EQ(resumed.size(), 2u);  // epochs 2 and 3
   EXPECT_EQ(resumed[0], straight[1]);
   EXPECT_EQ(resumed[1], straight[2]);
-  EXPECT_TRUE(torch::equal((*r)->queue().IdsOldestFirst(), (*a)->queue().IdsOldestFirst()));
-  EXPECT_TRUE(torch::equal((*r)->queue().keys(), (*a)->queue().keys()));
+  EXPECT_TRUE(torch::equal(TrainerTestAccess::objective(**r).queue().IdsOldestFirst(), TrainerTestAccess::objective(**a).queue().IdsOldestFirst()));
+  EXPECT_TRUE(torch::equal(TrainerTestAccess::objective(**r).queue().keys(), TrainerTestAccess::objective(**a).queue().keys()));
   EXPECT_EQ((*r)->best_epoch(), (*a)->best_epoch());
   const auto pa = (*a)->towers().parameters(), pr = (*r)->towers().parameters();
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pr[i])) << i;
-  const auto& aa = (*a)->average_parameters();
-  const auto& ar = (*r)->average_parameters();
+  const auto& aa = TrainerTestAccess::schedule(**a).average_params;
+  const auto& ar = TrainerTestAccess::schedule(**r).average_params;
   ASSERT_EQ(aa.size(), ar.size());
   for (size_t i = 0; i < aa.size(); ++i) EXPECT_TRUE(torch::equal(aa[i], ar[i])) << i;
-  EXPECT_EQ((*a)->average_updates(), (*r)->average_updates());
+  EXPECT_EQ(TrainerTestAccess::schedule(**a).average_updates, TrainerTestAccess::schedule(**r).average_updates);
 }
 
 TEST(Trainer, ResumedRunContinuesWithTheSameQueueAndOptimizerState) {
@@ -654,7 +656,7 @@ TEST(Trainer, WeightAverageFollowsTheWarmedUpMovingAverageOfEveryStep) {
   std::vector<torch::Tensor> expected;
   for (const auto& p : trainer.towers().parameters()) expected.push_back(p.detach().clone());
   int64_t updates = 0;
-  trainer.TrainEpoch(1, [&](const TrainingEvent& ev) {
+  TrainerTestAccess::TrainEpoch(trainer, 1, [&](const TrainingEvent& ev) {
     if (ev.event() != TrainingEvent::STEP) return;
     ++updates;
     const double u = static_cast<double>(updates);
@@ -665,8 +667,8 @@ TEST(Trainer, WeightAverageFollowsTheWarmedUpMovingAverageOfEveryStep) {
     }
   });
   ASSERT_EQ(updates, 12);
-  EXPECT_EQ(trainer.average_updates(), 12);
-  const auto& avg = trainer.average_parameters();
+  EXPECT_EQ(TrainerTestAccess::schedule(trainer).average_updates, 12);
+  const auto& avg = TrainerTestAccess::schedule(trainer).average_params;
   const auto live = trainer.towers().parameters();
   ASSERT_EQ(avg.size(), expected.size());
   for (size_t i = 0; i < avg.size(); ++i) {
@@ -689,7 +691,7 @@ TEST(Trainer, ValidationPicksAmongAveragedWeightsAndTrainLeavesThem) {
   ASSERT_TRUE(trainer
                   .Train([&](const TrainingEvent& ev) {
                     if (ev.event() != TrainingEvent::EPOCH) return;
-                    for (const auto& p : trainer.average_parameters()) {
+                    for (const auto& p : TrainerTestAccess::schedule(trainer).average_params) {
                       average_at[ev.epoch()].push_back(p.clone());
                     }
                     for (const auto& p : trainer.towers().parameters()) {
@@ -718,7 +720,7 @@ TEST(Trainer, ValidationPicksAmongAveragedWeightsAndTrainLeavesThem) {
   ASSERT_TRUE(plain.ok());
   ASSERT_TRUE((*plain)->Train().ok());
   const auto p = (*plain)->towers().parameters();
-  const auto& avg = (*plain)->average_parameters();
+  const auto& avg = TrainerTestAccess::schedule(**plain).average_params;
   for (size_t i = 0; i < p.size(); ++i) EXPECT_TRUE(torch::equal(p[i], avg[i])) << i;
 }
 
@@ -891,9 +893,9 @@ TEST(Trainer, ItemNeighborsComeFromTheFitSplitOnly) {
     }
     return true;
   };
-  ASSERT_EQ((*t)->item_neighbors().num_items(), d.num_items);
-  EXPECT_TRUE(same((*t)->item_neighbors(), fit));
-  EXPECT_FALSE(same((*t)->item_neighbors(), full));
+  ASSERT_EQ(TrainerTestAccess::objective(**t).item_neighbors().num_items(), d.num_items);
+  EXPECT_TRUE(same(TrainerTestAccess::objective(**t).item_neighbors(), fit));
+  EXPECT_FALSE(same(TrainerTestAccess::objective(**t).item_neighbors(), full));
 }
 
 TEST(Trainer, RejectsBadConfig) {
