@@ -2,6 +2,8 @@
 # Included from trainer/CMakeLists.txt.
 add_library(recall_trainer_data STATIC
   ${CMAKE_CURRENT_LIST_DIR}/dataset.cc
+  ${CMAKE_CURRENT_LIST_DIR}/dataset_text.cc
+  ${CMAKE_CURRENT_LIST_DIR}/interactions.cc
   ${CMAKE_CURRENT_LIST_DIR}/synthetic.cc
   ${CMAKE_CURRENT_LIST_DIR}/evaluator.cc
 )

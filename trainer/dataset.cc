@@ -1,3 +1,5 @@
+// Dataset itself, and its dense-id formats: LightGCN train/test files and the items.tsv /
+// users.tsv feature files (read and written). Generic interactions files: interactions.cc.
 #include "trainer/dataset.h"
 
 #include <algorithm>
@@ -22,81 +24,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "model/whole_file.h"
+#include "trainer/dataset_text.h"
+
 
 namespace recall::trainer {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Ids must stay below this bound: it keeps a corrupt file from asking for terabytes of memory.
-constexpr int64_t kMaxId = int64_t{1} << 31;
-
-// Dense-id formats (LightGCN files, items.tsv/users.tsv) size their tables by the largest id, so
-// one stray huge id (a timestamp in the wrong column, a hashed id) would allocate gigabytes of
-// empty entities and crash the trainer. Ids may leave gaps, but the largest must stay below
-// kDenseSlack + kDenseFactor * (distinct ids seen); real dense files are far inside it.
-constexpr int64_t kDenseSlack = int64_t{1} << 20;
-constexpr int64_t kDenseFactor = 16;
-
-// The item id the index reserves (EmbeddingIndex::kReservedId, FAISS's "no result" label): an
-// item carrying it could never be served, so files that name external item ids refuse it.
-constexpr int64_t kReservedItemId = -1;
-
-bool TooSparse(int64_t max_id, int64_t distinct) {
-  return max_id >= kDenseSlack + kDenseFactor * distinct;
-}
-
-void SortUnique(std::vector<int64_t>* v) {
-  std::sort(v->begin(), v->end());
-  v->erase(std::unique(v->begin(), v->end()), v->end());
-}
-
-absl::Status WriteWholeFile(const std::string& path, const std::string& contents) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
-  out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
-  out.close();
-  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
-  return absl::OkStatus();
-}
-
-// Calls fn(line, 1-based line number) for every line; strips a trailing '\r'.
-template <typename Fn>
-absl::Status ForEachLine(absl::string_view text, Fn&& fn) {
-  int64_t line_no = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == absl::string_view::npos) end = text.size();
-    absl::string_view line = text.substr(pos, end - pos);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    ++line_no;
-    absl::Status s = fn(line, line_no);
-    if (!s.ok()) return s;
-    pos = end + 1;
-  }
-  return absl::OkStatus();
-}
-
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r'; }
-
-// Parses a non-negative id below kMaxId; false on anything else.
-bool ParseId(absl::string_view tok, int64_t* out) {
-  int64_t v = 0;
-  auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
-  if (ec != std::errc() || p != tok.data() + tok.size() || v < 0 || v >= kMaxId) return false;
-  *out = v;
-  return true;
-}
-
-// Parses any int64 (the external ids of the generic formats); false on anything else.
-bool ParseExternalId(absl::string_view tok, int64_t* out) {
-  int64_t v = 0;
-  auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
-  if (tok.empty() || ec != std::errc() || p != tok.data() + tok.size()) return false;
-  *out = v;
-  return true;
-}
 
 // One LightGCN file, parsed: its lines as (user, items), and where the largest ids are.
 struct LightGcnFile {
@@ -161,110 +95,6 @@ absl::Status CheckDense(const std::string& path, int64_t line_no, absl::string_v
   return absl::InvalidArgumentError(absl::StrCat(
       path, ":", line_no, ": ", what, " id ", max_id, " is out of range: the ids are dense ",
       "(0..n-1) and only ", distinct, " distinct ", what, " ids were seen"));
-}
-
-constexpr absl::string_view kNumericSuffix = ":num";
-
-bool IsNumericColumn(absl::string_view name) {
-  return name.size() > kNumericSuffix.size() && absl::EndsWith(name, kNumericSuffix);
-}
-
-// A numeric cell: empty (missing -> NaN) or a number finite as a float.
-bool ParseNumericCell(absl::string_view v, float* out) {
-  v = absl::StripAsciiWhitespace(v);
-  if (v.empty()) {
-    *out = std::numeric_limits<float>::quiet_NaN();
-    return true;
-  }
-  double d = 0;
-  if (!absl::SimpleAtod(v, &d) || !std::isfinite(d) || !std::isfinite(static_cast<float>(d))) {
-    return false;
-  }
-  *out = static_cast<float>(d);
-  return true;
-}
-
-// Checks the numeric cells of one data row (fields[1..] against names[0..]).
-absl::Status CheckNumericCells(const std::string& path, int64_t line_no,
-                               const std::vector<std::string>& names,
-                               const std::vector<absl::string_view>& fields) {
-  for (size_t j = 0; j < names.size(); ++j) {
-    float x;
-    if (IsNumericColumn(names[j]) && !ParseNumericCell(fields[j + 1], &x)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": column '", names[j], "' needs a finite number or ",
-                       "nothing, got '", fields[j + 1].substr(0, 40), "'"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Moves the ":num" columns of names/values (already checked) into num_names (without the
-// suffix) / num_values.
-void SplitNumericColumns(std::vector<std::string>* names,
-                         std::vector<std::vector<std::string>>* values,
-                         std::vector<std::string>* num_names,
-                         std::vector<std::vector<float>>* num_values) {
-  num_names->clear();
-  num_values->clear();
-  size_t kept = 0;
-  for (size_t f = 0; f < names->size(); ++f) {
-    if (!IsNumericColumn((*names)[f])) {
-      if (kept != f) {
-        (*names)[kept] = std::move((*names)[f]);
-        (*values)[kept] = std::move((*values)[f]);
-      }
-      ++kept;
-      continue;
-    }
-    const std::string& n = (*names)[f];
-    num_names->push_back(n.substr(0, n.size() - kNumericSuffix.size()));
-    std::vector<float> col((*values)[f].size());
-    for (size_t e = 0; e < col.size(); ++e) ParseNumericCell((*values)[f][e], &col[e]);
-    num_values->push_back(std::move(col));
-  }
-  names->resize(kept);
-  values->resize(kept);
-}
-
-// Appends numeric columns as ":num" string columns (the inverse of SplitNumericColumns).
-void JoinNumericColumns(const std::vector<std::string>& num_names,
-                        const std::vector<std::vector<float>>& num_values,
-                        std::vector<std::string>* names,
-                        std::vector<std::vector<std::string>>* values) {
-  for (size_t f = 0; f < num_names.size() && f < num_values.size(); ++f) {
-    names->push_back(absl::StrCat(num_names[f], kNumericSuffix));
-    std::vector<std::string> col(num_values[f].size());
-    for (size_t e = 0; e < col.size(); ++e) {
-      if (!std::isnan(num_values[f][e])) col[e] = absl::StrFormat("%.9g", num_values[f][e]);
-    }
-    values->push_back(std::move(col));
-  }
-}
-
-// Splits a TSV line on tabs, keeping empty fields.
-std::vector<absl::string_view> SplitTabs(absl::string_view line) {
-  return absl::StrSplit(line, '\t');
-}
-
-// The feature column names of a header (after its id column): none empty, none twice (a
-// ":num" column counts under its name without the suffix, which is the feature's name).
-absl::Status CheckHeaderNames(const std::string& path, int64_t line_no,
-                              const std::vector<std::string>& names) {
-  absl::flat_hash_set<absl::string_view> seen;
-  for (size_t j = 0; j < names.size(); ++j) {
-    absl::string_view n = names[j];
-    if (IsNumericColumn(n)) n.remove_suffix(kNumericSuffix.size());
-    if (absl::StripAsciiWhitespace(n).empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": column ", j + 2, " has an empty name"));
-    }
-    if (!seen.insert(n).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": duplicate column '", n, "'"));
-    }
-  }
-  return absl::OkStatus();
 }
 
 // Reads dir/<file> (header "<id_col>\t<name>...") into names/values; grows *num_entities.
@@ -392,77 +222,6 @@ void AppendLightGcn(const std::vector<std::vector<int64_t>>& lists, int64_t num_
   }
 }
 
-// ---- Generic delimited files (LoadInteractions) ----
-
-enum class Sep { kTab, kComma, kSpace };
-
-Sep DetectSep(absl::string_view line) {
-  if (line.find('\t') != absl::string_view::npos) return Sep::kTab;
-  if (line.find(',') != absl::string_view::npos) return Sep::kComma;
-  return Sep::kSpace;
-}
-
-std::vector<absl::string_view> SplitFields(absl::string_view line, Sep sep) {
-  std::vector<absl::string_view> f;
-  if (sep == Sep::kSpace) {
-    f = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-  } else {
-    f = absl::StrSplit(line, sep == Sep::kTab ? '\t' : ',');
-    for (auto& x : f) x = absl::StripAsciiWhitespace(x);
-  }
-  return f;
-}
-
-// Header "<id column><sep><name>..." then "<external id><sep><value>..." rows. `items`: the
-// ids are item ids, which must not be the index's reserved id.
-absl::Status ReadExternalFeatures(const std::string& path, bool items,
-                                  std::vector<std::string>* names,
-                                  absl::flat_hash_map<int64_t, std::vector<std::string>>* rows) {
-  absl::StatusOr<std::string> text = ReadWholeFile(path);
-  if (!text.ok()) return text.status();
-  bool have_header = false;
-  Sep sep = Sep::kTab;
-  absl::Status s = ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
-    if (absl::StripAsciiWhitespace(line).empty()) return absl::OkStatus();
-    if (!have_header) {
-      sep = DetectSep(line);
-      std::vector<absl::string_view> f = SplitFields(line, sep);
-      names->clear();
-      for (size_t j = 1; j < f.size(); ++j) names->emplace_back(f[j]);
-      have_header = true;
-      return CheckHeaderNames(path, line_no, *names);
-    }
-    std::vector<absl::string_view> f = SplitFields(line, sep);
-    if (f.size() != names->size() + 1) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": expected ",
-                                                     names->size() + 1, " fields, got ", f.size()));
-    }
-    int64_t id;
-    if (!ParseExternalId(f[0], &id)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ":", line_no, ": invalid id '", f[0].substr(0, 40), "'"));
-    }
-    if (items && id == kReservedItemId) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ":", line_no, ": item id -1 is reserved (the index's \"no result\" id)"));
-    }
-    if (absl::Status c = CheckNumericCells(path, line_no, *names, f); !c.ok()) return c;
-    std::vector<std::string> vals;
-    for (size_t j = 1; j < f.size(); ++j) vals.emplace_back(f[j]);
-    if (!rows->emplace(id, std::move(vals)).second) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": duplicate id ", id));
-    }
-    return absl::OkStatus();
-  });
-  if (!s.ok()) return s;
-  if (!have_header) return absl::InvalidArgumentError(absl::StrCat(path, ": empty file, no header"));
-  return absl::OkStatus();
-}
-
-int64_t DenseOf(const std::vector<int64_t>& sorted_ext, int64_t ext) {
-  return std::lower_bound(sorted_ext.begin(), sorted_ext.end(), ext) - sorted_ext.begin();
-}
-
 // Moves an "external_id" first column (written by WriteDatasetFiles) into ids.
 absl::Status TakeExternalIdColumn(const std::string& what, std::vector<std::string>* names,
                                   std::vector<std::vector<std::string>>* values,
@@ -479,7 +238,6 @@ absl::Status TakeExternalIdColumn(const std::string& what, std::vector<std::stri
   values->erase(values->begin());
   return absl::OkStatus();
 }
-
 }  // namespace
 
 int64_t Dataset::num_train_interactions() const {
@@ -659,157 +417,6 @@ absl::StatusOr<Dataset> LoadDatasetDir(const std::string& dir) {
   if (!d.ok()) return d.status();
   absl::Status s = LoadFeatureFiles(dir, &*d);
   if (!s.ok()) return s;
-  return d;
-}
-
-absl::StatusOr<Dataset> LoadInteractions(const std::string& path, const InteractionsOptions& o) {
-  absl::StatusOr<std::string> text = ReadWholeFile(path);
-  if (!text.ok()) return text.status();
-  struct Row {
-    int64_t user, item;
-    double ts;
-  };
-  std::vector<Row> rows;
-  bool first = true;
-  Sep sep = Sep::kSpace;
-  size_t num_fields = 0;
-  absl::Status s = ForEachLine(*text, [&](absl::string_view line, int64_t line_no) -> absl::Status {
-    line = absl::StripAsciiWhitespace(line);
-    if (line.empty()) return absl::OkStatus();
-    if (first) sep = DetectSep(line);
-    std::vector<absl::string_view> f = SplitFields(line, sep);
-    int64_t user = 0, item = 0;
-    const bool user_ok = !f.empty() && ParseExternalId(f[0], &user);
-    if (first) {
-      first = false;
-      if (!user_ok) return absl::OkStatus();  // header
-    }
-    if (num_fields == 0) {
-      if (f.size() != 2 && f.size() != 3) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ":", line_no, ": expected user, item[, timestamp]; got ", f.size(), " fields"));
-      }
-      num_fields = f.size();
-    } else if (f.size() != num_fields) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": expected ", num_fields,
-                                                     " fields like the first row, got ", f.size()));
-    }
-    if (!user_ok) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": invalid user id '",
-                                                     f[0].substr(0, 40), "'"));
-    }
-    if (!ParseExternalId(f[1], &item)) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": invalid item id '",
-                                                     f[1].substr(0, 40), "'"));
-    }
-    if (item == kReservedItemId) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ":", line_no, ": item id -1 is reserved (the index's \"no result\" id)"));
-    }
-    double ts = 0.0;
-    if (num_fields == 3 && (!absl::SimpleAtod(f[2], &ts) || !std::isfinite(ts))) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": invalid timestamp '",
-                                                     f[2].substr(0, 40), "'"));
-    }
-    rows.push_back({user, item, ts});
-    return absl::OkStatus();
-  });
-  if (!s.ok()) return s;
-  if (rows.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, first ? ": empty file" : ": no interaction rows (only a header)"));
-  }
-
-  std::vector<std::string> user_names, item_names;
-  absl::flat_hash_map<int64_t, std::vector<std::string>> user_feats, item_feats;
-  if (!o.user_features.empty()) {
-    s = ReadExternalFeatures(o.user_features, false, &user_names, &user_feats);
-    if (!s.ok()) return s;
-  }
-  if (!o.item_features.empty()) {
-    s = ReadExternalFeatures(o.item_features, true, &item_names, &item_feats);
-    if (!s.ok()) return s;
-  }
-
-  Dataset d;
-  d.name = !o.name.empty() ? o.name : fs::path(path).stem().string();
-  for (const Row& r : rows) {
-    d.user_ids.push_back(r.user);
-    d.item_ids.push_back(r.item);
-  }
-  for (const auto& [id, v] : user_feats) d.user_ids.push_back(id);
-  for (const auto& [id, v] : item_feats) d.item_ids.push_back(id);
-  SortUnique(&d.user_ids);
-  SortUnique(&d.item_ids);
-  if (static_cast<int64_t>(d.user_ids.size()) >= kMaxId ||
-      static_cast<int64_t>(d.item_ids.size()) >= kMaxId) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": more than 2^31 users or items"));
-  }
-  d.num_users = static_cast<int64_t>(d.user_ids.size());
-  d.num_items = static_cast<int64_t>(d.item_ids.size());
-
-  // Rows in dense ids, grouped by user; repeated pairs keep the latest timestamp.
-  for (Row& r : rows) {
-    r.user = DenseOf(d.user_ids, r.user);
-    r.item = DenseOf(d.item_ids, r.item);
-  }
-  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return std::tie(a.user, a.item, b.ts) < std::tie(b.user, b.item, a.ts);  // latest first
-  });
-  rows.erase(std::unique(rows.begin(), rows.end(),
-                         [](const Row& a, const Row& b) { return a.user == b.user && a.item == b.item; }),
-             rows.end());
-
-  d.train.assign(d.num_users, {});
-  d.test.assign(d.num_users, {});
-  std::mt19937_64 rng(o.seed);
-  const bool temporal = num_fields == 3;
-  std::vector<Row> mine;
-  for (size_t begin = 0; begin < rows.size();) {
-    size_t end = begin;
-    while (end < rows.size() && rows[end].user == rows[begin].user) ++end;
-    mine.assign(rows.begin() + begin, rows.begin() + end);
-    const int64_t u = rows[begin].user;
-    const int64_t n = static_cast<int64_t>(mine.size());
-    int64_t num_test = 0;
-    if (n >= 2 && o.test_fraction > 0) {
-      num_test = std::clamp<int64_t>(std::llround(o.test_fraction * static_cast<double>(n)), 1,
-                                     n - 1);
-    }
-    if (temporal) {
-      // Oldest first; dense item order equals external id order, so ties go by external id.
-      std::stable_sort(mine.begin(), mine.end(),
-                       [](const Row& a, const Row& b) { return a.ts < b.ts; });
-    } else {
-      for (int64_t i = n - 1; i > 0; --i) {
-        const int64_t j = static_cast<int64_t>(
-            (static_cast<unsigned __int128>(rng()) * static_cast<uint64_t>(i + 1)) >> 64);
-        std::swap(mine[i], mine[j]);
-      }
-    }
-    for (int64_t j = 0; j < n; ++j) (j < n - num_test ? d.train[u] : d.test[u]).push_back(mine[j].item);
-    std::sort(d.train[u].begin(), d.train[u].end());
-    std::sort(d.test[u].begin(), d.test[u].end());
-    begin = end;
-  }
-
-  auto place = [](const std::vector<std::string>& names,
-                  const absl::flat_hash_map<int64_t, std::vector<std::string>>& feats,
-                  const std::vector<int64_t>& ext, std::vector<std::vector<std::string>>* values) {
-    values->assign(names.size(), std::vector<std::string>(ext.size()));
-    for (const auto& [id, vals] : feats) {
-      const int64_t e = DenseOf(ext, id);
-      for (size_t f = 0; f < vals.size(); ++f) (*values)[f][e] = vals[f];
-    }
-  };
-  d.user_cat_names = user_names;
-  d.item_cat_names = item_names;
-  place(user_names, user_feats, d.user_ids, &d.user_cat_values);
-  place(item_names, item_feats, d.item_ids, &d.item_cat_values);
-  SplitNumericColumns(&d.user_cat_names, &d.user_cat_values, &d.user_num_names,
-                      &d.user_num_values);
-  SplitNumericColumns(&d.item_cat_names, &d.item_cat_values, &d.item_num_names,
-                      &d.item_num_values);
   return d;
 }
 

@@ -1,3 +1,5 @@
+// The training loop (Trainer::Train / TrainEpoch / Step) and what reads the towers after it:
+// embeddings and evaluation. The units it drives are in trainer.h.
 #include "trainer/trainer.h"
 
 #include <glog/logging.h>
