@@ -259,8 +259,7 @@ absl::Status FeatureEncoder::ValidateItem(const recall::v1::ItemFeatures& item,
                       prefix, [this](int f, float x) { return NormalizeItemNumeric(f, x); });
 }
 
-UserBatch FeatureEncoder::EncodeUsers(
-    absl::Span<const recall::v1::UserFeatures* const> users) const {
+UserBatch FeatureEncoder::EncodeUserRows(absl::Span<const UserRows> users) const {
   const int64_t b = static_cast<int64_t>(users.size());
   const int64_t len = spec_.history_length();
   const int64_t nc = spec_.user_categorical_size(), nn = spec_.user_numeric_size();
@@ -270,11 +269,74 @@ UserBatch FeatureEncoder::EncodeUsers(
   auto mask = out.history_mask.accessor<float, 2>();
   auto cat = out.categorical.accessor<int64_t, 2>();
   auto num = out.numeric.accessor<float, 2>();
-  for (int64_t i = 0; i < b; ++i) {
+  for (int64_t r = 0; r < b; ++r) {
+    const UserRows& u = users[r];
+    uid[r] = u.id;
+    const int64_t take = std::min<int64_t>(len, static_cast<int64_t>(u.history.size()));
+    for (int64_t j = 0; j < take; ++j) {
+      hist[r][j] = u.history[j];
+      mask[r][j] = 1.0f;
+    }
+    for (int64_t f = 0; f < nc && f < static_cast<int64_t>(u.categorical.size()); ++f) {
+      cat[r][f] = u.categorical[f];
+    }
+    for (int64_t f = 0; f < nn && f < static_cast<int64_t>(u.numeric.size()); ++f) {
+      num[r][f] = u.numeric[f];
+    }
+  }
+  return out;
+}
+
+ItemBatch FeatureEncoder::EncodeItemRows(absl::Span<const ItemRows> items,
+                                         int64_t audience_length, int64_t neighbor_length) const {
+  const int64_t b = static_cast<int64_t>(items.size());
+  const int64_t nc = spec_.item_categorical_size(), nn = spec_.item_numeric_size();
+  ItemBatch out = ItemBatch::Allocate(b, nc, nn, audience_length, neighbor_length);
+  auto iid = out.item_id.accessor<int64_t, 1>();
+  auto cat = out.categorical.accessor<int64_t, 2>();
+  auto num = out.numeric.accessor<float, 2>();
+  // A list input: the first `width` rows, mask 1 (padding rows stay 0 with mask 0).
+  auto put_list = [b](const at::Tensor& ids, const at::Tensor& mask, int64_t width,
+                      auto list_of) {
+    if (width <= 0) return;
+    auto id = ids.accessor<int64_t, 2>();
+    auto m = mask.accessor<float, 2>();
+    for (int64_t r = 0; r < b; ++r) {
+      const absl::Span<const int64_t> rows = list_of(r);
+      const int64_t take = std::min<int64_t>(width, static_cast<int64_t>(rows.size()));
+      for (int64_t j = 0; j < take; ++j) {
+        id[r][j] = rows[j];
+        m[r][j] = 1.0f;
+      }
+    }
+  };
+  put_list(out.audience, out.audience_mask, audience_length,
+           [&](int64_t r) { return items[r].audience; });
+  put_list(out.neighbors, out.neighbors_mask, neighbor_length,
+           [&](int64_t r) { return items[r].neighbors; });
+  for (int64_t r = 0; r < b; ++r) {
+    const ItemRows& it = items[r];
+    iid[r] = it.id;
+    for (int64_t f = 0; f < nc && f < static_cast<int64_t>(it.categorical.size()); ++f) {
+      cat[r][f] = it.categorical[f];
+    }
+    for (int64_t f = 0; f < nn && f < static_cast<int64_t>(it.numeric.size()); ++f) {
+      num[r][f] = it.numeric[f];
+    }
+  }
+  return out;
+}
+
+UserBatch FeatureEncoder::EncodeUsers(
+    absl::Span<const recall::v1::UserFeatures* const> users) const {
+  const int64_t len = spec_.history_length();
+  const int64_t nc = spec_.user_categorical_size(), nn = spec_.user_numeric_size();
+  std::vector<std::vector<int64_t>> history(users.size()), cats(users.size());
+  std::vector<std::vector<float>> nums(users.size());
+  std::vector<UserRows> rows(users.size());
+  for (size_t i = 0; i < users.size(); ++i) {
     const auto& u = *users[i];
-    uid[i] = UserRow(u.user_id());
     // Most recent last: keep the last `len` known items, in order.
-    int64_t slot = 0;
     const int n = u.history_item_ids_size();
     int start = n;
     int64_t known = 0;
@@ -282,49 +344,49 @@ UserBatch FeatureEncoder::EncodeUsers(
       --start;
       if (ItemRow(u.history_item_ids(start)) != 0) ++known;
     }
-    for (int j = start; j < n && slot < len; ++j) {
+    for (int j = start; j < n; ++j) {
       const int64_t row = ItemRow(u.history_item_ids(j));
-      if (row == 0) continue;
-      hist[i][slot] = row;
-      mask[i][slot] = 1.0f;
-      ++slot;
+      if (row != 0) history[i].push_back(row);
     }
     for (int64_t f = 0; f < nc; ++f) {
       auto it = u.categorical().find(spec_.user_categorical(f).name());
-      cat[i][f] = UserCategoricalRow(f, it == u.categorical().end() ? "" : it->second);
+      cats[i].push_back(UserCategoricalRow(f, it == u.categorical().end() ? "" : it->second));
     }
+    nums[i].assign(nn, 0.0f);
     for (int64_t f = 0; f < nn; ++f) {
       auto it = u.numeric().find(spec_.user_numeric(f).name());
-      if (it != u.numeric().end()) num[i][f] = NormalizeUserNumeric(f, it->second);
+      if (it != u.numeric().end()) nums[i][f] = NormalizeUserNumeric(f, it->second);
     }
+    rows[i] = {UserRow(u.user_id()), history[i], cats[i], nums[i]};
   }
-  return out;
+  return EncodeUserRows(rows);
 }
 
 ItemBatch FeatureEncoder::EncodeItems(
     absl::Span<const recall::v1::ItemFeatures* const> items) const {
-  const int64_t b = static_cast<int64_t>(items.size());
   const int64_t nc = spec_.item_categorical_size(), nn = spec_.item_numeric_size();
-  // An online item has no known audience or neighbours: the padding row with mask 0 (pooled to
-  // zeros, as an item nobody has interacted with yet).
-  ItemBatch out = ItemBatch::Allocate(b, nc, nn, spec_.item_audience_length(),
-                                      spec_.item_neighbor_length());
-  auto iid = out.item_id.accessor<int64_t, 1>();
-  auto cat = out.categorical.accessor<int64_t, 2>();
-  auto num = out.numeric.accessor<float, 2>();
-  for (int64_t i = 0; i < b; ++i) {
+  std::vector<std::vector<int64_t>> cats(items.size());
+  std::vector<std::vector<float>> nums(items.size());
+  std::vector<ItemRows> rows(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
     const auto& it = *items[i];
-    iid[i] = ItemRow(it.item_id());
     for (int64_t f = 0; f < nc; ++f) {
       auto c = it.categorical().find(spec_.item_categorical(f).name());
-      cat[i][f] = ItemCategoricalRow(f, c == it.categorical().end() ? "" : c->second);
+      cats[i].push_back(ItemCategoricalRow(f, c == it.categorical().end() ? "" : c->second));
     }
+    nums[i].assign(nn, 0.0f);
     for (int64_t f = 0; f < nn; ++f) {
       auto x = it.numeric().find(spec_.item_numeric(f).name());
-      if (x != it.numeric().end()) num[i][f] = NormalizeItemNumeric(f, x->second);
+      if (x != it.numeric().end()) nums[i][f] = NormalizeItemNumeric(f, x->second);
     }
+    ItemRows& r = rows[i];
+    r.id = ItemRow(it.item_id());
+    r.categorical = cats[i];
+    r.numeric = nums[i];
   }
-  return out;
+  // An online item has no known audience or neighbours: the padding row with mask 0 (pooled to
+  // zeros, as an item nobody has interacted with yet).
+  return EncodeItemRows(rows, spec_.item_audience_length(), spec_.item_neighbor_length());
 }
 
 }  // namespace recall

@@ -75,6 +75,25 @@ struct ItemBatch {
   }
 };
 
+// One user resolved to table rows: what the trainer precomputes once per dataset and a request
+// resolves from its features. EncodeUserRows writes UserBatch's layout from it, the one place
+// that layout is written.
+struct UserRows {
+  int64_t id = 0;                         // row of the user id table
+  absl::Span<const int64_t> history;      // item rows, most recent last; past the width: dropped
+  absl::Span<const int64_t> categorical;  // one row per categorical feature of the spec
+  absl::Span<const float> numeric;        // standardized, one per numeric feature (0 = missing)
+};
+// The same for an item; audience (user rows) and neighbours (item rows) past their widths are
+// dropped.
+struct ItemRows {
+  int64_t id = 0;
+  absl::Span<const int64_t> audience;
+  absl::Span<const int64_t> neighbors;
+  absl::Span<const int64_t> categorical;
+  absl::Span<const float> numeric;
+};
+
 // Checks a spec for internal consistency (names unique, buckets >= 1, std > 0, ...).
 absl::Status ValidateFeatureSpec(const recall::v1::FeatureSpec& spec);
 
@@ -112,6 +131,14 @@ class FeatureEncoder {
   // Encodes already-validated features.
   UserBatch EncodeUsers(absl::Span<const recall::v1::UserFeatures* const> users) const;
   ItemBatch EncodeItems(absl::Span<const recall::v1::ItemFeatures* const> items) const;
+
+  // --- Row-level encoding (both of the above, and the trainer's batches). ---
+  // Users with history width spec().history_length().
+  UserBatch EncodeUserRows(absl::Span<const UserRows> users) const;
+  // Items with audience and neighbour inputs of these widths (0: none); training samples a
+  // narrower audience than evaluation and export (spec().item_audience_length()).
+  ItemBatch EncodeItemRows(absl::Span<const ItemRows> items, int64_t audience_length,
+                           int64_t neighbor_length) const;
 
  private:
   FeatureEncoder() = default;

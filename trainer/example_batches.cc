@@ -239,27 +239,19 @@ UserBatch ExampleBatches::UserBatchWith(
     const std::vector<int64_t>& users,
     const std::function<void(int64_t, int64_t, std::vector<int64_t>*)>& pick_history) const {
   const int64_t b = static_cast<int64_t>(users.size()), len = config_.history_length();
-  const int64_t nc = dataset_.user_cat_names.size(), nn = dataset_.user_num_names.size();
-  UserBatch out = UserBatch::Allocate(b, len, nc, nn);
-  auto uid = out.user_id.accessor<int64_t, 1>();
-  auto hist = out.history.accessor<int64_t, 2>();
-  auto mask = out.history_mask.accessor<float, 2>();
-  auto cat = out.categorical.accessor<int64_t, 2>();
-  auto num = out.numeric.accessor<float, 2>();
+  std::vector<std::vector<int64_t>> history(b);
+  std::vector<UserRows> rows(b);
   std::vector<int64_t> picked;
   for (int64_t r = 0; r < b; ++r) {
     const int64_t u = users[r];
-    uid[r] = user_row_[u];
-    for (int64_t f = 0; f < nc; ++f) cat[r][f] = user_cat_rows_[u][f];
-    for (int64_t f = 0; f < nn; ++f) num[r][f] = user_num_rows_[u][f];
     picked.clear();
     pick_history(r, u, &picked);
-    for (int64_t j = 0; j < static_cast<int64_t>(picked.size()) && j < len; ++j) {
-      hist[r][j] = item_row_[picked[j]];
-      mask[r][j] = 1.0f;
-    }
+    const int64_t take = std::min<int64_t>(len, static_cast<int64_t>(picked.size()));
+    history[r].reserve(take);
+    for (int64_t j = 0; j < take; ++j) history[r].push_back(item_row_[picked[j]]);
+    rows[r] = {user_row_[u], history[r], user_cat_rows_[u], user_num_rows_[u]};
   }
-  return out;
+  return encoder_->EncodeUserRows(rows);
 }
 
 UserBatch ExampleBatches::TrainUserBatch(const std::vector<int64_t>& users,
@@ -325,75 +317,65 @@ ItemBatch ExampleBatches::KeyItemBatch(const std::vector<int64_t>& items) const 
 }
 
 ItemBatch ExampleBatches::ItemBatchWith(const std::vector<int64_t>& items,
-                                 const std::vector<std::vector<int64_t>>& audience,
-                                 const std::vector<std::vector<int64_t>>& neighbors,
-                                 int64_t len) const {
-  const int64_t b = static_cast<int64_t>(items.size());
-  const int64_t nc = dataset_.item_cat_names.size(), nn = dataset_.item_num_names.size();
-  const int64_t nb = config_.item_neighbor_length();
-  ItemBatch out = ItemBatch::Allocate(b, nc, nn, len, nb);
+                                        const std::vector<std::vector<int64_t>>& audience,
+                                        const std::vector<std::vector<int64_t>>& neighbors,
+                                        int64_t len) const {
+  std::vector<std::vector<int64_t>> audience_rows;
   if (len > 0 && !audience.empty()) {
-    auto aud = out.audience.accessor<int64_t, 2>();
-    auto mask = out.audience_mask.accessor<float, 2>();
-    for (int64_t r = 0; r < b; ++r) {
+    audience_rows.resize(items.size());
+    for (size_t r = 0; r < items.size(); ++r) {
       const auto& users = audience[items[r]];
-      const int64_t take = std::min<int64_t>(len, users.size());
-      for (int64_t j = 0; j < take; ++j) {
-        aud[r][j] = user_row_[users[j]];
-        mask[r][j] = 1.0f;
-      }
+      const int64_t take = std::min<int64_t>(len, static_cast<int64_t>(users.size()));
+      for (int64_t j = 0; j < take; ++j) audience_rows[r].push_back(user_row_[users[j]]);
     }
   }
-  if (nb > 0 && !neighbors.empty()) {
-    auto nbr = out.neighbors.accessor<int64_t, 2>();
-    auto mask = out.neighbors_mask.accessor<float, 2>();
-    for (int64_t r = 0; r < b; ++r) {
-      const auto& near = neighbors[items[r]];
-      const int64_t take = std::min<int64_t>(nb, near.size());
-      for (int64_t j = 0; j < take; ++j) {
-        nbr[r][j] = item_row_[near[j]];
-        mask[r][j] = 1.0f;
-      }
+  return EncodeItems(items, audience_rows, neighbors, len);
+}
+
+ItemBatch ExampleBatches::EncodeItems(const std::vector<int64_t>& items,
+                                      const std::vector<std::vector<int64_t>>& audience_rows,
+                                      const std::vector<std::vector<int64_t>>& neighbors,
+                                      int64_t audience_length) const {
+  const int64_t nb = config_.item_neighbor_length();
+  std::vector<std::vector<int64_t>> neighbor_rows(nb > 0 && !neighbors.empty() ? items.size() : 0);
+  std::vector<ItemRows> rows(items.size());
+  for (size_t r = 0; r < items.size(); ++r) {
+    const int64_t i = items[r];
+    if (!neighbor_rows.empty()) {
+      const int64_t take = std::min<int64_t>(nb, static_cast<int64_t>(neighbors[i].size()));
+      for (int64_t j = 0; j < take; ++j) neighbor_rows[r].push_back(item_row_[neighbors[i][j]]);
+      rows[r].neighbors = neighbor_rows[r];
     }
+    if (!audience_rows.empty()) rows[r].audience = audience_rows[r];
+    rows[r].id = item_row_[i];
+    rows[r].categorical = item_cat_rows_[i];
+    rows[r].numeric = item_num_rows_[i];
   }
-  auto iid = out.item_id.accessor<int64_t, 1>();
-  auto cat = out.categorical.accessor<int64_t, 2>();
-  auto num = out.numeric.accessor<float, 2>();
-  for (int64_t r = 0; r < b; ++r) {
-    iid[r] = item_row_[items[r]];
-    for (int64_t f = 0; f < nc; ++f) cat[r][f] = item_cat_rows_[items[r]][f];
-    for (int64_t f = 0; f < nn; ++f) num[r][f] = item_num_rows_[items[r]][f];
-  }
-  return out;
+  return encoder_->EncodeItemRows(rows, audience_length, nb);
 }
 
 ItemBatch ExampleBatches::TrainItemBatch(const std::vector<int64_t>& items,
-                                  const std::vector<int64_t>& users,
-                                  std::mt19937_64& rng) const {
+                                         const std::vector<int64_t>& users,
+                                         std::mt19937_64& rng) const {
   const int64_t len = config_.item_audience_length();
-  // Neighbours are fixed (fit split); the audience is drawn afresh below.
-  ItemBatch out = ItemBatchWith(items, {}, fit_graph_.neighbors, len);
-  if (len <= 0) return out;
-  auto aud = out.audience.accessor<int64_t, 2>();
-  auto mask = out.audience_mask.accessor<float, 2>();
+  // Neighbours are fixed (fit split); the audience is drawn afresh.
+  if (len <= 0) return EncodeItems(items, {}, fit_graph_.neighbors, len);
+  std::vector<std::vector<int64_t>> audience_rows(items.size());
   std::vector<int64_t> picked;
-  for (int64_t r = 0; r < out.size(); ++r) {
+  for (size_t r = 0; r < items.size(); ++r) {
     picked.clear();
-    const int64_t own = r < static_cast<int64_t>(users.size()) ? users[r] : -1;
+    const int64_t own = r < users.size() ? users[r] : -1;
     for (int64_t u : fit_graph_.audience[items[r]]) {
       if (u != own) picked.push_back(u);
     }
-    const int64_t take = std::min<int64_t>(len, picked.size());
-    int64_t kept = 0;
+    const int64_t take = std::min<int64_t>(len, static_cast<int64_t>(picked.size()));
     for (int64_t j = 0; j < take; ++j) {  // partial Fisher-Yates: a uniform subset
       std::swap(picked[j], picked[j + UniformBelow(rng, picked.size() - j)]);
       if (config_.audience_dropout() > 0 && Draw(rng, config_.audience_dropout())) continue;
-      aud[r][kept] = user_row_[picked[j]];
-      mask[r][kept] = 1.0f;
-      ++kept;
+      audience_rows[r].push_back(user_row_[picked[j]]);
     }
   }
-  return out;
+  return EncodeItems(items, audience_rows, fit_graph_.neighbors, len);
 }
 
 UserBatch ExampleBatches::MaskedView(const UserBatch& b, std::mt19937_64& rng) const {

@@ -99,6 +99,12 @@ class ExampleBatches {
                           const std::vector<std::vector<int64_t>>& audience,
                           const std::vector<std::vector<int64_t>>& neighbors,
                           int64_t audience_length) const;
+  // Items through the encoder with `audience_rows` (user rows per batch row; empty: none) and
+  // the `neighbors` lists (dense ids per item; empty: none).
+  ItemBatch EncodeItems(const std::vector<int64_t>& items,
+                        const std::vector<std::vector<int64_t>>& audience_rows,
+                        const std::vector<std::vector<int64_t>>& neighbors,
+                        int64_t audience_length) const;
 
   const Dataset& dataset_;
   const recall::v1::TrainConfig config_;
