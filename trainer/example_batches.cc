@@ -154,41 +154,49 @@ absl::StatusOr<std::unique_ptr<ExampleBatches>> ExampleBatches::Create(
   return t;
 }
 
+namespace {
+
+// One side's encoder rows (users or items): id rows, categorical rows, and numeric values
+// standardized by the encoder's own function (what the server applies to a request; a
+// missing value is the mean, i.e. 0).
+template <typename IdRow, typename CatRow, typename Normalize>
+void SideRows(int64_t n, const std::vector<std::vector<std::string>>& cat_values,
+              const std::vector<std::vector<float>>& num_values, IdRow id_row, CatRow cat_row,
+              Normalize normalize, std::vector<int64_t>* rows,
+              std::vector<std::vector<int64_t>>* cat_rows,
+              std::vector<std::vector<float>>* num_rows) {
+  rows->resize(n);
+  cat_rows->assign(n, std::vector<int64_t>(cat_values.size()));
+  num_rows->assign(n, std::vector<float>(num_values.size(), 0.0f));
+  for (int64_t e = 0; e < n; ++e) {
+    (*rows)[e] = id_row(e);
+    for (size_t f = 0; f < cat_values.size(); ++f) {
+      (*cat_rows)[e][f] = cat_row(static_cast<int>(f), cat_values[f][e]);
+    }
+    for (size_t f = 0; f < num_values.size(); ++f) {
+      const float x = num_values[f][e];
+      if (!std::isnan(x)) (*num_rows)[e][f] = normalize(static_cast<int>(f), x);
+    }
+  }
+}
+
+}  // namespace
+
 void ExampleBatches::PrecomputeRows() {
   const Dataset& d = dataset_;
   const FeatureEncoder& e = *encoder_;
-  user_row_.resize(d.num_users);
-  user_cat_rows_.assign(d.num_users, std::vector<int64_t>(d.user_cat_names.size()));
-  for (int64_t u = 0; u < d.num_users; ++u) {
-    user_row_[u] = e.UserRow(d.ExternalUserId(u));
-    for (size_t f = 0; f < d.user_cat_names.size(); ++f) {
-      user_cat_rows_[u][f] = e.UserCategoricalRow(static_cast<int>(f), d.user_cat_values[f][u]);
-    }
-  }
-  item_row_.resize(d.num_items);
-  item_cat_rows_.assign(d.num_items, std::vector<int64_t>(d.item_cat_names.size()));
-  for (int64_t i = 0; i < d.num_items; ++i) {
-    item_row_[i] = e.ItemRow(d.ExternalItemId(i));
-    for (size_t f = 0; f < d.item_cat_names.size(); ++f) {
-      item_cat_rows_[i][f] = e.ItemCategoricalRow(static_cast<int>(f), d.item_cat_values[f][i]);
-    }
-  }
-  // Numeric features standardized by the encoder's own function (what the server applies to a
-  // request); a missing value is the mean, i.e. 0.
-  user_num_rows_.assign(d.num_users, std::vector<float>(d.user_num_names.size(), 0.0f));
-  for (size_t f = 0; f < d.user_num_names.size(); ++f) {
-    for (int64_t u = 0; u < d.num_users; ++u) {
-      const float x = d.user_num_values[f][u];
-      if (!std::isnan(x)) user_num_rows_[u][f] = e.NormalizeUserNumeric(static_cast<int>(f), x);
-    }
-  }
-  item_num_rows_.assign(d.num_items, std::vector<float>(d.item_num_names.size(), 0.0f));
-  for (size_t f = 0; f < d.item_num_names.size(); ++f) {
-    for (int64_t i = 0; i < d.num_items; ++i) {
-      const float x = d.item_num_values[f][i];
-      if (!std::isnan(x)) item_num_rows_[i][f] = e.NormalizeItemNumeric(static_cast<int>(f), x);
-    }
-  }
+  SideRows(
+      d.num_users, d.user_cat_values, d.user_num_values,
+      [&](int64_t u) { return e.UserRow(d.ExternalUserId(u)); },
+      [&](int f, const std::string& v) { return e.UserCategoricalRow(f, v); },
+      [&](int f, float x) { return e.NormalizeUserNumeric(f, x); }, &user_row_, &user_cat_rows_,
+      &user_num_rows_);
+  SideRows(
+      d.num_items, d.item_cat_values, d.item_num_values,
+      [&](int64_t i) { return e.ItemRow(d.ExternalItemId(i)); },
+      [&](int f, const std::string& v) { return e.ItemCategoricalRow(f, v); },
+      [&](int f, float x) { return e.NormalizeItemNumeric(f, x); }, &item_row_, &item_cat_rows_,
+      &item_num_rows_);
 }
 
 std::vector<std::pair<int64_t, int64_t>> ExampleBatches::TrainExamples() const {
