@@ -30,12 +30,15 @@ fi
 TCMALLOC=$(ldconfig -p | awk '/libtcmalloc_minimal.so.4 /{p = $NF} END {print p}')
 COMMON=(--batch_size="$BATCH" --history_length="$HISTORY" --temperature=0.1 --lr=2e-3
         --queue_size="$QUEUE" --momentum=0.99 --logq)
+# recall-train starts from the smoke preset (the plain method: no history dropout, validation
+# or offset), so both sides train the same model; the Python peer reads COMMON only.
+CPP_BASE=(--preset=smoke)
 echo "data=$DATA batch=$BATCH queue=$QUEUE history=$HISTORY threads=$THREADS steps=$STEPS rounds=$ROUNDS"
 echo "blas: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
 rate() { sed -n 's/.*"examples_per_sec": \([0-9.]*\).*/\1/p' | tail -1; }
 cpp=(); py_glibc=(); py_tc=()
 for r in $(seq 1 "$ROUNDS"); do
-  c=$("$BIN" --dataset=lightgcn:"$DATA" "${COMMON[@]}" --threads="$THREADS" \
+  c=$("$BIN" "${CPP_BASE[@]}" --dataset=lightgcn:"$DATA" "${COMMON[@]}" --threads="$THREADS" \
         --benchmark_steps="$STEPS" --progress=none 2>/dev/null | rate)
   g=$(env -u LD_PRELOAD "$PY" bench/baselines/train_pytorch.py --data="$DATA" "${COMMON[@]}" \
         --threads="$THREADS" --steps="$STEPS" | rate)

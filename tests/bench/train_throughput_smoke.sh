@@ -10,7 +10,7 @@ trap 'rm -rf "$WORK"' EXIT
 "$BIN" --dataset=synthetic --synthetic_users=300 --synthetic_items=200 --epochs=0 \
   --export_dataset="$WORK/data" --progress=none --preset=smoke >/dev/null 2>&1
 FLAGS=(--batch_size=64 --history_length=10 --queue_size=128 --logq)
-cpp=$("$BIN" --dataset=lightgcn:"$WORK/data" "${FLAGS[@]}" --threads=1 --benchmark_steps=3 --progress=none 2>/dev/null)
+cpp=$("$BIN" --preset=smoke --dataset=lightgcn:"$WORK/data" "${FLAGS[@]}" --threads=1 --benchmark_steps=3 --progress=none 2>/dev/null)
 echo "recall-train: $cpp"
 if [ ! -x /usr/bin/python3 ] || ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
   echo "skipping the PyTorch peer: Debian's python3-torch is not installed"
