@@ -181,44 +181,17 @@ absl::Status SetScalar(pb::Message* m, const pb::FieldDescriptor* f, absl::strin
   }
 }
 
-// Copies value i of a repeated field (i < 0: a singular field) of `from` into `to`.
-void CopyValue(const pb::Message& from, const pb::FieldDescriptor* f, int i, pb::Message* to) {
-  const pb::Reflection* fr = from.GetReflection();
-  const pb::Reflection* tr = to->GetReflection();
-  const bool rep = i >= 0;
-  switch (f->cpp_type()) {
-#define RECALL_COPY(CPPTYPE, Name)                                                   \
-  case pb::FieldDescriptor::CPPTYPE:                                                 \
-    rep ? tr->Add##Name(to, f, fr->GetRepeated##Name(from, f, i))                    \
-        : tr->Set##Name(to, f, fr->Get##Name(from, f));                              \
-    break;
-    RECALL_COPY(CPPTYPE_INT32, Int32)
-    RECALL_COPY(CPPTYPE_INT64, Int64)
-    RECALL_COPY(CPPTYPE_UINT32, UInt32)
-    RECALL_COPY(CPPTYPE_UINT64, UInt64)
-    RECALL_COPY(CPPTYPE_DOUBLE, Double)
-    RECALL_COPY(CPPTYPE_FLOAT, Float)
-    RECALL_COPY(CPPTYPE_BOOL, Bool)
-    RECALL_COPY(CPPTYPE_ENUM, Enum)
-    RECALL_COPY(CPPTYPE_STRING, String)
-#undef RECALL_COPY
-    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
-      break;  // handled by Overlay
-  }
-}
-
-void Overlay(const pb::Message& from, pb::Message* to) {
+// Clears in `to` every list that `from` sets (recursively), so that MergeFrom replaces those
+// lists instead of appending to them.
+void ClearListsSetIn(const pb::Message& from, pb::Message* to) {
   const pb::Reflection* fr = from.GetReflection();
   std::vector<const pb::FieldDescriptor*> set;
   fr->ListFields(from, &set);
   for (const auto* f : set) {
-    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()) {
-      Overlay(fr->GetMessage(from, f), to->GetReflection()->MutableMessage(to, f));
-    } else if (f->is_repeated()) {
+    if (f->is_repeated()) {
       to->GetReflection()->ClearField(to, f);
-      for (int i = 0; i < fr->FieldSize(from, f); ++i) CopyValue(from, f, i, to);
-    } else {
-      CopyValue(from, f, -1, to);
+    } else if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      ClearListsSetIn(fr->GetMessage(from, f), to->GetReflection()->MutableMessage(to, f));
     }
   }
 }
@@ -358,7 +331,10 @@ absl::Status SetTrainOption(absl::string_view key, absl::string_view value,
 }
 
 void OverlayTrainConfig(const v1::TrainConfig& overrides, v1::TrainConfig* config) {
-  Overlay(overrides, config);
+  // proto2 MergeFrom copies exactly the fields `overrides` sets (presence), merging nested
+  // messages; only lists would append.
+  ClearListsSetIn(overrides, config);
+  config->MergeFrom(overrides);
 }
 
 absl::Status CheckRetrainOverrides(const v1::TrainConfig& overrides) {

@@ -72,6 +72,12 @@ int Fail(int code, absl::string_view what) {
   return code;
 }
 
+bool KnownDatasetForm(const std::string& d) {
+  return d == "synthetic" || absl::StartsWith(d, "lightgcn:") || absl::StartsWith(d, "dir:") ||
+         absl::StartsWith(d, "interactions:");
+}
+
+// `FLAGS_dataset` must be a KnownDatasetForm.
 absl::StatusOr<tr::Dataset> LoadDataset(const recall::v1::TrainConfig& cfg) {
   if (FLAGS_dataset == "synthetic") {
     tr::SyntheticConfig sc;
@@ -96,9 +102,7 @@ absl::StatusOr<tr::Dataset> LoadDataset(const recall::v1::TrainConfig& cfg) {
     o.item_features = FLAGS_item_features;
     return tr::LoadInteractions(FLAGS_dataset.substr(13), o);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--dataset must be 'synthetic', 'lightgcn:<dir>', 'dir:<dir>' or 'interactions:<file>', "
-      "got '", FLAGS_dataset, "'"));
+  return absl::InvalidArgumentError("unreachable: KnownDatasetForm was checked");
 }
 
 void SetMetrics(const std::map<std::string, double>& m, TrainingEvent* e) {
@@ -145,6 +149,10 @@ int main(int argc, char** argv) {
   if (!checked.ok()) return Fail(64, checked.status().message());
   recall::v1::TrainConfig cfg = recall::ResolveTrainConfig(*checked);
   const std::string preset = FLAGS_config.empty() ? FLAGS_preset : "";
+  if (!KnownDatasetForm(FLAGS_dataset)) {
+    return Fail(64, absl::StrCat("--dataset must be 'synthetic', 'lightgcn:<dir>', 'dir:<dir>' or "
+                                 "'interactions:<file>', got '", FLAGS_dataset, "'"));
+  }
   if (FLAGS_print_config) {
     std::printf("%s", recall::TrainConfigText(cfg).c_str());
     return 0;
@@ -181,11 +189,7 @@ int main(int argc, char** argv) {
 
   const auto t0 = std::chrono::steady_clock::now();
   auto loaded = LoadDataset(cfg);
-  if (!loaded.ok()) return Fail(loaded.status().code() == absl::StatusCode::kInvalidArgument &&
-                                        absl::StartsWith(loaded.status().message(), "--dataset")
-                                    ? 64
-                                    : 2,
-                                loaded.status().message());
+  if (!loaded.ok()) return Fail(2, loaded.status().message());
   const tr::Dataset dataset = *std::move(loaded);
   LOG(INFO) << "dataset " << dataset.name << ": " << dataset.num_users << " users, "
             << dataset.num_items << " items, " << dataset.num_train_interactions() << " train / "
