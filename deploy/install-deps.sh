@@ -13,6 +13,8 @@ PACKAGES=(
   libfaiss-dev libopenblas0-openmp libopenblas-openmp-dev
   # LibTorch 1.13
   libtorch-dev
+  # c10d ProcessGroupGloo (recall-train --world_size): its header includes <gloo/...>
+  libgloo-dev
   # Abseil, glog/gflags, prometheus-cpp, OpenSSL (sha256, token compare; the openssl CLI makes
   # the TLS tests' certificates)
   libabsl-dev libgoogle-glog-dev libgflags-dev prometheus-cpp-dev libssl-dev openssl

@@ -91,12 +91,17 @@ absl::Status WriteCheckpoint(const std::string& path, const RunState& s) {
   return absl::OkStatus();
 }
 
-absl::Status ReadCheckpoint(const std::string& path, const RunState& s) {
+absl::Status ReadCheckpoint(const std::string& path, const RunState& s,
+                            const std::string* contents) {
   Schedule::State sched = s.schedule->state();
   const bool queue = s.objective->queue().capacity() > 0;
   try {
     torch::serialize::InputArchive ar;
-    ar.load_from(path);
+    if (contents != nullptr) {
+      ar.load_from(contents->data(), contents->size());
+    } else {
+      ar.load_from(path);
+    }
     torch::Tensor ex;
     ar.read("examples", ex);
     if (ex.size(0) != static_cast<int64_t>(s.examples->size())) {

@@ -1,7 +1,8 @@
 // Checkpoints: everything a run needs to continue bit for bit, gathered from the units that
 // own it -- tower weights and Adam's moments (Trainer), key encoder and queue (Objective),
 // validation history, learning rate and weight average (Schedule), the example order, the
-// random engine and the epoch/step reached (the training loop). One torch archive, written to
+// random engine and the epoch/step reached (the training loop). Nothing in it depends on the
+// number of ranks: every rank holds the same state, rank 0 writes it, any world size resumes. One torch archive, written to
 // PATH.tmp and renamed, so a reader never sees half of one.
 //
 // Thread-safety: not thread-safe; call between steps of the one training thread.
@@ -37,8 +38,10 @@ struct RunState {
 // Internal on a write error.
 absl::Status WriteCheckpoint(const std::string& path, const RunState& state);
 // FailedPrecondition when the checkpoint belongs to another dataset, validation split, queue
-// size or averaging setting; DataLoss when it cannot be read.
-absl::Status ReadCheckpoint(const std::string& path, const RunState& state);
+// size or averaging setting; DataLoss when it cannot be read. `contents`: the file's bytes
+// when they were read elsewhere (rank 0 reads, every rank loads); null: read `path`.
+absl::Status ReadCheckpoint(const std::string& path, const RunState& state,
+                            const std::string* contents = nullptr);
 
 }  // namespace recall::trainer
 

@@ -264,9 +264,10 @@ UserBatch ExampleBatches::UserBatchWith(
 
 UserBatch ExampleBatches::TrainUserBatch(const std::vector<int64_t>& users,
                                   const std::vector<int64_t>& items,
-                                  std::mt19937_64& rng) const {
+                                  const std::vector<uint64_t>& row_keys) const {
   const int64_t len = config_.history_length();
   UserBatch batch = UserBatchWith(users, [&](int64_t r, int64_t u, std::vector<int64_t>* out) {
+    RowRng rng(row_keys[r], DrawPurpose::kHistory);
     // History = the user's other train items: the target is never in its own history.
     for (int64_t i : fit_->train[u]) {
       if (i != items[r]) out->push_back(i);
@@ -291,6 +292,9 @@ UserBatch ExampleBatches::TrainUserBatch(const std::vector<int64_t>& users,
     // id table cannot memorize every user.
     auto uid = batch.user_id.accessor<int64_t, 1>();
     for (int64_t r = 0; r < batch.size(); ++r) {
+      // The history's stream again, from its start (a later draw than the history's own
+      // would depend on the history's length).
+      RowRng rng(MixKey(row_keys[r], 1), DrawPurpose::kHistory);
       if (Draw(rng, config_.user_id_dropout())) uid[r] = 0;
     }
   }
@@ -364,7 +368,7 @@ ItemBatch ExampleBatches::EncodeItems(const std::vector<int64_t>& items,
 
 ItemBatch ExampleBatches::TrainItemBatch(const std::vector<int64_t>& items,
                                          const std::vector<int64_t>& users,
-                                         std::mt19937_64& rng) const {
+                                         const std::vector<uint64_t>& row_keys) const {
   const int64_t len = config_.item_audience_length();
   // Neighbours are fixed (fit split); the audience is drawn afresh.
   if (len <= 0) return EncodeItems(items, {}, fit_graph_.neighbors, len);
@@ -372,6 +376,7 @@ ItemBatch ExampleBatches::TrainItemBatch(const std::vector<int64_t>& items,
   std::vector<int64_t> picked;
   for (size_t r = 0; r < items.size(); ++r) {
     picked.clear();
+    RowRng rng(row_keys[r], DrawPurpose::kAudience);
     const int64_t own = r < users.size() ? users[r] : -1;
     for (int64_t u : fit_graph_.audience[items[r]]) {
       if (u != own) picked.push_back(u);
@@ -386,7 +391,8 @@ ItemBatch ExampleBatches::TrainItemBatch(const std::vector<int64_t>& items,
   return EncodeItems(items, audience_rows, fit_graph_.neighbors, len);
 }
 
-UserBatch ExampleBatches::MaskedView(const UserBatch& b, std::mt19937_64& rng) const {
+UserBatch ExampleBatches::MaskedView(const UserBatch& b, const std::vector<uint64_t>& row_keys,
+                                     DrawPurpose view) const {
   UserBatch v{b.user_id.clone(), b.history.clone(), b.history_mask.clone(), b.categorical.clone(),
               b.numeric.clone()};
   const double p = config_.ssl_mask_prob();
@@ -396,6 +402,7 @@ UserBatch ExampleBatches::MaskedView(const UserBatch& b, std::mt19937_64& rng) c
   auto cat = v.categorical.accessor<int64_t, 2>();
   auto num = v.numeric.accessor<float, 2>();
   for (int64_t r = 0; r < v.size(); ++r) {
+    RowRng rng(row_keys[r], view);
     if (Draw(rng, p)) uid[r] = 0;
     for (int64_t j = 0; j < mask.size(1); ++j) {
       if (mask[r][j] > 0 && Draw(rng, p)) {
@@ -413,20 +420,22 @@ UserBatch ExampleBatches::MaskedView(const UserBatch& b, std::mt19937_64& rng) c
   return v;
 }
 
-ItemBatch ExampleBatches::MaskedView(const ItemBatch& b, std::mt19937_64& rng) const {
+ItemBatch ExampleBatches::MaskedView(const ItemBatch& b, const std::vector<uint64_t>& row_keys,
+                                     DrawPurpose view) const {
   ItemBatch v;
   v.item_id = b.item_id.clone();
   v.categorical = b.categorical.clone();
   v.numeric = b.numeric.clone();
   // The audience and the neighbours are masked like a user's history.
   auto mask_list = [&](const at::Tensor& ids, const at::Tensor& mask, at::Tensor* v_ids,
-                       at::Tensor* v_mask) {
+                       at::Tensor* v_mask, uint64_t salt) {
     if (!ids.defined()) return;
     *v_ids = ids.clone();
     *v_mask = mask.clone();
     auto id = v_ids->accessor<int64_t, 2>();
     auto m = v_mask->accessor<float, 2>();
     for (int64_t r = 0; r < v.size(); ++r) {
+      RowRng rng(MixKey(row_keys[r], salt), view);
       for (int64_t j = 0; j < m.size(1); ++j) {
         if (m[r][j] > 0 && Draw(rng, config_.ssl_mask_prob())) {
           m[r][j] = 0;
@@ -435,13 +444,14 @@ ItemBatch ExampleBatches::MaskedView(const ItemBatch& b, std::mt19937_64& rng) c
       }
     }
   };
-  mask_list(b.audience, b.audience_mask, &v.audience, &v.audience_mask);
-  mask_list(b.neighbors, b.neighbors_mask, &v.neighbors, &v.neighbors_mask);
+  mask_list(b.audience, b.audience_mask, &v.audience, &v.audience_mask, 1);
+  mask_list(b.neighbors, b.neighbors_mask, &v.neighbors, &v.neighbors_mask, 2);
   const double p = config_.ssl_mask_prob();
   auto iid = v.item_id.accessor<int64_t, 1>();
   auto cat = v.categorical.accessor<int64_t, 2>();
   auto num = v.numeric.accessor<float, 2>();
   for (int64_t r = 0; r < v.size(); ++r) {
+    RowRng rng(row_keys[r], view);
     if (Draw(rng, p)) iid[r] = 0;
     for (int64_t f = 0; f < cat.size(1); ++f) {
       if (Draw(rng, p)) cat[r][f] = encoder_->ItemCategoricalRow(static_cast<int>(f), "");

@@ -4,8 +4,9 @@
 // precomputed encoder rows, and the item graphs (audiences, co-occurrence neighbours) of the
 // full train split (evaluation, export) and of the fit split (training, validation).
 //
-// Random draws (history subsets, dropout, audience subsets, SSL masks) come from the caller's
-// engine, in a fixed order, so a run repeats for a seed.
+// Random draws (history subsets, dropout, audience subsets, SSL masks) come from each row's
+// own stream (trainer/row_draws.h), keyed by the caller: a row draws the same whatever batch or
+// rank it is in.
 //
 // Thread-safety: const methods may be called concurrently; the object is immutable after Create.
 #ifndef RECALL_TRAINER_EXAMPLE_BATCHES_H_
@@ -23,6 +24,7 @@
 #include "recall/v1/model.pb.h"
 #include "recall/v1/train_config.pb.h"
 #include "trainer/dataset.h"
+#include "trainer/row_draws.h"
 
 namespace recall::trainer {
 
@@ -45,8 +47,9 @@ class ExampleBatches {
 
   // Training users: each with a uniform subset of its other fit-split train items as history
   // (never items[r], its own target), history and id dropout as configured.
+  // row_keys: one per row.
   UserBatch TrainUserBatch(const std::vector<int64_t>& users, const std::vector<int64_t>& items,
-                           std::mt19937_64& rng) const;
+                           const std::vector<uint64_t>& row_keys) const;
   // Users as the server encodes a request: id and the last history_length train items of the
   // full dataset.
   UserBatch EvalUserBatch(const std::vector<int64_t>& users) const;
@@ -56,8 +59,9 @@ class ExampleBatches {
   // Training items: a fresh uniform audience subset from the fit split, never users[r] for the
   // first users.size() items (their own example's user, which would give the positive away;
   // -1 excludes nobody), plus the fit split's neighbours.
+  // row_keys: one per item row.
   ItemBatch TrainItemBatch(const std::vector<int64_t>& items, const std::vector<int64_t>& users,
-                           std::mt19937_64& rng) const;
+                           const std::vector<uint64_t>& row_keys) const;
   // Items with their evaluation audience and neighbours (the full train split's): evaluation
   // and export.
   ItemBatch ItemBatchFor(const std::vector<int64_t>& items) const;
@@ -70,9 +74,11 @@ class ExampleBatches {
   int64_t eval_audience_length() const { return spec().item_audience_length(); }
 
   // Masked views for the SSL losses: ids, categorical and numeric features, history (audience,
-  // neighbours) masked with probability ssl_mask_prob.
-  UserBatch MaskedView(const UserBatch& b, std::mt19937_64& rng) const;
-  ItemBatch MaskedView(const ItemBatch& b, std::mt19937_64& rng) const;
+  // neighbours) masked with probability ssl_mask_prob; row r draws from (row_keys[r], view).
+  UserBatch MaskedView(const UserBatch& b, const std::vector<uint64_t>& row_keys,
+                       DrawPurpose view) const;
+  ItemBatch MaskedView(const ItemBatch& b, const std::vector<uint64_t>& row_keys,
+                       DrawPurpose view) const;
 
  private:
   // What the item tower pools besides an item's own features, from one split's train
@@ -133,13 +139,6 @@ std::vector<int64_t> ExternalItemIds(const Dataset& d);
 // than two); item_fraction 0 draws exactly as before.
 Dataset HoldOutValidation(const Dataset& d, int64_t num_users, uint64_t seed,
                           double item_fraction = 0);
-
-// Uniform integer in [0, n) and Bernoulli(p) from a 64-bit engine: platform-independent, and
-// part of the checkpointed state.
-inline uint64_t UniformBelow(std::mt19937_64& rng, uint64_t n) { return rng() % n; }
-inline bool Draw(std::mt19937_64& rng, double p) {
-  return static_cast<double>(rng() >> 11) * 0x1.0p-53 < p;
-}
 
 }  // namespace recall::trainer
 

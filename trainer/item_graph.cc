@@ -51,11 +51,11 @@ ItemNeighbors ItemNeighbors::Build(const std::vector<std::vector<int64_t>>& trai
   return out;
 }
 
-int64_t ItemNeighbors::Sample(int64_t item, std::mt19937_64& rng) const {
+int64_t ItemNeighbors::Sample(int64_t item, uint64_t bits) const {
   const auto& row = neighbors_[item];
   if (row.empty()) return item;
   // 53 random bits -> [0, total): the same draw on every platform (no std distributions).
-  double x = static_cast<double>(rng() >> 11) * 0x1.0p-53 * total_weight_[item];
+  double x = static_cast<double>(bits >> 11) * 0x1.0p-53 * total_weight_[item];
   for (const Neighbor& n : row) {
     if (x < n.weight) return n.item;
     x -= n.weight;

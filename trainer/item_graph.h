@@ -37,8 +37,8 @@ class ItemNeighbors {
   const std::vector<Neighbor>& of(int64_t item) const { return neighbors_[item]; }
 
   // One neighbour of `item` drawn in proportion to its weight; `item` itself when it has none
-  // (no user had it together with anything else).
-  int64_t Sample(int64_t item, std::mt19937_64& rng) const;
+  // (no user had it together with anything else). `bits`: 64 random bits.
+  int64_t Sample(int64_t item, uint64_t bits) const;
 
   // How often each item is drawn as a column when the rows' items follow `item_share` (each
   // item's share of the training examples): share_j = sum_i item_share_i P(j | i). The logQ

@@ -12,11 +12,13 @@
 #include <fstream>
 #include <iostream>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "model/openmp_env.h"
 #include "model/train_config.h"
+#include "trainer/collective.h"
 #include "trainer/command_line.h"
 #include "trainer/dataset.h"
 #include "trainer/ensemble.h"
@@ -62,6 +64,17 @@ DEFINE_string(report_dir, "",
               "write metrics.json, history.jsonl (one line per epoch) and training.png (loss and "
               "Recall@20 per epoch, drawn by gnuplot when installed) into this directory");
 DEFINE_string(export_dataset, "", "write the dataset (items.tsv, users.tsv, train/test) here");
+DEFINE_int32(world_size, 1,
+             "data-parallel ranks of this run (one process each; TRAINING.md \"Data-parallel "
+             "training\"); 1: this process alone, no rendezvous");
+DEFINE_int32(rank, 0, "this process's rank in [0, world_size); rank 0 hosts the store, writes "
+             "checkpoints, evaluates and publishes");
+DEFINE_string(master_addr, "127.0.0.1", "rank 0's address (the TCPStore rendezvous)");
+DEFINE_int32(master_port, 29500, "rank 0's TCPStore port");
+DEFINE_string(rank_host, "", "address this rank's Gloo sockets bind to (empty: the host name)");
+DEFINE_double(rank_timeout_s, 120,
+              "process-group timeout: rendezvous, each collective, and a peer whose heartbeat "
+              "stops; a rank that loses a peer exits with status 3 naming it");
 
 namespace {
 using recall::v1::TrainingEvent;
@@ -173,7 +186,8 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);  // Debian's LibTorch starts with 1 intra-op thread
   omp_set_num_threads(threads);
   const bool bar = FLAGS_progress == "bar" || (FLAGS_progress == "auto" && isatty(STDERR_FILENO));
-  const bool quiet = FLAGS_progress == "none";
+  // Ranks other than 0 report only when asked to (their figures are rank 0's).
+  const bool quiet = FLAGS_progress == "none" || (FLAGS_rank != 0 && FLAGS_progress == "auto");
   tr::RunReport report(quiet ? tr::ProgressFormat::kNone
                              : bar ? tr::ProgressFormat::kBar : tr::ProgressFormat::kJson);
   {
@@ -200,7 +214,34 @@ int main(int argc, char** argv) {
     }
   }
 
-  auto created = tr::CreateEnsemble(dataset, cfg);
+  std::unique_ptr<tr::Collective> collective;
+  if (FLAGS_world_size > 1) {
+    tr::Collective::Options co;
+    co.world_size = FLAGS_world_size;
+    co.rank = FLAGS_rank;
+    co.master_addr = FLAGS_master_addr;
+    co.master_port = FLAGS_master_port;
+    co.host = FLAGS_rank_host;
+    co.timeout = std::chrono::milliseconds(static_cast<int64_t>(FLAGS_rank_timeout_s * 1000));
+    auto connected = tr::Collective::Connect(co);
+    if (!connected.ok()) {
+      return Fail(absl::IsInvalidArgument(connected.status()) ? 64 : tr::kExitRankLost,
+                  connected.status().message());
+    }
+    collective = *std::move(connected);
+  } else if (FLAGS_rank != 0) {
+    return Fail(64, "--rank needs --world_size > 1");
+  }
+  const bool lead = FLAGS_rank == 0;
+  absl::StatusOr<std::vector<std::unique_ptr<tr::Trainer>>> created;
+  if (collective) {
+    auto one = tr::Trainer::Create(dataset, cfg, 0, collective.get());
+    if (!one.ok()) return Fail(64, one.status().message());
+    created.emplace();
+    created->push_back(*std::move(one));
+  } else {
+    created = tr::CreateEnsemble(dataset, cfg);
+  }
   if (!created.ok()) return Fail(2, created.status().message());
   std::vector<tr::Trainer*> members;
   for (const auto& m : *created) {
@@ -216,8 +257,12 @@ int main(int argc, char** argv) {
       const std::string path =
           ensemble ? absl::StrCat(FLAGS_checkpoint, ".member", k) : FLAGS_checkpoint;
       members[k]->set_checkpoint(path, FLAGS_checkpoint_every_steps);
-      if (FLAGS_resume && std::filesystem::exists(path)) {
-        if (auto s = members[k]->LoadCheckpoint(path); !s.ok()) return Fail(2, s.message());
+      // Ranks load collectively: only rank 0 needs the file, and its absence (a fresh start)
+      // comes back to every rank as NotFound.
+      if (FLAGS_resume && (collective || std::filesystem::exists(path))) {
+        absl::Status s = members[k]->LoadCheckpoint(path);
+        if (absl::IsNotFound(s)) continue;
+        if (!s.ok()) return Fail(2, s.message());
         LOG(INFO) << "resumed from " << path;
       }
     }
@@ -227,28 +272,46 @@ int main(int argc, char** argv) {
   if (FLAGS_benchmark_steps > 0) {
     int64_t seen = 0;
     std::chrono::steady_clock::time_point begin, end;
-    double last_loss = 0;
+    double last_loss = 0, collective_begin = 0, collective_end = 0;
     auto timing = [&](const TrainingEvent& e) {
       if (e.event() != TrainingEvent::STEP) return;
       ++seen;
-      if (seen == kWarmupSteps) begin = std::chrono::steady_clock::now();
+      if (seen == kWarmupSteps) {
+        begin = std::chrono::steady_clock::now();
+        collective_begin = trainer->seconds_in_collectives();
+      }
       end = std::chrono::steady_clock::now();
+      collective_end = trainer->seconds_in_collectives();
       last_loss = e.loss();
     };
     if (auto s = trainer->Train(timing); !s.ok()) return Fail(1, s.message());
+    if (collective) collective->Finish();
     const double sec = std::chrono::duration<double>(end - begin).count();
-    std::printf("{\"examples_per_sec\": %.1f, \"steps\": %lld, \"seconds\": %.3f, \"loss\": %.5f}\n",
+    // examples_per_sec counts the global batch: every rank's rows.
+    std::printf("{\"examples_per_sec\": %.1f, \"steps\": %lld, \"seconds\": %.3f, \"loss\": %.5f, "
+                "\"rank\": %d, \"world_size\": %d, \"collective_share\": %.4f}\n",
                 (seen - kWarmupSteps) * static_cast<double>(cfg.batch_size()) / std::max(sec, 1e-9),
-                static_cast<long long>(seen - kWarmupSteps), sec, last_loss);
+                static_cast<long long>(seen - kWarmupSteps), sec, last_loss, FLAGS_rank,
+                FLAGS_world_size, (collective_end - collective_begin) / std::max(sec, 1e-9));
     return 0;
   }
+  auto report_progress = [&](const TrainingEvent& e) { report.Emit(e); };
   auto member_progress = [&](int member, const TrainingEvent& e) {
     if (!ensemble) return report.Emit(e);
     TrainingEvent tagged = e;
     tagged.set_member(member);
     report.Emit(tagged);
   };
-  if (auto s = tr::TrainConcurrently(members, threads, member_progress); !s.ok()) {
+  if (collective) {
+    if (auto s = trainer->Train(report_progress); !s.ok()) return Fail(1, s.message());
+    // Past the last collective: the other ranks are done, rank 0 evaluates and publishes.
+    collective->Finish();
+    if (!lead) {
+      std::fprintf(stderr, "rank %d of %d: trained; rank 0 evaluates and publishes\n", FLAGS_rank,
+                   FLAGS_world_size);
+      return 0;
+    }
+  } else if (auto s = tr::TrainConcurrently(members, threads, member_progress); !s.ok()) {
     return Fail(1, s.message());
   }
   const double train_sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -101,8 +101,10 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
     // Empty queue slots carry id -1: clamp for the lookup, they are masked below anyway.
     torch::Tensor lq = options.log_q.index_select(0, ids.clamp_min(0));
     if (m_cols > 0) {
-      const double uniform_share = static_cast<double>(m_cols) /
-                                   (static_cast<double>(options.log_q.size(0)) * (b + q_cols));
+      // In-batch columns: pos's rows (every rank's when they are gathered), not the rows'.
+      const double uniform_share =
+          static_cast<double>(m_cols) /
+          (static_cast<double>(options.log_q.size(0)) * (pos.size(0) + q_cols));
       lq = torch::log(torch::exp(lq) + uniform_share);
     }
     user_side = torch::cat({user_side, torch::ones({b, 1}, user.options())}, 1);
@@ -118,7 +120,8 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
   const torch::Tensor col_ids = ids.contiguous();
   const torch::Tensor row_ids = pos_ids.contiguous();
   const int64_t* cid = col_ids.data_ptr<int64_t>();
-  const int64_t* rid = row_ids.data_ptr<int64_t>();
+  // Row r's own positive is column target_offset + r.
+  const int64_t* rid = row_ids.data_ptr<int64_t>() + options.target_offset;
   const int64_t c = col_ids.numel();
   // With row_positives every column id is indexed (a user's positives can be any column);
   // otherwise only the rows' own positives can be hits.
@@ -145,7 +148,7 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
     auto it = columns_of.find(item);
     if (it == columns_of.end()) return;
     for (int64_t j : it->second) {
-      if (j == r) continue;
+      if (j == r + options.target_offset) continue;
       hit_rows.push_back(r);
       hit_cols.push_back(j);
     }
@@ -197,8 +200,8 @@ torch::Tensor FullSoftmaxLoss(const torch::Tensor& user, const torch::Tensor& al
   return torch::nn::functional::cross_entropy(logits, pos_ids);
 }
 
-torch::Tensor InfoNceLoss(const torch::Tensor& logits) {
-  torch::Tensor target = torch::arange(logits.size(0), torch::kInt64);
+torch::Tensor InfoNceLoss(const torch::Tensor& logits, int64_t target_offset) {
+  torch::Tensor target = torch::arange(target_offset, target_offset + logits.size(0), torch::kInt64);
   return torch::nn::functional::cross_entropy(logits, target);
 }
 

@@ -81,6 +81,9 @@ struct ContrastiveOptions {
   // the row's own target, which stays unmasked in its own column; nullptr = none), masked
   // wherever they appear as a column. Pointers must outlive the call.
   std::vector<const std::vector<int64_t>*> row_positives;
+  // The column of row 0's target (row r's is target_offset + r): 0, or rank * B when the
+  // in-batch columns are gathered from every rank.
+  int64_t target_offset = 0;
 };
 
 // The [B, B + Q + M] logits described above. user, pos: [B, dim]; pos_ids: [B] int64.
@@ -88,8 +91,8 @@ torch::Tensor ContrastiveLogits(const torch::Tensor& user, const torch::Tensor& 
                                 const torch::Tensor& pos_ids, const NegativeSet& queue,
                                 const NegativeSet& global, const ContrastiveOptions& options);
 
-// Mean InfoNCE over rows whose target is column r (the in-batch diagonal).
-torch::Tensor InfoNceLoss(const torch::Tensor& logits);
+// Mean InfoNCE over rows whose target is column target_offset + r (the in-batch diagonal).
+torch::Tensor InfoNceLoss(const torch::Tensor& logits, int64_t target_offset = 0);
 
 // Mean exact softmax cross-entropy of each row's positive among every item:
 // -log softmax(user @ all_items^T / temperature)[r, pos_ids[r]]. all_items: [N, dim], row i =

@@ -6,8 +6,8 @@
 namespace recall::trainer {
 
 Objective::Objective(const recall::v1::TrainConfig& config, const ExampleBatches& batches,
-                     Towers* towers)
-    : config_(config), batches_(batches), towers_(*towers) {
+                     Towers* towers, Collective* collective)
+    : config_(config), batches_(batches), towers_(*towers), collective_(collective) {
   const Dataset& d = batches.dataset();
   const Dataset& fit = batches.fit();
   const std::vector<std::pair<int64_t, int64_t>> examples = batches.TrainExamples();
@@ -55,25 +55,35 @@ const ItemBatch& Objective::AllItemsBatch() {
 }
 
 torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vector<int64_t>& items,
-                              std::mt19937_64& rng) {
-  UserBatch ub = batches_.TrainUserBatch(users, items, rng);
+                              const DrawKeys& keys) {
+  const std::vector<uint64_t>& row_keys = keys.rows;
+  UserBatch ub = batches_.TrainUserBatch(users, items, row_keys);
   torch::Tensor ids = torch::from_blob(const_cast<int64_t*>(items.data()),
                                        {static_cast<int64_t>(items.size())}, torch::kInt64)
                           .clone();
-  // One item-tower forward for positives, re-encoded queue ids and global negatives.
+  // One item-tower forward for positives, re-encoded queue ids, global negatives and
+  // neighbours; each row draws its audience from its own key.
   std::vector<int64_t> all(items);
+  std::vector<uint64_t> all_keys(row_keys);
   const bool reencode = config_.queue_size() > 0 && config_.queue_reencode() && queue_.size() > 0;
   std::vector<int64_t> queued_ids;
   if (reencode) {
     torch::Tensor qi = queue_.ids().contiguous();
     queued_ids.assign(qi.data_ptr<int64_t>(), qi.data_ptr<int64_t>() + qi.numel());
     all.insert(all.end(), queued_ids.begin(), queued_ids.end());
+    const std::vector<uint64_t> k = keys.StepRows(DrawPurpose::kQueueAudience, qi.numel());
+    all_keys.insert(all_keys.end(), k.begin(), k.end());
   }
+  // Global negatives are drawn once per step, the same on every rank: each rank encodes them
+  // and the averaged gradient is the one-process gradient.
   NegativeSet global;
   if (config_.global_negatives() > 0) {
     std::vector<int64_t> drawn(config_.global_negatives());
+    RowRng rng(keys.step, DrawPurpose::kGlobalNegatives);
     for (auto& i : drawn) i = static_cast<int64_t>(UniformBelow(rng, batches_.dataset().num_items));
     all.insert(all.end(), drawn.begin(), drawn.end());
+    const std::vector<uint64_t> k = keys.StepRows(DrawPurpose::kGlobalAudience, drawn.size());
+    all_keys.insert(all_keys.end(), k.begin(), k.end());
     global.ids = torch::tensor(drawn, torch::kInt64);
   }
   // Item-item neighbours (UltraGCN): one per row, encoded in the same forward; the row's own
@@ -82,12 +92,16 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
   std::vector<int64_t> neighbors;
   if (config_.item_neighbor_weight() > 0) {
     neighbors.resize(items.size());
-    for (size_t r = 0; r < items.size(); ++r) neighbors[r] = item_neighbors_.Sample(items[r], rng);
+    for (size_t r = 0; r < items.size(); ++r) {
+      RowRng rng(row_keys[r], DrawPurpose::kNeighbor);
+      neighbors[r] = item_neighbors_.Sample(items[r], rng());
+      all_keys.push_back(MixKey(row_keys[r], static_cast<uint64_t>(DrawPurpose::kNeighbor)));
+    }
     owners.resize(all.size(), -1);
     owners.insert(owners.end(), users.begin(), users.end());
     all.insert(all.end(), neighbors.begin(), neighbors.end());
   }
-  ItemBatch ib = batches_.TrainItemBatch(all, owners, rng);
+  ItemBatch ib = batches_.TrainItemBatch(all, owners, all_keys);
   torch::Tensor u = towers_.user.forward(ub.Inputs()).toTensor();
   torch::Tensor v = towers_.item.forward(ib.Inputs()).toTensor();
   const int64_t b = static_cast<int64_t>(items.size());
@@ -106,6 +120,13 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
   if (!neighbors.empty()) v_neighbors = v.narrow(0, b + nq + ng, b);
   v = v.narrow(0, 0, b);
 
+  // In-batch columns: this rank's, or every rank's in rank order (row r's target is then
+  // column rank * b + r), which makes the loss the one-process loss of the global batch.
+  Collective* const gather = config_.gather_negatives() ? collective_ : nullptr;
+  const int64_t target = gather != nullptr ? collective_->rank() * b : 0;
+  auto columns = [&](const torch::Tensor& local) { return GatherWithGradient(gather, local); };
+  auto column_ids = [&](const torch::Tensor& local) { return GatherNoGradient(gather, local); };
+
   torch::Tensor loss;
   if (config_.loss() == recall::v1::TrainConfig::FULL_SOFTMAX) {
     loss = FullSoftmaxLoss(u, towers_.item.forward(AllItemsBatch().Inputs()).toTensor(), ids,
@@ -116,6 +137,7 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
   } else {
     ContrastiveOptions opt;
     opt.temperature = config_.temperature();
+    opt.target_offset = target;
     if (config_.logq_correction()) {
       opt.log_q = log_q_;
       opt.log_q_weight = config_.logq_weight();
@@ -124,56 +146,84 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
       opt.row_positives.reserve(users.size());
       for (int64_t user : users) opt.row_positives.push_back(&batches_.fit().train[user]);
     }
-    loss = InfoNceLoss(ContrastiveLogits(u, v, ids, queued, global, opt));
+    const torch::Tensor v_cols = columns(v), col_ids = column_ids(ids);
+    if (queued.embeddings.defined() && !reencode) {
+      // Momentum keys carry no gradient, so they can only teach the user tower. Were the item
+      // tower's gradient taken from the same softmax, the keys' share of it (Q / (B + Q) of
+      // the negatives' mass once the keys are fresh) would vanish from the item side: the
+      // positives keep their full pull while the in-batch repulsion shrinks by that share, and
+      // the item embeddings contract (TRAINING.md "Why the key queue collapsed"). So each tower
+      // gets its own softmax: users against in-batch + queue columns (item side detached),
+      // items against the in-batch ones (user side detached). The loss value is the user
+      // side's, the softmax over every negative.
+      const torch::Tensor user_side =
+          InfoNceLoss(ContrastiveLogits(u, v_cols.detach(), col_ids, queued, global, opt), target);
+      const torch::Tensor item_side =
+          InfoNceLoss(ContrastiveLogits(u.detach(), v_cols, col_ids, {}, global, opt), target);
+      loss = user_side + (item_side - item_side.detach());
+    } else {
+      loss = InfoNceLoss(ContrastiveLogits(u, v_cols, col_ids, queued, global, opt), target);
+    }
     if (config_.item_to_user_weight() > 0) {
       ContrastiveOptions reverse;
       reverse.temperature = config_.temperature();
+      reverse.target_offset = target;
       if (config_.logq_correction()) reverse.log_q = log_q_users_;
       torch::Tensor uids = torch::tensor(users, torch::kInt64);
       loss = loss + config_.item_to_user_weight() *
-                        InfoNceLoss(ContrastiveLogits(v, u, uids, {}, {}, reverse));
+                        InfoNceLoss(ContrastiveLogits(v, columns(u), column_ids(uids), {}, {}, reverse),
+                                    target);
     }
     if (!neighbors.empty()) {
       ContrastiveOptions nb = opt;
       if (config_.logq_correction()) nb.log_q = log_q_neighbors_;
       loss = loss + config_.item_neighbor_weight() *
-                        InfoNceLoss(ContrastiveLogits(u, v_neighbors,
-                                                      torch::tensor(neighbors, torch::kInt64), {},
-                                                      {}, nb));
+                        InfoNceLoss(ContrastiveLogits(u, columns(v_neighbors),
+                                                      column_ids(torch::tensor(neighbors, torch::kInt64)),
+                                                      {}, {}, nb),
+                                    target);
     }
   }
   ContrastiveOptions ssl;
   ssl.temperature = config_.temperature();
+  ssl.target_offset = target;
   if (config_.item_ssl_weight() > 0) {
-    ItemBatch pos = batches_.TrainItemBatch(items, users, rng);
+    std::vector<uint64_t> ssl_keys(row_keys.size());
+    for (size_t r = 0; r < row_keys.size(); ++r) {
+      ssl_keys[r] = MixKey(row_keys[r], static_cast<uint64_t>(DrawPurpose::kSslItems));
+    }
+    ItemBatch pos = batches_.TrainItemBatch(items, users, ssl_keys);
     // Views are compared by their unit vectors only: the bias coordinate would add
     // tau * b_i * b_j to each pair.
-    auto view = [&] {
-      return towers_.item.forward(batches_.MaskedView(pos, rng).Inputs())
+    auto view = [&](DrawPurpose which) {
+      return towers_.item.forward(batches_.MaskedView(pos, row_keys, which).Inputs())
           .toTensor()
           .narrow(1, 0, config_.tower().dim());
     };
-    torch::Tensor a = view();
-    torch::Tensor c = view();
-    loss = loss + config_.item_ssl_weight() * InfoNceLoss(ContrastiveLogits(a, c, ids, {}, {}, ssl));
+    torch::Tensor a = view(DrawPurpose::kSslViewA);
+    torch::Tensor c = view(DrawPurpose::kSslViewB);
+    loss = loss + config_.item_ssl_weight() *
+                      InfoNceLoss(ContrastiveLogits(a, columns(c), column_ids(ids), {}, {}, ssl), target);
   }
   if (config_.user_ssl_weight() > 0) {
-    torch::Tensor a = towers_.user.forward(batches_.MaskedView(ub, rng).Inputs()).toTensor();
-    torch::Tensor c = towers_.user.forward(batches_.MaskedView(ub, rng).Inputs()).toTensor();
+    torch::Tensor a = towers_.user.forward(
+        batches_.MaskedView(ub, row_keys, DrawPurpose::kSslViewA).Inputs()).toTensor();
+    torch::Tensor c = towers_.user.forward(
+        batches_.MaskedView(ub, row_keys, DrawPurpose::kSslViewB).Inputs()).toTensor();
     torch::Tensor uids = torch::tensor(users, torch::kInt64);
-    loss = loss + config_.user_ssl_weight() * InfoNceLoss(ContrastiveLogits(a, c, uids, {}, {}, ssl));
+    loss = loss + config_.user_ssl_weight() *
+                      InfoNceLoss(ContrastiveLogits(a, columns(c), column_ids(uids), {}, {}, ssl), target);
   }
   if (config_.queue_size() > 0) {
     // Keys of this batch join the queue after it was used (MoCo): a row never meets its own
-    // key, and the queue's contents lag the online tower by design. The re-encoding variant
-    // only needs the ids: it stores the online embeddings, which it never reads.
+    // key, and the queue's contents lag the online tower by design. Every rank enqueues every
+    // rank's keys in rank order, so the queues stay identical. The re-encoding variant only
+    // needs the ids: it stores the online embeddings, which it never reads.
     torch::NoGradGuard no_grad;
-    torch::Tensor keys = config_.queue_reencode()
-                             ? v.detach()
-                             : key_tower_.forward(
-                                   batches_.KeyItemBatch(items).Inputs())
-                                   .toTensor();
-    queue_.Enqueue(keys, ids);
+    torch::Tensor k = config_.queue_reencode()
+                          ? v.detach()
+                          : key_tower_.forward(batches_.KeyItemBatch(items).Inputs()).toTensor();
+    queue_.Enqueue(GatherNoGradient(collective_, k), GatherNoGradient(collective_, ids));
   }
   return loss;
 }

@@ -10,10 +10,10 @@
 #include <torch/script.h>
 
 #include <memory>
-#include <random>
 #include <vector>
 
 #include "recall/v1/train_config.pb.h"
+#include "trainer/collective.h"
 #include "trainer/example_batches.h"
 #include "trainer/item_graph.h"
 #include "trainer/negatives.h"
@@ -23,15 +23,18 @@ namespace recall::trainer {
 
 class Objective {
  public:
-  // `batches` and `towers` must outlive the Objective; the key encoder starts as a copy of
-  // towers->item (queue_size > 0).
-  Objective(const recall::v1::TrainConfig& config, const ExampleBatches& batches, Towers* towers);
+  // `batches`, `towers` and `collective` (null: one process) must outlive the Objective; the
+  // key encoder starts as a copy of towers->item (queue_size > 0).
+  Objective(const recall::v1::TrainConfig& config, const ExampleBatches& batches, Towers* towers,
+            Collective* collective = nullptr);
 
-  // The configured loss of one batch against in-batch, queue and global negatives plus the
-  // auxiliary terms; draws from `rng` in a fixed order. Enqueues the batch's keys afterwards
-  // (MoCo: a row never meets its own key).
+  // The configured loss of this rank's rows of one batch (a mean over them) against in-batch
+  // (every rank's with gather_negatives), queue and global negatives plus the auxiliary terms;
+  // row r draws from keys.rows[r], what the step shares from keys.step. Enqueues every rank's
+  // keys afterwards (MoCo: a row never meets its own key). With a collective every rank must
+  // call it for the same step.
   torch::Tensor Loss(const std::vector<int64_t>& users, const std::vector<int64_t>& items,
-                     std::mt19937_64& rng);
+                     const DrawKeys& keys);
   // After an optimizer step: the key encoder's momentum update (no-op without a key queue).
   void AfterStep();
 
@@ -50,6 +53,7 @@ class Objective {
   const recall::v1::TrainConfig& config_;
   const ExampleBatches& batches_;
   Towers& towers_;
+  Collective* const collective_;
   torch::Tensor log_q_;            // [num_items] log of each item's share of train interactions
   torch::Tensor log_q_users_;      // [num_users] the same for users (item_to_user_weight)
   ItemNeighbors item_neighbors_;   // item_neighbor_weight > 0

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <numeric>
 #include <utility>
 
@@ -17,13 +19,26 @@
 namespace recall::trainer {
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const TrainConfig& c,
-                                                         int ensemble_member) {
+                                                         int ensemble_member,
+                                                         Collective* collective) {
   if (absl::Status st = CheckTrainConfig(c); !st.ok()) return st;
+  if (collective != nullptr && collective->world_size() > 1) {
+    if (c.batch_size() % collective->world_size() != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch_size ", c.batch_size(), " is the global batch: it must split evenly over ",
+          collective->world_size(), " ranks"));
+    }
+    if (c.ensemble() > 1 || ensemble_member != 0) {
+      return absl::InvalidArgumentError(
+          "an ensemble trains its members side by side in one process; train each member as "
+          "its own multi-rank run, or the ensemble on one rank");
+    }
+  }
   // The JIT's profiling executor re-specializes the tower graphs after their first runs, with
   // different float rounding: a resumed run would then drift from an uninterrupted one in the
   // last bits. The towers are a few ops each, so the plain interpreter costs nothing measurable.
   torch::jit::setGraphExecutorOptimize(false);
-  std::unique_ptr<Trainer> t(new Trainer(c, ensemble_member));
+  std::unique_ptr<Trainer> t(new Trainer(c, ensemble_member, collective));
   auto batches = ExampleBatches::Create(d, c);
   if (!batches.ok()) return batches.status();
   t->batches_ = *std::move(batches);
@@ -31,10 +46,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
   // Member 0 draws exactly what a single model with this seed draws.
   const uint64_t draw_seed =
       c.seed() + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(ensemble_member);
+  // Every rank seeds alike: the same initial weights and the same example order everywhere.
   torch::manual_seed(draw_seed);
   t->rng_.seed(draw_seed);
+  t->draw_seed_ = draw_seed;
   t->towers_ = BuildTowers(t->encoder(), c.tower(), static_cast<float>(c.temperature()));
-  t->objective_ = std::make_unique<Objective>(t->config_, *t->batches_, &t->towers_);
+  t->objective_ = std::make_unique<Objective>(t->config_, *t->batches_, &t->towers_, collective);
   t->optimizer_ = std::make_unique<torch::optim::Adam>(
       t->towers_.parameters(),
       torch::optim::AdamOptions(c.learning_rate()).weight_decay(c.weight_decay()));
@@ -43,19 +60,41 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const Dataset& d, const
 }
 
 double Trainer::Step(int64_t s) {
-  const int64_t bs = config_.batch_size();
-  std::vector<int64_t> users(bs), items(bs);
-  for (int64_t j = 0; j < bs; ++j) {
-    users[j] = examples_[s * bs + j].first;
-    items[j] = examples_[s * bs + j].second;
+  const int world = collective_ ? collective_->world_size() : 1;
+  const int64_t rows = config_.batch_size() / world;
+  const int64_t first = s * config_.batch_size() + (collective_ ? collective_->rank() : 0) * rows;
+  std::vector<int64_t> users(rows), items(rows);
+  for (int64_t j = 0; j < rows; ++j) {
+    users[j] = examples_[first + j].first;
+    items[j] = examples_[first + j].second;
   }
+  // A row's draws are keyed by its place in the epoch's order, not by which rank holds it.
+  const DrawKeys keys = DrawKeys::ForRows(MixKey(draw_seed_, static_cast<uint64_t>(epoch_)), s,
+                                          first, rows);
   optimizer_->zero_grad();
-  torch::Tensor loss = objective_->Loss(users, items, rng_);
+  torch::Tensor loss = objective_->Loss(users, items, keys);
   loss.backward();
+  torch::Tensor value = loss.detach().reshape({1}).to(torch::kFloat32);
+  if (world > 1) AverageOverRanks(value);
   optimizer_->step();
   objective_->AfterStep();
   schedule_->AfterStep();
-  return loss.item<double>();
+  return value.item<double>();
+}
+
+void Trainer::AverageOverRanks(torch::Tensor& loss) {
+  // DDP's job, written against the process group: one bucketed all-reduce of every gradient
+  // (the loss rides in the last bucket), then the mean. A parameter the loss did not reach
+  // gets a zero gradient first, so every rank's buckets have the same layout.
+  std::vector<torch::Tensor> grads;
+  for (torch::Tensor& p : towers_.parameters()) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.mutable_grad());
+  }
+  grads.push_back(loss);
+  collective_->AllReduceSum(grads);
+  const double inv = 1.0 / collective_->world_size();
+  for (torch::Tensor& g : grads) g.mul_(inv);
 }
 
 double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
@@ -63,6 +102,7 @@ double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
   const int64_t bs = config_.batch_size();
   const int64_t steps = n / bs;  // drop the ragged last batch: it would be a weaker softmax
   const int64_t first_step = std::exchange(resume_step_, 0);
+  epoch_ = epoch;
   if (first_step == 0) {
     // Shuffle with the trainer's own engine: identical order for a seed on every platform.
     // (A resumed epoch keeps the order its checkpoint saved.)
@@ -71,6 +111,8 @@ double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
   towers_.user.train();
   towers_.item.train();
   const auto start = std::chrono::steady_clock::now();
+  auto window_start = start;
+  double window_collective = seconds_in_collectives();
   double sum = 0, window = 0;
   int64_t window_steps = 0, done = 0;
   for (int64_t s = first_step; s < steps; ++s) {
@@ -96,6 +138,13 @@ double Trainer::TrainEpoch(int epoch, const ProgressFn& progress) {
       const double remaining_steps =
           static_cast<double>(steps - s - 1) + static_cast<double>(config_.epochs() - epoch) * steps;
       ev.set_eta_sec(remaining_steps * bs / std::max(ev.examples_per_sec(), 1e-9));
+      if (collective_ != nullptr) {
+        const auto now = std::chrono::steady_clock::now();
+        const double wall = std::chrono::duration<double>(now - window_start).count();
+        ev.set_collective_share((seconds_in_collectives() - window_collective) / std::max(wall, 1e-9));
+        window_start = now;
+        window_collective = seconds_in_collectives();
+      }
       progress(ev);
       window = 0;
       window_steps = 0;
@@ -172,8 +221,24 @@ RunState Trainer::State() {
   return s;
 }
 
-absl::Status Trainer::SaveCheckpoint(const std::string& path) { return WriteCheckpoint(path, State()); }
-absl::Status Trainer::LoadCheckpoint(const std::string& path) { return ReadCheckpoint(path, State()); }
+absl::Status Trainer::SaveCheckpoint(const std::string& path) {
+  if (collective_ && collective_->rank() != 0) return absl::OkStatus();
+  return WriteCheckpoint(path, State());
+}
+
+absl::Status Trainer::LoadCheckpoint(const std::string& path) {
+  if (!collective_ || collective_->world_size() == 1) return ReadCheckpoint(path, State());
+  // Rank 0 reads, every rank loads the same bytes: the other ranks need no shared volume. A
+  // missing file travels as no bytes, so every rank answers alike and none is left waiting.
+  std::string bytes;
+  if (collective_->rank() == 0) {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  bytes = collective_->BroadcastBytes(bytes, 0);
+  if (bytes.empty()) return absl::NotFoundError(absl::StrCat("no checkpoint ", path, " on rank 0"));
+  return ReadCheckpoint(path, State(), &bytes);
+}
 
 RankingMetrics Trainer::EvaluateValidation() {
   if (!batches_->has_validation()) return {};

@@ -26,6 +26,7 @@
 #include "recall/v1/model.pb.h"
 #include "recall/v1/train_config.pb.h"
 #include "trainer/checkpoint.h"
+#include "trainer/collective.h"
 #include "trainer/dataset.h"
 #include "trainer/evaluator.h"
 #include "trainer/example_batches.h"
@@ -54,9 +55,16 @@ class Trainer {
   // Trainer. Member k of an ensemble (trainer/ensemble.h) varies the initialization and the
   // example order (seeded by seed and k), not the validation split or the evaluation
   // audiences (seeded by seed alone).
+  // With a `collective` (it must outlive the Trainer) this process is one rank of a
+  // data-parallel run: every rank trains on rows [rank * B, (rank + 1) * B) of each global
+  // batch (B = batch_size / world_size; InvalidArgument unless it divides), gradients are
+  // averaged over ranks every step, and every rank holds the same weights. Train, validation
+  // and checkpoint loading are then collective: every rank calls them; only rank 0 writes
+  // checkpoints. Ensembles are one process: InvalidArgument for a member with a collective.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const Dataset& dataset,
                                                          const TrainConfig& config,
-                                                         int ensemble_member = 0);
+                                                         int ensemble_member = 0,
+                                                         Collective* collective = nullptr);
   void set_run_options(const RunOptions& options) { run_options_ = options; }
   // Checkpoint to `path` after every epoch, and every `every_steps` steps within one (> 0).
   void set_checkpoint(const std::string& path, int every_steps) {
@@ -89,8 +97,15 @@ class Trainer {
   int best_epoch() const { return schedule_->state().best_epoch; }
 
   // Checkpoint of everything a run needs to continue bit for bit (trainer/checkpoint.h).
+  // With a collective, Save writes on rank 0 only (a no-op elsewhere) and Load is collective:
+  // rank 0 reads the file and every rank loads its bytes (NotFound on every rank when rank 0
+  // has no file).
   absl::Status SaveCheckpoint(const std::string& path);
   absl::Status LoadCheckpoint(const std::string& path);
+  // Wall seconds this rank spent in collectives (0 on one process).
+  double seconds_in_collectives() const {
+    return collective_ ? collective_->seconds_in_collectives() : 0.0;
+  }
 
   const ExampleBatches& batches() const { return *batches_; }
   const FeatureEncoder& encoder() const { return batches_->encoder(); }
@@ -103,11 +118,15 @@ class Trainer {
  private:
   friend class TrainerTestAccess;  // tests/trainer/trainer_test_access.h
 
-  Trainer(const TrainConfig& c, int member) : config_(c), ensemble_member_(member) {}
+  Trainer(const TrainConfig& c, int member, Collective* collective)
+      : config_(c), ensemble_member_(member), collective_(collective) {}
   // One epoch (or what remains of it after a resume); returns the mean loss.
   double TrainEpoch(int epoch, const ProgressFn& progress);
-  // One optimizer step on examples [s * batch, (s + 1) * batch); returns its loss.
+  // One optimizer step on this rank's rows of examples [s * batch, (s + 1) * batch); returns
+  // the batch's loss (the mean over every rank's rows).
   double Step(int64_t s);
+  // Averages the gradients (and `loss`, in place) over ranks.
+  void AverageOverRanks(torch::Tensor& loss);
   RunState State();
   torch::Tensor EmbedAllItemsWith(bool fit_graph);
   torch::Tensor EmbedAllUsersFrom(const Dataset& source);
@@ -115,6 +134,7 @@ class Trainer {
 
   const TrainConfig config_;
   const int ensemble_member_;
+  Collective* const collective_;
   RunOptions run_options_;
   std::unique_ptr<ExampleBatches> batches_;
   Towers towers_;
@@ -122,7 +142,9 @@ class Trainer {
   std::unique_ptr<Objective> objective_;
   std::unique_ptr<Schedule> schedule_;
   std::vector<std::pair<int64_t, int64_t>> examples_;  // (user, item) train pairs, this epoch's order
-  std::mt19937_64 rng_;
+  std::mt19937_64 rng_;     // the epoch shuffle (the same on every rank)
+  uint64_t draw_seed_ = 0;  // the run's key for every row draw (trainer/row_draws.h)
+  int epoch_ = 0;           // the epoch being trained
   int next_epoch_ = 1;       // where Train() (re)starts
   int64_t resume_step_ = 0;  // steps of next_epoch_ already done (after LoadCheckpoint)
   int64_t steps_done_ = 0;   // by this process (for max_steps)

@@ -20,29 +20,9 @@
 #include <vector>
 
 #include "tests/testing/child_process.h"
+#include "tests/testing/free_port.h"
 
 namespace recall::testing {
-
-// A loopback port nothing listens on now (and that this process has not handed out before).
-inline int FreeLoopbackPort() {
-  static std::set<int> given;
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof(addr);
-    int port = -1;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
-    }
-    ::close(fd);
-    if (port > 0 && given.insert(port).second) return port;
-  }
-  return -1;
-}
 
 // The nats-server binary on PATH, or "" when it is not installed.
 inline std::string NatsServerBinary() {

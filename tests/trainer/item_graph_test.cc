@@ -49,14 +49,14 @@ TEST(ItemNeighbors, SamplesInProportionToTheWeights) {
   std::mt19937_64 rng(7);
   std::map<int64_t, int> hits;
   const int n = 40000;
-  for (int s = 0; s < n; ++s) ++hits[g.Sample(1, rng)];
+  for (int s = 0; s < n; ++s) ++hits[g.Sample(1, rng())];
   double total = 0;
   for (const auto& nb : g.of(1)) total += nb.weight;
   ASSERT_EQ(hits.size(), 3u);
   for (const auto& nb : g.of(1)) {
     EXPECT_NEAR(hits[nb.item] / static_cast<double>(n), nb.weight / total, 0.01) << nb.item;
   }
-  EXPECT_EQ(g.Sample(4, rng), 4);  // no neighbour: the item itself
+  EXPECT_EQ(g.Sample(4, rng()), 4);  // no neighbour: the item itself
 }
 
 TEST(ItemNeighbors, DrawShareIsTheMixtureOfTheRowsNeighbourDistributions) {

@@ -155,8 +155,7 @@ TEST(Trainer, MaskUserPositivesChangesOnlyBatchesHoldingAnotherItemOfTheRowsUser
     tc.set_mask_user_positives(mask);
     auto t = Trainer::Create(d, tc);
     EXPECT_TRUE(t.ok()) << t.status();
-    std::mt19937_64 rng(3);
-    return TrainerTestAccess::BatchLoss(**t, users, items, rng).item<double>();
+    return TrainerTestAccess::BatchLoss(**t, users, items, 3).item<double>();
   };
   // Row 0's negative b (and row 1's a) is user 0's own item: masked, so the loss changes.
   const std::vector<int64_t> with_users = {user, user, other_user}, with_items = {a, b, c};
@@ -308,10 +307,10 @@ TEST(Trainer, ItemAudienceIsDrawnFromTrainUsersAndNeverHoldsTheExamplesOwnUser) 
     }
   }
   items.push_back(items[0]);  // a row without an example: its audience may hold anyone
-  std::mt19937_64 rng(3);
   std::set<int64_t> drawn_for_item0;
   for (int round = 0; round < 20; ++round) {
-    ItemBatch b = (*t)->batches().TrainItemBatch(items, users, rng);
+    ItemBatch b = (*t)->batches().TrainItemBatch(
+        items, users, DrawKeys::ForRows(round, 0, 0, static_cast<int64_t>(items.size())).rows);
     ASSERT_EQ(b.audience.sizes(), (std::vector<int64_t>{static_cast<int64_t>(items.size()), 6}));
     auto aud = b.audience.accessor<int64_t, 2>();
     auto mask = b.audience_mask.accessor<float, 2>();
@@ -417,8 +416,7 @@ TEST(Trainer, EvaluationAudienceIsWiderThanTrainingsAndExtendsTheSameSeededSubse
   // The first 4 of the wide audience are the narrow one: one seeded order, a longer prefix.
   EXPECT_TRUE(torch::equal(w.audience.slice(1, 0, 4), n.audience));
   // Training still samples item_audience_length users.
-  std::mt19937_64 rng(1);
-  EXPECT_EQ((*wide)->batches().TrainItemBatch({0, 1, 2}, {-1, -1, -1}, rng).audience.size(1), 4);
+  EXPECT_EQ((*wide)->batches().TrainItemBatch({0, 1, 2}, {-1, -1, -1}, {1, 2, 3}).audience.size(1), 4);
   // The embeddings follow the wider input (and stay unit norm).
   const torch::Tensor v = (*wide)->EmbedAllItems();
   EXPECT_LT((v.norm(2, 1) - 1).abs().max().item<float>(), 1e-4);
@@ -441,8 +439,8 @@ TEST(Trainer, ItemNeighborInputHoldsTheStrongestNeighboursOfTheRightSplit) {
   const ItemNeighbors full = ItemNeighbors::Build(d.train, d.num_items, 3);
   std::vector<int64_t> items(d.num_items);
   std::iota(items.begin(), items.end(), 0);
-  std::mt19937_64 rng(1);
-  const ItemBatch train = (*t)->batches().TrainItemBatch(items, std::vector<int64_t>(items.size(), -1), rng);
+  const ItemBatch train = (*t)->batches().TrainItemBatch(
+      items, std::vector<int64_t>(items.size(), -1), std::vector<uint64_t>(items.size(), 1));
   const ItemBatch eval = (*t)->batches().ItemBatchFor(items);
   auto holds = [&](const ItemBatch& b, const ItemNeighbors& g, int64_t i) {
     const auto& want = g.of(i);

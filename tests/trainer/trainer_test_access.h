@@ -3,7 +3,6 @@
 #ifndef RECALL_TESTS_TRAINER_TRAINER_TEST_ACCESS_H_
 #define RECALL_TESTS_TRAINER_TRAINER_TEST_ACCESS_H_
 
-#include <random>
 #include <vector>
 
 #include "trainer/trainer.h"
@@ -15,10 +14,14 @@ class TrainerTestAccess {
   static double TrainEpoch(Trainer& t, int epoch, const ProgressFn& progress = nullptr) {
     return t.TrainEpoch(epoch, progress);
   }
+  // The loss of one batch whose rows draw from keys under `key` (trainer/row_draws.h).
   static torch::Tensor BatchLoss(Trainer& t, const std::vector<int64_t>& users,
-                                 const std::vector<int64_t>& items, std::mt19937_64& rng) {
-    return t.objective_->Loss(users, items, rng);
+                                 const std::vector<int64_t>& items, uint64_t key) {
+    return t.objective_->Loss(users, items,
+                              DrawKeys::ForRows(key, 0, 0, static_cast<int64_t>(users.size())));
   }
+  static double Step(Trainer& t, int64_t s) { return t.Step(s); }
+  static void set_epoch(Trainer& t, int epoch) { t.epoch_ = epoch; }
   static Objective& objective(Trainer& t) { return *t.objective_; }
   static const Schedule::State& schedule(const Trainer& t) { return t.schedule_->state(); }
 };
