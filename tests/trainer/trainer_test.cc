@@ -64,6 +64,66 @@ TrainConfig FullMethodConfig() {
   return tc;
 }
 
+// The root cause of the key queue's collapse (TRAINING.md "Why the key queue collapsed"):
+// momentum keys carry no gradient, so when the item tower took its gradient from the softmax
+// over [in-batch | queue], the queue's share of the softmax mass vanished from the item side:
+// positives kept their full pull, in-batch repulsion shrank by that share (~Q / (B + Q) with
+// fresh keys, i.e. at momentum 0), and item embeddings contracted. The fix gives each tower its
+// own softmax. So: with a full queue of fresh keys, the item tower's gradient is exactly the
+// gradient without a queue, while the user tower's is not (the queue is there to teach it).
+TEST(Trainer, KeyQueueLeavesTheItemTowerGradientToTheInBatchSoftmax) {
+  Dataset d = SmallSynthetic();
+  TrainConfig with_queue = SmallConfig();
+  with_queue.set_logq_correction(true);
+  with_queue.set_queue_size(512);
+  with_queue.set_momentum(0);
+  TrainConfig without = with_queue;
+  without.set_queue_size(0);
+  auto q = Trainer::Create(d, with_queue);
+  auto n = Trainer::Create(d, without);
+  ASSERT_TRUE(q.ok() && n.ok());
+  const auto examples = (*q)->batches().TrainExamples();
+  auto batch = [&](int64_t first, int64_t size, std::vector<int64_t>* users, std::vector<int64_t>* items) {
+    users->clear();
+    items->clear();
+    for (int64_t j = 0; j < size; ++j) {
+      const auto& [u, i] = examples[(first + j * 37) % examples.size()];
+      users->push_back(u);
+      items->push_back(i);
+    }
+  };
+  std::vector<int64_t> users, items;
+  // Fill the queue with the (unchanged) tower's keys of other examples: no optimizer step, so
+  // both trainers still hold the same weights.
+  for (int k = 0; k < 4; ++k) {
+    batch(1000 + 128 * k, 128, &users, &items);
+    TrainerTestAccess::BatchLoss(**q, users, items, 100 + k);
+  }
+  ASSERT_EQ(TrainerTestAccess::objective(**q).queue().size(), 512);
+  auto grads = [&](Trainer& t, const torch::jit::Module& tower) {
+    for (auto& p : t.towers().parameters()) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+    TrainerTestAccess::BatchLoss(t, users, items, 7).backward();
+    std::vector<torch::Tensor> out;
+    for (const auto& p : tower.parameters()) out.push_back(p.grad().clone());
+    return out;
+  };
+  batch(5, 128, &users, &items);
+  const auto item_q = grads(**q, (*q)->towers().item), item_n = grads(**n, (*n)->towers().item);
+  ASSERT_EQ(item_q.size(), item_n.size());
+  for (size_t i = 0; i < item_q.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(item_q[i], item_n[i], 1e-5, 1e-7))
+        << "item parameter " << i << ": max diff "
+        << (item_q[i] - item_n[i]).abs().max().item<float>() << " of "
+        << item_n[i].abs().max().item<float>();
+  }
+  const auto user_q = grads(**q, (*q)->towers().user), user_n = grads(**n, (*n)->towers().user);
+  double differ = 0;
+  for (size_t i = 0; i < user_q.size(); ++i) differ += (user_q[i] - user_n[i]).abs().sum().item<double>();
+  EXPECT_GT(differ, 1e-3) << "the queue no longer reaches the user tower";
+}
+
 TEST(Trainer, SameSeedGivesIdenticalLossesAndQueue) {
   Dataset d = SmallSynthetic();
   for (const TrainConfig& c : {SmallConfig(), FullMethodConfig()}) {
