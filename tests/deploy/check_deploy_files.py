@@ -418,7 +418,28 @@ if "--write_stream_replicas=3" not in server_args:
     fail("deploy/k8s/deployment.yaml: the write stream is not R=3")
 if any(v.get("emptyDir") is not None and v.get("name") == "wal" for v in pod_volumes):
     fail("deploy/k8s/deployment.yaml: still an emptyDir write-ahead log")
-ok("deploy/k8s: probes, PVC, ConfigMap, Service, Job, kustomization, NATS")
+# Data-parallel training: an Indexed Job of N ranks whose --rank is the completion index and
+# whose --world_size is N, and a headless Service that resolves rank 0 for the rendezvous.
+ranks_job = doc("deploy/k8s/train-ranks/job.yaml")
+ranks_svc = doc("deploy/k8s/train-ranks/service.yaml")
+rj_spec = ranks_job.get("spec", {}) if ranks_job else {}
+rj_pod = rj_spec.get("template", {}).get("spec", {})
+rj_c = (rj_pod.get("containers") or [{}])[0]
+rj_args = rj_c.get("args", [])
+rj_env = {e.get("name"): e for e in rj_c.get("env", [])}
+rank_arg = next((a for a in rj_args if a.startswith("--rank=")), "")
+rank_var = rank_arg[len("--rank=$("):-1] if rank_arg.startswith("--rank=$(") else ""
+if (rj_spec.get("completionMode") != "Indexed" or
+        rj_spec.get("completions") != rj_spec.get("parallelism") or
+        f"--world_size={rj_spec.get('completions')}" not in rj_args):
+    fail("deploy/k8s/train-ranks/job.yaml: not an Indexed Job with completions = parallelism = --world_size")
+if "job-completion-index" not in str(rj_env.get(rank_var, {}).get("valueFrom", "")):
+    fail("deploy/k8s/train-ranks/job.yaml: --rank is not the pod's completion index")
+svc_name = (ranks_svc.get("metadata", {}) or {}).get("name") if ranks_svc else None
+if ((ranks_svc.get("spec", {}) or {}).get("clusterIP") != "None" or rj_pod.get("subdomain") != svc_name or
+        f"--master_addr={ranks_job['metadata']['name']}-0.{svc_name}" not in rj_args):
+    fail("deploy/k8s/train-ranks: rank 0 is not reached through a headless Service as <job>-0.<service>")
+ok("deploy/k8s: probes, PVC, ConfigMap, Service, Job, kustomization, NATS, training ranks")
 
 # ---- 7. flags against the binaries ------------------------------------------------------------
 def gflags_of(binary):
@@ -444,6 +465,7 @@ if BINARIES:
     check_flags(server_args, server_flags, "deploy/k8s/deployment.yaml", "recall-server")
     check_flags(trainer_cmd, train_flags, "docker-compose.yml trainer", "recall-train")
     check_flags(jc.get("args", []), train_flags, "deploy/k8s/retrain-job.yaml", "recall-train")
+    check_flags(rj_args, train_flags, "deploy/k8s/train-ranks/job.yaml", "recall-train")
     for s in stages[-1:]:
         for line in s["lines"]:
             if line.startswith("CMD "):
