@@ -120,6 +120,14 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
   if (!neighbors.empty()) v_neighbors = v.narrow(0, b + nq + ng, b);
   v = v.narrow(0, 0, b);
 
+  // This batch's keys (every rank's, in rank order): MoCo's keys of the positives.
+  torch::Tensor batch_keys;
+  if (config_.queue_size() > 0 && !config_.queue_reencode()) {
+    torch::NoGradGuard no_grad;
+    batch_keys = GatherNoGradient(
+        collective_, key_tower_.forward(batches_.KeyItemBatch(items).Inputs()).toTensor());
+  }
+
   // In-batch columns: this rank's, or every rank's in rank order (row r's target is then
   // column rank * b + r), which makes the loss the one-process loss of the global batch.
   Collective* const gather = config_.gather_negatives() ? collective_ : nullptr;
@@ -151,15 +159,19 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
       // Momentum keys carry no gradient, so they can only teach the user tower. Were the item
       // tower's gradient taken from the same softmax, the keys' share of it (Q / (B + Q) of
       // the negatives' mass once the keys are fresh) would vanish from the item side: the
-      // positives keep their full pull while the in-batch repulsion shrinks by that share, and
-      // the item embeddings contract (TRAINING.md "Why the key queue collapsed"). So each tower
-      // gets its own softmax: users against in-batch + queue columns (item side detached),
-      // items against the in-batch ones (user side detached). The loss value is the user
-      // side's, the softmax over every negative.
+      // positives would keep their full pull while the in-batch repulsion shrank by that share,
+      // and the item embeddings would contract (TRAINING.md "Why the key queue collapsed").
+      // So each tower gets its own softmax. Users, as MoCo's queries, score this batch's keys
+      // and the queue's, all from the key encoder: were the positive the online tower's output
+      // among momentum keys, "online vs lagging encoder" would itself tell the positive apart.
+      // Items score against the in-batch users alone, with the in-batch normalizer.
+      NegativeSet global_fixed = global;
+      if (global.embeddings.defined()) global_fixed.embeddings = global.embeddings.detach();
       const torch::Tensor user_side =
-          InfoNceLoss(ContrastiveLogits(u, v_cols.detach(), col_ids, queued, global, opt), target);
+          InfoNceLoss(ContrastiveLogits(u, batch_keys, col_ids, queued, global_fixed, opt), target);
       const torch::Tensor item_side =
           InfoNceLoss(ContrastiveLogits(u.detach(), v_cols, col_ids, {}, global, opt), target);
+      // The value is the user side's (the softmax over every negative); the gradient both.
       loss = user_side + (item_side - item_side.detach());
     } else {
       loss = InfoNceLoss(ContrastiveLogits(u, v_cols, col_ids, queued, global, opt), target);
@@ -220,10 +232,8 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
     // rank's keys in rank order, so the queues stay identical. The re-encoding variant only
     // needs the ids: it stores the online embeddings, which it never reads.
     torch::NoGradGuard no_grad;
-    torch::Tensor k = config_.queue_reencode()
-                          ? v.detach()
-                          : key_tower_.forward(batches_.KeyItemBatch(items).Inputs()).toTensor();
-    queue_.Enqueue(GatherNoGradient(collective_, k), GatherNoGradient(collective_, ids));
+    queue_.Enqueue(config_.queue_reencode() ? GatherNoGradient(collective_, v.detach()) : batch_keys,
+                   GatherNoGradient(collective_, ids));
   }
   return loss;
 }
