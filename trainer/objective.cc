@@ -120,11 +120,12 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
   if (!neighbors.empty()) v_neighbors = v.narrow(0, b + nq + ng, b);
   v = v.narrow(0, 0, b);
 
-  // This batch's keys (every rank's, in rank order): MoCo's keys of the positives.
-  torch::Tensor batch_keys;
+  // This batch's keys, MoCo's keys of the positives: every rank's in rank order for the queue,
+  // and for the user side's columns when the in-batch columns are gathered.
+  torch::Tensor every_rank_keys;
   if (config_.queue_size() > 0 && !config_.queue_reencode()) {
     torch::NoGradGuard no_grad;
-    batch_keys = GatherNoGradient(
+    every_rank_keys = GatherNoGradient(
         collective_, key_tower_.forward(batches_.KeyItemBatch(items).Inputs()).toTensor());
   }
 
@@ -134,6 +135,11 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
   const int64_t target = gather != nullptr ? collective_->rank() * b : 0;
   auto columns = [&](const torch::Tensor& local) { return GatherWithGradient(gather, local); };
   auto column_ids = [&](const torch::Tensor& local) { return GatherNoGradient(gather, local); };
+  // The user side's key columns: every_rank_keys, or this rank's slice of it.
+  const torch::Tensor key_columns =
+      !every_rank_keys.defined() || gather != nullptr || collective_ == nullptr
+          ? every_rank_keys
+          : every_rank_keys.narrow(0, collective_->rank() * b, b);
 
   torch::Tensor loss;
   if (config_.loss() == recall::v1::TrainConfig::FULL_SOFTMAX) {
@@ -168,7 +174,7 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
       NegativeSet global_fixed = global;
       if (global.embeddings.defined()) global_fixed.embeddings = global.embeddings.detach();
       const torch::Tensor user_side =
-          InfoNceLoss(ContrastiveLogits(u, batch_keys, col_ids, queued, global_fixed, opt), target);
+          InfoNceLoss(ContrastiveLogits(u, key_columns, col_ids, queued, global_fixed, opt), target);
       const torch::Tensor item_side =
           InfoNceLoss(ContrastiveLogits(u.detach(), v_cols, col_ids, {}, global, opt), target);
       // The value is the user side's (the softmax over every negative); the gradient both.
@@ -232,7 +238,7 @@ torch::Tensor Objective::Loss(const std::vector<int64_t>& users, const std::vect
     // rank's keys in rank order, so the queues stay identical. The re-encoding variant only
     // needs the ids: it stores the online embeddings, which it never reads.
     torch::NoGradGuard no_grad;
-    queue_.Enqueue(config_.queue_reencode() ? GatherNoGradient(collective_, v.detach()) : batch_keys,
+    queue_.Enqueue(config_.queue_reencode() ? GatherNoGradient(collective_, v.detach()) : every_rank_keys,
                    GatherNoGradient(collective_, ids));
   }
   return loss;

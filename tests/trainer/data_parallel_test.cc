@@ -180,6 +180,28 @@ TEST(DataParallel, TwoRanksTrainTheOneProcessModelOfTheSameGlobalBatch) {
   FinishRanks(ranks);
 }
 
+// Without gathering each rank's rows see only its own positives (a different objective from
+// one process), but the ranks still agree: the same loss, the same queue, the same weights.
+TEST(DataParallel, WithoutGatheredNegativesTheRanksStillAgree) {
+  torch::set_num_threads(1);
+  const Dataset d = SmallSynthetic();
+  TrainConfig c = RankedConfig(20);
+  c.set_gather_negatives(false);
+  auto ranks = ConnectRanks(2);
+  ASSERT_TRUE(ranks[0] && ranks[1]);
+  auto trainers = RankTrainers(d, c, ranks);
+  ASSERT_EQ(trainers.size(), 2u);
+  const std::vector<Trace> traces = TrainEpochOnRanks(trainers, 1);
+  ASSERT_EQ(traces[0].losses.size(), 20u);
+  ASSERT_EQ(traces[1].losses.size(), 20u);
+  for (size_t s = 0; s < 20; ++s) {
+    EXPECT_EQ(traces[0].losses[s], traces[1].losses[s]) << "step " << s + 1;
+    EXPECT_TRUE(torch::equal(traces[0].queue_keys[s], traces[1].queue_keys[s])) << "step " << s + 1;
+  }
+  EXPECT_TRUE(torch::equal(trainers[0]->EmbedAllItems(), trainers[1]->EmbedAllItems()));
+  FinishRanks(ranks);
+}
+
 // Reads a file whole ("" when missing).
 std::string Slurp(const std::string& path) {
   std::ifstream in(path);
