@@ -1,6 +1,8 @@
 #include "trainer/collective.h"
 
+#include <ATen/ATen.h>
 #include <glog/logging.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -174,8 +176,8 @@ void Collective::Run(const char* what, F&& f) {
   seconds_.store(seconds_.load() + s);
 }
 
-void Collective::AllReduceSum(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes) {
-  torch::NoGradGuard no_grad;
+void Collective::AllReduceSum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes) {
+  at::NoGradGuard no_grad;
   size_t i = 0;
   while (i < tensors.size()) {
     // One bucket: consecutive tensors of one dtype up to bucket_bytes (at least one tensor).
@@ -186,10 +188,10 @@ void Collective::AllReduceSum(const std::vector<torch::Tensor>& tensors, int64_t
       bytes += static_cast<int64_t>(tensors[end].nbytes());
       ++end;
     }
-    std::vector<torch::Tensor> flat_parts;
+    std::vector<at::Tensor> flat_parts;
     for (size_t k = i; k < end; ++k) flat_parts.push_back(tensors[k].reshape({-1}));
-    std::vector<torch::Tensor> flat = {flat_parts.size() == 1 ? flat_parts[0].contiguous().clone()
-                                                              : torch::cat(flat_parts)};
+    std::vector<at::Tensor> flat = {flat_parts.size() == 1 ? flat_parts[0].contiguous().clone()
+                                                              : at::cat(flat_parts)};
     Run("all-reduce", [&] { return group_->allreduce(flat); });
     int64_t offset = 0;
     for (size_t k = i; k < end; ++k) {
@@ -201,18 +203,18 @@ void Collective::AllReduceSum(const std::vector<torch::Tensor>& tensors, int64_t
   }
 }
 
-torch::Tensor Collective::AllGather(const torch::Tensor& t) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> in = {t.contiguous()};
-  std::vector<std::vector<torch::Tensor>> out(1);
-  for (int r = 0; r < options_.world_size; ++r) out[0].push_back(torch::empty_like(in[0]));
+at::Tensor Collective::AllGather(const at::Tensor& t) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> in = {t.contiguous()};
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int r = 0; r < options_.world_size; ++r) out[0].push_back(at::empty_like(in[0]));
   Run("all-gather", [&] { return group_->allgather(out, in); });
-  return torch::cat(out[0], 0);
+  return at::cat(out[0], 0);
 }
 
-void Collective::Broadcast(torch::Tensor& t, int root) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> v = {t.contiguous()};
+void Collective::Broadcast(at::Tensor& t, int root) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> v = {t.contiguous()};
   c10d::BroadcastOptions bo;
   bo.rootRank = root;
   Run("broadcast", [&] { return group_->broadcast(v, bo); });
@@ -220,9 +222,9 @@ void Collective::Broadcast(torch::Tensor& t, int root) {
 }
 
 std::string Collective::BroadcastBytes(const std::string& bytes, int root) {
-  torch::Tensor size = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64);
+  at::Tensor size = at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong);
   Broadcast(size, root);
-  torch::Tensor data = torch::empty({size.item<int64_t>()}, torch::kUInt8);
+  at::Tensor data = at::empty({size.item<int64_t>()}, at::kByte);
   if (options_.rank == root && !bytes.empty()) std::memcpy(data.data_ptr(), bytes.data(), bytes.size());
   if (data.numel() > 0) Broadcast(data, root);
   return std::string(static_cast<const char*>(data.data_ptr()), static_cast<size_t>(data.numel()));
@@ -232,7 +234,7 @@ namespace {
 
 class GatherFunction : public torch::autograd::Function<GatherFunction> {
  public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& t,
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& t,
                                Collective* c) {
     ctx->saved_data["collective"] = reinterpret_cast<int64_t>(c);
     ctx->saved_data["rows"] = t.size(0);
@@ -242,20 +244,20 @@ class GatherFunction : public torch::autograd::Function<GatherFunction> {
                                                  torch::autograd::variable_list grads) {
     auto* c = reinterpret_cast<Collective*>(ctx->saved_data["collective"].toInt());
     const int64_t rows = ctx->saved_data["rows"].toInt();
-    torch::Tensor g = grads[0].contiguous().clone();
+    at::Tensor g = grads[0].contiguous().clone();
     c->AllReduceSum({g});
-    return {g.narrow(0, c->rank() * rows, rows).clone(), torch::Tensor()};
+    return {g.narrow(0, c->rank() * rows, rows).clone(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor GatherWithGradient(Collective* c, const torch::Tensor& t) {
+at::Tensor GatherWithGradient(Collective* c, const at::Tensor& t) {
   if (c == nullptr || c->world_size() == 1) return t;
   return GatherFunction::apply(t, c);
 }
 
-torch::Tensor GatherNoGradient(Collective* c, const torch::Tensor& t) {
+at::Tensor GatherNoGradient(Collective* c, const at::Tensor& t) {
   if (c == nullptr || c->world_size() == 1) return t;
   return c->AllGather(t.detach());
 }

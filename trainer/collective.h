@@ -17,7 +17,7 @@
 #ifndef RECALL_TRAINER_COLLECTIVE_H_
 #define RECALL_TRAINER_COLLECTIVE_H_
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include <atomic>
 #include <chrono>
@@ -60,11 +60,11 @@ class Collective {
 
   // In place: each tensor becomes the sum over ranks (float32 or int64, contiguous). Tensors
   // are packed into buckets of ~bucket_bytes, one all-reduce per bucket.
-  void AllReduceSum(const std::vector<torch::Tensor>& tensors, int64_t bucket_bytes = 32 << 20);
+  void AllReduceSum(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes = 32 << 20);
   // Rank-order concatenation along dim 0 of every rank's `t` (same shape on every rank).
-  torch::Tensor AllGather(const torch::Tensor& t);
+  at::Tensor AllGather(const at::Tensor& t);
   // `t` becomes root's `t` (same shape on every rank).
-  void Broadcast(torch::Tensor& t, int root = 0);
+  void Broadcast(at::Tensor& t, int root = 0);
   // Bytes from root to every rank (sizes may differ before the call).
   std::string BroadcastBytes(const std::string& bytes, int root = 0);
 
@@ -98,10 +98,10 @@ class Collective {
 // gathered tensor is summed (all-reduce), and each rank keeps its own slice. With the loss of
 // rank r a mean over its rows and the parameter gradients averaged over ranks, this is the
 // gradient of the mean loss over the global batch. `c` may be null: `t` itself.
-torch::Tensor GatherWithGradient(Collective* c, const torch::Tensor& t);
+at::Tensor GatherWithGradient(Collective* c, const at::Tensor& t);
 
 // Gathers without gradient (ids, keys): `t` itself when `c` is null.
-torch::Tensor GatherNoGradient(Collective* c, const torch::Tensor& t);
+at::Tensor GatherNoGradient(Collective* c, const at::Tensor& t);
 
 }  // namespace recall::trainer
 
