@@ -324,6 +324,7 @@ void KillOneRank(int victim) {
   const int rc = pair.ranks[survivor].Wait(std::chrono::seconds(kTimeoutS));
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
   const std::string log = Slurp(pair.logs[survivor]);
+  std::printf("rank %d exited with %d %.2f s after rank %d was killed\n", survivor, rc, took, victim);
   EXPECT_EQ(rc, kExitRankLost) << "rank " << survivor << " after " << took << " s:\n" << log;
   EXPECT_LT(took, kTimeoutS);
   EXPECT_NE(log.find("lost rank " + std::to_string(victim) + " ("), std::string::npos) << log;
