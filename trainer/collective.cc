@@ -93,18 +93,19 @@ Collective::~Collective() {
 }
 
 void Collective::LostPeer(const std::string& cause) {
-  // Which ranks stopped beating: read every counter twice, some periods apart. A peer killed
+  // Which ranks stopped beating: read every counter twice, some periods apart (on the training
+  // thread's own store connection; the watchdog keeps its own). A peer killed
   // a moment ago has not beaten since; one alive has, however busy its training thread is.
   const auto period = BeatPeriod(options_.timeout);
   std::vector<std::string> lost;
   try {
     std::vector<int64_t> before(options_.world_size), after(options_.world_size);
     for (int r = 0; r < options_.world_size; ++r) {
-      before[r] = watch_store_->add(absl::StrCat("beat/", r), 0);
+      before[r] = store_->add(absl::StrCat("beat/", r), 0);
     }
     std::this_thread::sleep_for(4 * period);
     for (int r = 0; r < options_.world_size; ++r) {
-      after[r] = watch_store_->add(absl::StrCat("beat/", r), 0);
+      after[r] = store_->add(absl::StrCat("beat/", r), 0);
       if (r != options_.rank && after[r] == before[r]) {
         lost.push_back(absl::StrCat("rank ", r, " (", addresses_[r], ")"));
       }
