@@ -34,6 +34,15 @@ std::chrono::milliseconds BeatPeriod(std::chrono::milliseconds timeout) {
   return std::clamp(timeout / 20, std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
 }
 
+// Logs why this rank gives up, to glog and plainly to stderr, and exits with kExitRankLost.
+[[noreturn]] void ExitLost(const std::string& msg) {
+  LOG(ERROR) << msg;
+  google::FlushLogFiles(google::GLOG_INFO);
+  std::fprintf(stderr, "recall-train: %s\n", msg.c_str());
+  std::fflush(stderr);
+  _exit(kExitRankLost);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Collective>> Collective::Connect(const Options& o) {
@@ -118,11 +127,7 @@ void Collective::LostPeer(const std::string& cause) {
           ? absl::StrCat("rank ", options_.rank, ": ", cause,
                          "; every rank still beats: one is stuck or the network dropped")
           : absl::StrCat("rank ", options_.rank, ": lost ", absl::StrJoin(lost, ", "), ": ", cause);
-  LOG(ERROR) << msg;
-  google::FlushLogFiles(google::GLOG_INFO);
-  std::fprintf(stderr, "recall-train: %s\n", msg.c_str());
-  std::fflush(stderr);
-  _exit(kExitRankLost);
+  ExitLost(msg);
 }
 
 void Collective::Watchdog() {
@@ -153,14 +158,7 @@ void Collective::Watchdog() {
       if (stop_) break;  // the store's host finished first
       silent = absl::StrCat("rank 0 (", addresses_[0], ", the store host): unreachable: ", e.what());
     }
-    if (!silent.empty()) {
-      const std::string msg = absl::StrCat("rank ", options_.rank, ": lost ", silent);
-      LOG(ERROR) << msg;
-      google::FlushLogFiles(google::GLOG_INFO);
-      std::fprintf(stderr, "recall-train: %s\n", msg.c_str());
-      std::fflush(stderr);
-      _exit(kExitRankLost);
-    }
+    if (!silent.empty()) ExitLost(absl::StrCat("rank ", options_.rank, ": lost ", silent));
   }
 }
 
@@ -188,6 +186,13 @@ void Collective::AllReduceSum(const std::vector<at::Tensor>& tensors, int64_t bu
            (end == i || bytes + tensors[end].nbytes() <= static_cast<size_t>(bucket_bytes))) {
       bytes += static_cast<int64_t>(tensors[end].nbytes());
       ++end;
+    }
+    if (end == i + 1 && tensors[i].is_contiguous()) {
+      // A bucket of one contiguous tensor is reduced where it lies: no pack, no copy back.
+      std::vector<at::Tensor> one = {tensors[i]};
+      Run("all-reduce", [&] { return group_->allreduce(one); });
+      i = end;
+      continue;
     }
     std::vector<at::Tensor> flat_parts;
     for (size_t k = i; k < end; ++k) flat_parts.push_back(tensors[k].reshape({-1}));

@@ -8,12 +8,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
-#include <iterator>
 #include <numeric>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "model/whole_file.h"
 #include "trainer/quality.h"
 
 namespace recall::trainer {
@@ -232,8 +231,8 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
   // missing file travels as no bytes, so every rank answers alike and none is left waiting.
   std::string bytes;
   if (collective_->rank() == 0) {
-    std::ifstream in(path, std::ios::binary);
-    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    absl::StatusOr<std::string> read = ReadWholeFile(path);
+    if (read.ok()) bytes = *std::move(read);
   }
   bytes = collective_->BroadcastBytes(bytes, 0);
   if (bytes.empty()) return absl::NotFoundError(absl::StrCat("no checkpoint ", path, " on rank 0"));
