@@ -18,13 +18,19 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "faiss/Index.h"
 #include "faiss/IndexFlat.h"
 #include "faiss/IndexHNSW.h"
 #include "faiss/IndexIDMap.h"
 #include "faiss/IndexIVF.h"
+#include "faiss/IndexIVFFastScan.h"
 #include "faiss/IndexIVFFlat.h"
+#include "faiss/IndexIVFPQ.h"
+#include "faiss/IndexIVFPQR.h"
+#include "faiss/IndexRefine.h"
 #include "faiss/IndexScalarQuantizer.h"
 #include "faiss/clone_index.h"
 #include "faiss/impl/AuxIndexStructures.h"
@@ -32,8 +38,10 @@
 #include "faiss/impl/FaissException.h"
 #include "faiss/impl/HNSW.h"
 #include "faiss/impl/IDSelector.h"
+#include "faiss/impl/io.h"
 #include "faiss/index_factory.h"
 #include "faiss/index_io.h"
+#include "faiss/utils/distances.h"
 
 namespace recall {
 namespace {
@@ -144,19 +152,78 @@ absl::Status CheckFinite(const float* v, size_t count, absl::string_view what) {
   return absl::OkStatus();
 }
 
-// Derives a factory string for the kinds whose structure determines it; "" otherwise.
-std::string DeriveFactory(const faiss::Index* index) {
-  if (IsFlat(index)) return "Flat";
-  if (typeid(*index) == typeid(faiss::IndexHNSWFlat)) {
-    const auto* h = static_cast<const faiss::IndexHNSWFlat*>(index);
-    return absl::StrCat("HNSW", h->hnsw.nb_neighbors(1));
+// "SQ8", "SQ4", "SQfp16", ... for the scalar quantizer types the factory string names; "" else.
+std::string SqName(const faiss::ScalarQuantizer& sq) {
+  switch (sq.qtype) {
+    case faiss::ScalarQuantizer::QT_8bit: return "SQ8";
+    case faiss::ScalarQuantizer::QT_4bit: return "SQ4";
+    case faiss::ScalarQuantizer::QT_6bit: return "SQ6";
+    case faiss::ScalarQuantizer::QT_fp16: return "SQfp16";
+    default: return "";
   }
-  if (typeid(*index) == typeid(faiss::IndexIVFFlat)) {
-    const auto* ivf = static_cast<const faiss::IndexIVFFlat*>(index);
-    if (IsFlat(ivf->quantizer)) return absl::StrCat("IVF", ivf->nlist, ",Flat");
-  }
-  return "";
 }
+
+// Derives a factory string for the kinds whose structure determines it; "" otherwise.
+std::string DeriveFactory(const faiss::Index* index, bool reranks) {
+  std::string out;
+  if (IsFlat(index)) {
+    out = "Flat";
+  } else if (typeid(*index) == typeid(faiss::IndexHNSWFlat)) {
+    const auto* h = static_cast<const faiss::IndexHNSWFlat*>(index);
+    out = absl::StrCat("HNSW", h->hnsw.nb_neighbors(1));
+  } else if (typeid(*index) == typeid(faiss::IndexHNSWSQ)) {
+    const auto* h = static_cast<const faiss::IndexHNSWSQ*>(index);
+    const auto* sq = dynamic_cast<const faiss::IndexScalarQuantizer*>(h->storage);
+    const std::string q = sq ? SqName(sq->sq) : "";
+    if (!q.empty()) out = absl::StrCat("HNSW", h->hnsw.nb_neighbors(1), ",", q);
+  } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index);
+             ivf != nullptr && IsFlat(ivf->quantizer)) {
+    const std::string head = absl::StrCat("IVF", ivf->nlist, ",");
+    if (typeid(*index) == typeid(faiss::IndexIVFFlat)) {
+      out = head + "Flat";
+    } else if (typeid(*index) == typeid(faiss::IndexIVFScalarQuantizer)) {
+      const std::string q = SqName(static_cast<const faiss::IndexIVFScalarQuantizer*>(index)->sq);
+      if (!q.empty()) out = head + q;
+    } else if (typeid(*index) == typeid(faiss::IndexIVFPQ)) {
+      const auto* pq = static_cast<const faiss::IndexIVFPQ*>(index);
+      out = absl::StrCat(head, "PQ", pq->pq.M, pq->pq.nbits == 8 ? "" : absl::StrCat("x", pq->pq.nbits));
+    }
+  }
+  if (!out.empty() && reranks) out += ",RFlat";
+  return out;
+}
+
+// The suffix that asks for an exact re-rank (FAISS's own spelling for IndexRefineFlat).
+constexpr absl::string_view kRerankSuffix = ",RFlat";
+
+// True for the kinds whose codes are the exact vectors: a re-rank would only store them twice.
+bool StoresExactVectors(const faiss::Index* index) {
+  return IsFlat(index) || dynamic_cast<const faiss::IndexHNSWFlat*>(index) != nullptr ||
+         dynamic_cast<const faiss::IndexIVFFlat*>(index) != nullptr;
+}
+
+// An empty inner-product IndexFlat for the exact copies of a ",RFlat" kind.
+std::unique_ptr<faiss::Index> NewExactStore(int dim) {
+  return std::make_unique<faiss::IndexFlat>(dim, faiss::METRIC_INNER_PRODUCT);
+}
+
+// Drops the entries of an exact store past `n` (keeps it in step with the main structure after
+// a partial failure).
+void TruncateExact(faiss::Index* exact, int64_t n) {
+  auto* flat = static_cast<faiss::IndexFlat*>(exact);
+  if (flat->ntotal <= n) return;
+  flat->codes.resize(static_cast<size_t>(n) * flat->code_size);
+  flat->ntotal = n;
+}
+
+// Counts the bytes written to it (ByteSize).
+struct CountingWriter final : faiss::IOWriter {
+  size_t bytes = 0;
+  size_t operator()(const void*, size_t size, size_t nitems) override {
+    bytes += size * nitems;
+    return nitems;
+  }
+};
 
 // A new, empty index with the configuration and training state of `old` (HNSW graph
 // parameters, IVF coarse quantizer and codec training, direct map, search defaults).
@@ -168,6 +235,21 @@ std::unique_ptr<faiss::Index> MakeEmptyLike(const faiss::Index& old) {
   } else if (typeid(old) == typeid(faiss::IndexHNSWFlat)) {
     const auto& h = static_cast<const faiss::IndexHNSWFlat&>(old);
     auto n = std::make_unique<faiss::IndexHNSWFlat>(h.d, h.hnsw.nb_neighbors(1), h.metric_type);
+    n->hnsw.efConstruction = h.hnsw.efConstruction;
+    n->hnsw.efSearch = h.hnsw.efSearch;
+    n->hnsw.search_bounded_queue = h.hnsw.search_bounded_queue;
+    n->hnsw.check_relative_distance = h.hnsw.check_relative_distance;
+    fresh = std::move(n);
+  } else if (typeid(old) == typeid(faiss::IndexHNSWSQ)) {
+    // clone_index turns an IndexHNSWSQ into a plain IndexHNSW, which write_index refuses.
+    const auto& h = static_cast<const faiss::IndexHNSWSQ&>(old);
+    const auto& storage = dynamic_cast<const faiss::IndexScalarQuantizer&>(*h.storage);
+    auto n = std::make_unique<faiss::IndexHNSWSQ>(h.d, storage.sq.qtype, h.hnsw.nb_neighbors(1),
+                                                  h.metric_type);
+    auto& fresh_storage = static_cast<faiss::IndexScalarQuantizer&>(*n->storage);
+    fresh_storage.sq = storage.sq;  // the trained ranges
+    fresh_storage.is_trained = storage.is_trained;
+    n->is_trained = h.is_trained;
     n->hnsw.efConstruction = h.hnsw.efConstruction;
     n->hnsw.efSearch = h.hnsw.efSearch;
     n->hnsw.search_bounded_queue = h.hnsw.search_bounded_queue;
@@ -290,8 +372,13 @@ struct EmbeddingIndex::HnswInserter {
 };
 
 EmbeddingIndex::EmbeddingIndex(int dim, std::string factory, std::unique_ptr<faiss::Index> index,
-                               Kind kind)
-    : dim_(dim), factory_(std::move(factory)), kind_(kind), index_(std::move(index)) {}
+                               std::unique_ptr<faiss::Index> exact, Kind kind)
+    : dim_(dim),
+      factory_(std::move(factory)),
+      kind_(kind),
+      reranks_(exact != nullptr),
+      index_(std::move(index)),
+      exact_(std::move(exact)) {}
 
 EmbeddingIndex::~EmbeddingIndex() = default;
 
@@ -301,6 +388,22 @@ namespace {
 // IndexIDMap, ...) reject or ignore search params, so exclusions could not be applied inside
 // the search.
 absl::StatusOr<int> KindOf(const faiss::Index* index) {
+  // Checked on 1.7.3: fast-scan search and IndexRefine throw for any SearchParameters,
+  // fast-scan remove_ids aborts from inside an OpenMP loop, and IndexIVFPQR re-ranks inside
+  // its own search with a selector-blind second stage.
+  const char* refused = nullptr;
+  if (dynamic_cast<const faiss::IndexIVFFastScan*>(index) != nullptr) {
+    refused = "fast-scan IVF kinds (PQ<m>x4fs) throw on SearchParameters";
+  } else if (dynamic_cast<const faiss::IndexRefine*>(index) != nullptr) {
+    refused = "IndexRefine throws on SearchParameters; use the \",RFlat\" suffix, which "
+              "EmbeddingIndex re-ranks itself";
+  } else if (dynamic_cast<const faiss::IndexIVFPQR*>(index) != nullptr) {
+    refused = "IndexIVFPQR re-ranks without the selector";
+  }
+  if (refused != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("FAISS index type ", typeid(*index).name(),
+                                                   " cannot serve exclusions: ", refused));
+  }
   if (IsFlat(index)) return 0;
   if (dynamic_cast<const faiss::IndexHNSW*>(index) != nullptr) return 1;
   if (dynamic_cast<const faiss::IndexIVF*>(index) != nullptr) return 2;
@@ -308,7 +411,8 @@ absl::StatusOr<int> KindOf(const faiss::Index* index) {
   return absl::InvalidArgumentError(absl::StrCat(
       "FAISS index type ", typeid(*index).name(),
       " does not support filtered search (SearchParameters::sel) in FAISS 1.7.3; supported: "
-      "Flat, HNSW<M>[,storage], IVF<n>[_quantizer],<codec>, SQ<bits>"));
+      "Flat, HNSW<M>[,storage], IVF<n>[_quantizer],<codec>, SQ<bits>, each optionally followed "
+      "by \",RFlat\""));
 }
 
 }  // namespace
@@ -318,11 +422,18 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Create(int dim,
   if (dim <= 0) return absl::InvalidArgumentError(absl::StrCat("dim must be > 0, got ", dim));
   if (factory.empty()) return absl::InvalidArgumentError("factory string is empty");
   const std::string fs(factory);
+  const bool rerank = absl::EndsWith(fs, kRerankSuffix);
+  const std::string base = rerank ? fs.substr(0, fs.size() - kRerankSuffix.size()) : fs;
   std::unique_ptr<faiss::Index> index;
   absl::Status s = Guard(
       absl::StatusCode::kInvalidArgument, absl::StrCat("invalid FAISS factory string \"", fs, "\""),
-      [&] { index.reset(faiss::index_factory(dim, fs.c_str(), faiss::METRIC_INNER_PRODUCT)); });
+      [&] { index.reset(faiss::index_factory(dim, base.c_str(), faiss::METRIC_INNER_PRODUCT)); });
   if (!s.ok()) return s;
+  if (rerank && StoresExactVectors(index.get())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "factory string \"", fs, "\": \",RFlat\" re-ranks a compressed kind; \"", base,
+        "\" stores exact vectors already"));
+  }
   if (index->metric_type != faiss::METRIC_INNER_PRODUCT) {
     return absl::InvalidArgumentError(
         absl::StrCat("factory string \"", fs, "\" does not build an inner-product index"));
@@ -335,6 +446,9 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Create(int dim,
   int ef = kDefaultEfSearch, nprobe = kDefaultNprobe;
   s = Guard(absl::StatusCode::kInternal, "configuring the new index", [&] {
     if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index.get())) h->hnsw.efSearch = ef;
+    // Polysemous training (the factory's default for IVF-PQ) only serves Hamming-distance
+    // filtering, which this index never uses; it costs most of the training time.
+    if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(index.get())) pq->do_polysemous_training = false;
     if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index.get())) {
       nprobe = static_cast<int>(std::min<size_t>(nprobe, ivf->nlist));
       ivf->nprobe = nprobe;
@@ -342,8 +456,8 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Create(int dim,
     }
   });
   if (!s.ok()) return s;
-  std::unique_ptr<EmbeddingIndex> out(
-      new EmbeddingIndex(dim, fs, std::move(index), static_cast<Kind>(*kind)));
+  std::unique_ptr<EmbeddingIndex> out(new EmbeddingIndex(
+      dim, fs, std::move(index), rerank ? NewExactStore(dim) : nullptr, static_cast<Kind>(*kind)));
   {
     absl::MutexLock lock(&out->mu_);
     out->ef_search_ = ef;
@@ -386,6 +500,25 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::
     ids.resize(inner->ntotal);
     for (int64_t i = 0; i < inner->ntotal; ++i) ids[i] = i;
   }
+  // A ",RFlat" file: IndexRefine over the compressed index and a Flat store of exact vectors.
+  std::unique_ptr<faiss::Index> exact;
+  float k_factor = static_cast<float>(kDefaultKFactor);
+  if (auto* refine = dynamic_cast<faiss::IndexRefine*>(inner.get())) {
+    std::unique_ptr<faiss::Index> base(refine->base_index);
+    exact.reset(refine->refine_index);
+    refine->base_index = nullptr;
+    refine->refine_index = nullptr;
+    refine->own_fields = refine->own_refine_index = false;
+    k_factor = std::max(1.0f, refine->k_factor);
+    inner = std::move(base);
+    if (inner == nullptr || exact == nullptr || !IsFlat(exact.get()) ||
+        exact->ntotal != inner->ntotal || exact->d != inner->d ||
+        exact->metric_type != faiss::METRIC_INNER_PRODUCT) {
+      return absl::DataLossError(absl::StrCat(
+          "\"", path, "\": a re-rank index needs a base index and an inner-product Flat store of "
+          "the same size and dimension"));
+    }
+  }
   if (static_cast<int64_t>(ids.size()) != inner->ntotal) {
     return absl::DataLossError(absl::StrCat("\"", path, "\": id map has ", ids.size(),
                                             " entries but the index holds ", inner->ntotal));
@@ -413,14 +546,17 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::
   if (!s.ok()) return s;
 
   ReserveForOnlineAdds(inner.get(), OnlineAddHeadroom(inner->ntotal));
-  std::string fs = factory.empty() ? DeriveFactory(inner.get()) : std::string(factory);
+  ReserveForOnlineAdds(exact.get(), OnlineAddHeadroom(inner->ntotal));
+  std::string fs =
+      factory.empty() ? DeriveFactory(inner.get(), exact != nullptr) : std::string(factory);
   const int dim = inner->d;
-  std::unique_ptr<EmbeddingIndex> out(
-      new EmbeddingIndex(dim, std::move(fs), std::move(inner), static_cast<Kind>(*kind)));
+  std::unique_ptr<EmbeddingIndex> out(new EmbeddingIndex(
+      dim, std::move(fs), std::move(inner), std::move(exact), static_cast<Kind>(*kind)));
   {
     absl::MutexLock lock(&out->mu_);
     out->ef_search_ = ef;
     out->nprobe_ = nprobe;
+    out->k_factor_ = k_factor;
     out->id_to_label_.reserve(ids.size());
     for (int64_t label = 0; label < static_cast<int64_t>(ids.size()); ++label) {
       const int64_t id = ids[label];
@@ -440,6 +576,45 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::
   return out;
 }
 
+namespace {
+
+// Writes IndexIDMap2(index) or, with an exact store, IndexIDMap2(IndexRefine(index, exact)),
+// borrowing the structures (no copy of the vectors). Throws what FAISS throws.
+void WriteWrapped(const faiss::Index* index, const faiss::Index* exact, float k_factor,
+                  const std::vector<int64_t>& label_to_id, faiss::IOWriter* writer) {
+  faiss::IndexRefine refine;  // borrows: own_fields / own_refine_index stay false
+  faiss::Index* top = const_cast<faiss::Index*>(index);
+  if (exact != nullptr) {
+    refine.base_index = top;
+    refine.refine_index = const_cast<faiss::Index*>(exact);
+    refine.d = index->d;
+    refine.ntotal = index->ntotal;
+    refine.is_trained = index->is_trained;
+    refine.metric_type = index->metric_type;
+    refine.k_factor = k_factor;
+    top = &refine;
+  }
+  faiss::IndexIDMap2 wrapper;  // borrows: own_fields stays false
+  wrapper.index = top;
+  wrapper.d = index->d;
+  wrapper.ntotal = index->ntotal;
+  wrapper.is_trained = index->is_trained;
+  wrapper.metric_type = index->metric_type;
+  wrapper.metric_arg = index->metric_arg;
+  wrapper.id_map = label_to_id;
+  try {
+    faiss::write_index(&wrapper, writer);
+  } catch (...) {
+    wrapper.index = nullptr;
+    refine.base_index = refine.refine_index = nullptr;
+    throw;
+  }
+  wrapper.index = nullptr;
+  refine.base_index = refine.refine_index = nullptr;
+}
+
+}  // namespace
+
 absl::Status EmbeddingIndex::Save(const std::string& path) const {
   absl::ReaderMutexLock lock(&mu_);
   FILE* f = std::fopen(path.c_str(), "wb");
@@ -447,23 +622,30 @@ absl::Status EmbeddingIndex::Save(const std::string& path) const {
     const int err = errno;
     return absl::ErrnoToStatus(err, absl::StrCat("cannot open \"", path, "\" for writing"));
   }
-  faiss::IndexIDMap2 wrapper;  // borrows index_: own_fields stays false
-  wrapper.index = index_.get();
-  wrapper.d = index_->d;
-  wrapper.ntotal = index_->ntotal;
-  wrapper.is_trained = index_->is_trained;
-  wrapper.metric_type = index_->metric_type;
-  wrapper.metric_arg = index_->metric_arg;
-  wrapper.id_map = label_to_id_;
   absl::Status s =
       Guard(absl::StatusCode::kInternal, absl::StrCat("cannot write FAISS index \"", path, "\""),
-            [&] { faiss::write_index(&wrapper, f); });
-  wrapper.index = nullptr;
+            [&] {
+              mu_.AssertReaderHeld();
+              faiss::FileIOWriter writer(f);
+              WriteWrapped(index_.get(), exact_.get(), static_cast<float>(k_factor_),
+                           label_to_id_, &writer);
+            });
   if (std::fclose(f) != 0 && s.ok()) {
     const int err = errno;
     s = absl::ErrnoToStatus(err, absl::StrCat("cannot write \"", path, "\""));
   }
   return s;
+}
+
+int64_t EmbeddingIndex::ByteSize() const {
+  absl::ReaderMutexLock lock(&mu_);
+  CountingWriter counter;
+  absl::Status s = Guard(absl::StatusCode::kInternal, "sizing", [&] {
+    mu_.AssertReaderHeld();
+    WriteWrapped(index_.get(), exact_.get(), static_cast<float>(k_factor_), label_to_id_,
+                 &counter);
+  });
+  return s.ok() ? static_cast<int64_t>(counter.bytes) : -1;
 }
 
 absl::Status EmbeddingIndex::ValidateVectors(absl::Span<const int64_t> ids, const float* vectors,
@@ -501,15 +683,22 @@ absl::Status EmbeddingIndex::AddLocked(absl::Span<const int64_t> ids, const floa
   auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index);
   if (hnsw != nullptr && hnsw_inserter_ == nullptr) hnsw_inserter_ = std::make_unique<HnswInserter>();
   absl::Status s = Guard(absl::StatusCode::kInternal, "adding vectors to FAISS", [&] {
+    if (exact_ != nullptr) exact_->add(n, vectors);
     if (hnsw != nullptr) {
       hnsw_inserter_->Insert(*hnsw, n, vectors);
     } else {
       index->add(n, vectors);
     }
   });
-  // Keep the label table in step with the FAISS structure, even after a partial failure
-  // (entries FAISS kept without our ids stay hidden).
+  // Keep the label table (and the exact store) in step with the FAISS structure, even after a
+  // partial failure (entries FAISS kept without our ids stay hidden).
   const int64_t now = index_->ntotal;
+  if (exact_ != nullptr) {
+    if (exact_->ntotal < now) {  // cannot happen: the store is added first
+      return absl::InternalError("the exact store fell behind the index");
+    }
+    TruncateExact(exact_.get(), now);
+  }
   if (!s.ok() || now != base + n) {
     label_to_id_.resize(now, kReservedId);
     num_hidden_ += now - base;
@@ -526,6 +715,64 @@ absl::Status EmbeddingIndex::AddLocked(absl::Span<const int64_t> ids, const floa
     }
     label_to_id_[label] = ids[i];
   }
+  return absl::OkStatus();
+}
+
+bool EmbeddingIndex::is_trained() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return index_->is_trained;
+}
+
+absl::Status EmbeddingIndex::Train(const float* sample, int64_t n,
+                                   const EmbeddingIndex* coarse_from) {
+  if (n <= 0 || sample == nullptr) {
+    return absl::InvalidArgumentError("Train needs at least one sample vector");
+  }
+  if (absl::Status s = CheckFinite(sample, static_cast<size_t>(n) * dim_, "Train: sample");
+      !s.ok()) {
+    return s;
+  }
+  absl::MutexLock write_lock(&write_mu_);
+  std::unique_ptr<faiss::Index> fresh;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    if (index_->ntotal != 0 || index_->is_trained) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("Train needs an empty, untrained index; \"", factory_, "\" is ",
+                       index_->is_trained ? "trained" : "not empty"));
+    }
+    const faiss::Index& current = *index_;
+    absl::Status s = Guard(absl::StatusCode::kInternal, "creating the index",
+                           [&] { fresh = MakeEmptyLike(current); });
+    if (!s.ok()) return s;
+  }
+  auto* ivf = dynamic_cast<faiss::IndexIVF*>(fresh.get());
+  if (coarse_from != nullptr && coarse_from != this && ivf != nullptr) {
+    absl::ReaderMutexLock lock(&coarse_from->mu_);
+    const auto* donor = dynamic_cast<const faiss::IndexIVF*>(coarse_from->index_.get());
+    if (donor != nullptr && donor->is_trained && donor->nlist == ivf->nlist &&
+        donor->d == ivf->d && donor->quantizer->ntotal == static_cast<idx_t>(ivf->nlist)) {
+      absl::Status s = Guard(absl::StatusCode::kInternal, "copying the coarse quantizer", [&] {
+        std::unique_ptr<faiss::Index> q(faiss::clone_index(donor->quantizer));
+        if (ivf->own_fields) delete ivf->quantizer;
+        ivf->quantizer = q.release();
+        ivf->own_fields = true;
+      });
+      if (!s.ok()) return s;
+    }
+  }
+  // IndexIVF::train skips k-means when the quantizer already holds nlist centroids.
+  absl::Status s = Guard(absl::StatusCode::kInvalidArgument,
+                         absl::StrCat("training \"", factory_, "\" on ", n, " vectors failed"),
+                         [&] {
+                           fresh->train(n, sample);
+                           if (ivf != nullptr) ivf->make_direct_map(true);
+                         });
+  if (!s.ok()) return s;
+  absl::WriterMutexLock lock(&mu_);
+  std::swap(index_, fresh);
+  if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index_.get())) h->hnsw.efSearch = ef_search_;
+  if (auto* v = dynamic_cast<faiss::IndexIVF*>(index_.get())) v->nprobe = nprobe_;
   return absl::OkStatus();
 }
 
@@ -547,6 +794,7 @@ absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* v
   }
   // Train and fill the new structure while searches keep using the (empty) current one.
   const int64_t n = static_cast<int64_t>(ids.size());
+  std::unique_ptr<faiss::Index> exact = reranks_ ? NewExactStore(dim_) : nullptr;
   if (!fresh->is_trained) {
     if (n == 0) {
       return absl::InvalidArgumentError(
@@ -563,8 +811,10 @@ absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* v
     if (!s.ok()) return s;
   }
   if (n > 0) {
-    absl::Status s = Guard(absl::StatusCode::kInternal, "adding vectors to FAISS",
-                           [&] { AddBulk(fresh.get(), n, vectors); });
+    absl::Status s = Guard(absl::StatusCode::kInternal, "adding vectors to FAISS", [&] {
+      AddBulk(fresh.get(), n, vectors);
+      if (exact != nullptr) exact->add(n, vectors);
+    });
     if (!s.ok()) return s;
   }
   absl::flat_hash_map<int64_t, int64_t> id_to_label;
@@ -573,6 +823,7 @@ absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* v
   {
     absl::WriterMutexLock lock(&mu_);
     std::swap(index_, fresh);
+    std::swap(exact_, exact);
     label_to_id_.assign(ids.begin(), ids.end());
     id_to_label_.swap(id_to_label);
     num_hidden_ = 0;
@@ -655,7 +906,9 @@ absl::Status EmbeddingIndex::Compact() {
       const int64_t* label_to_id = label_to_id_.data();
       const int64_t num_labels = static_cast<int64_t>(label_to_id_.size());
       absl::Status s = Guard(absl::StatusCode::kInternal, "reconstructing live vectors", [&] {
-        const auto* flat = dynamic_cast<const faiss::IndexFlat*>(&current);
+        mu_.AssertReaderHeld();
+        const auto* flat = exact_ != nullptr ? static_cast<const faiss::IndexFlat*>(exact_.get())
+                                             : dynamic_cast<const faiss::IndexFlat*>(&current);
         for (int64_t label = 0; label < num_labels; ++label) {
           if (label_to_id[label] == kReservedId) continue;
           float* dst = vectors.data() + live_ids.size() * dim_;
@@ -678,9 +931,12 @@ absl::Status EmbeddingIndex::Compact() {
   }
   // The expensive rebuild runs while searches continue on the current structure.
   const int64_t n = static_cast<int64_t>(live_ids.size());
+  std::unique_ptr<faiss::Index> exact = reranks_ ? NewExactStore(dim_) : nullptr;
   if (n > 0) {
-    absl::Status s = Guard(absl::StatusCode::kInternal, "re-adding live vectors",
-                           [&] { AddBulk(fresh.get(), n, vectors.data()); });
+    absl::Status s = Guard(absl::StatusCode::kInternal, "re-adding live vectors", [&] {
+      AddBulk(fresh.get(), n, vectors.data());
+      if (exact != nullptr) exact->add(n, vectors.data());
+    });
     if (!s.ok()) return s;
   }
   absl::flat_hash_map<int64_t, int64_t> id_to_label;
@@ -689,6 +945,7 @@ absl::Status EmbeddingIndex::Compact() {
   {
     absl::WriterMutexLock lock(&mu_);
     std::swap(index_, fresh);
+    std::swap(exact_, exact);
     label_to_id_.swap(live_ids);
     id_to_label_.swap(id_to_label);
     num_hidden_ = 0;
@@ -720,7 +977,7 @@ absl::StatusOr<std::vector<float>> EmbeddingIndex::Reconstruct(int64_t id) const
     return absl::NotFoundError(absl::StrCat("id ", id, " is not in the index"));
   }
   std::vector<float> v(dim_);
-  const faiss::Index& current = *index_;
+  const faiss::Index& current = exact_ != nullptr ? *exact_ : *index_;
   absl::Status s = Guard(absl::StatusCode::kInternal, absl::StrCat("reconstructing id ", id),
                          [&] { current.reconstruct(it->second, v.data()); });
   if (!s.ok()) return s;
@@ -729,14 +986,24 @@ absl::StatusOr<std::vector<float>> EmbeddingIndex::Reconstruct(int64_t id) const
 
 absl::Status EmbeddingIndex::SetSearchParameter(std::string_view name_in, double value) {
   const absl::string_view name(name_in.data(), name_in.size());
-  const bool known =
-      (name == "efSearch" && kind_ == Kind::kHnsw) || (name == "nprobe" && kind_ == Kind::kIvf);
+  const bool known = (name == "efSearch" && kind_ == Kind::kHnsw) ||
+                     (name == "nprobe" && kind_ == Kind::kIvf) || (name == "k_factor" && reranks_);
   if (!known) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown search parameter \"", name,
-                                                   "\" for index \"", factory_, "\"",
-                                                   kind_ == Kind::kHnsw  ? " (has: efSearch)"
-                                                   : kind_ == Kind::kIvf ? " (has: nprobe)"
-                                                                         : ""));
+    std::vector<std::string> has;
+    for (auto& [n, v] : SearchParameters()) has.push_back(n);
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown search parameter \"", name, "\" for index \"", factory_, "\"",
+                     has.empty() ? " (it has none)" : absl::StrCat(" (has: ", absl::StrJoin(has, ", "), ")")));
+  }
+  if (name == "k_factor") {
+    if (!std::isfinite(value) || value < 1 || value > 1e6) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("search parameter k_factor must be a number in [1, 1e6], got ", value));
+    }
+    absl::MutexLock write_lock(&write_mu_);
+    absl::WriterMutexLock lock(&mu_);
+    k_factor_ = value;
+    return absl::OkStatus();
   }
   if (!std::isfinite(value) || value < 1 || value > INT32_MAX || value != std::floor(value)) {
     return absl::InvalidArgumentError(
@@ -760,8 +1027,18 @@ absl::StatusOr<double> EmbeddingIndex::GetSearchParameter(std::string_view name_
   absl::ReaderMutexLock lock(&mu_);
   if (name == "efSearch" && kind_ == Kind::kHnsw) return ef_search_;
   if (name == "nprobe" && kind_ == Kind::kIvf) return nprobe_;
+  if (name == "k_factor" && reranks_) return k_factor_;
   return absl::NotFoundError(
       absl::StrCat("index \"", factory_, "\" has no search parameter \"", name, "\""));
+}
+
+std::vector<std::pair<std::string, double>> EmbeddingIndex::SearchParameters() const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<std::pair<std::string, double>> out;
+  if (kind_ == Kind::kHnsw) out.emplace_back("efSearch", ef_search_);
+  if (kind_ == Kind::kIvf) out.emplace_back("nprobe", nprobe_);
+  if (reranks_) out.emplace_back("k_factor", k_factor_);
+  return out;
 }
 
 int64_t EmbeddingIndex::size() const {
@@ -815,48 +1092,87 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
   const int64_t live = static_cast<int64_t>(id_to_label_.size());
   if (n == 0 || live == 0) return out;
   const int kk = static_cast<int>(std::min<int64_t>(k, live));
+  // ",RFlat" kinds ask the compressed structure for k_factor * kk candidates and keep the kk
+  // best by exact inner product.
+  const int kbase =
+      exact_ == nullptr
+          ? kk
+          : static_cast<int>(std::clamp<double>(std::ceil(k_factor_ * kk), kk,
+                                                std::max<int64_t>(kk, index_->ntotal)));
+  const float* exact_xb =
+      exact_ != nullptr ? static_cast<const faiss::IndexFlat*>(exact_.get())->get_xb() : nullptr;
+  const idx_t nlabels = static_cast<idx_t>(label_to_id_.size());
+
+  // Turns FAISS's kbase (label, score) answers for query q into hits: external ids, and with
+  // an exact store the kk best by exact score (ties by label, so answers are reproducible).
+  auto collect = [&](int q, const idx_t* labels, const float* dist) {
+    mu_.AssertReaderHeld();
+    SearchHits& hits = out[q];
+    hits.ids.reserve(kk);
+    hits.scores.reserve(kk);
+    if (exact_xb == nullptr) {
+      for (int j = 0; j < kk; ++j) {
+        const idx_t label = labels[j];
+        if (label < 0 || label >= nlabels) continue;  // -1: fewer results than k
+        const int64_t id = label_to_id_[label];
+        if (id == kReservedId) continue;  // cannot happen: the selector rejects hidden labels
+        hits.ids.push_back(id);
+        hits.scores.push_back(dist[j]);
+      }
+      return;
+    }
+    const float* query = queries + static_cast<size_t>(q) * dim_;
+    std::vector<std::pair<float, idx_t>> scored;
+    scored.reserve(kbase);
+    for (int j = 0; j < kbase; ++j) {
+      const idx_t label = labels[j];
+      if (label < 0 || label >= nlabels || label_to_id_[label] == kReservedId) continue;
+      scored.emplace_back(faiss::fvec_inner_product(query, exact_xb + label * dim_, dim_), label);
+    }
+    const size_t keep = std::min<size_t>(kk, scored.size());
+    std::partial_sort(scored.begin(), scored.begin() + keep, scored.end(),
+                      [](const auto& a, const auto& b) {
+                        return a.first > b.first || (a.first == b.first && a.second < b.second);
+                      });
+    for (size_t j = 0; j < keep; ++j) {
+      hits.ids.push_back(label_to_id_[scored[j].second]);
+      hits.scores.push_back(scored[j].first);
+    }
+  };
+
+  // The search parameters of one FAISS call with selector `sel` (nullable).
+  auto make_params = [&](CallParams* p, faiss::IDSelector* sel) -> const faiss::SearchParameters* {
+    mu_.AssertReaderHeld();
+    switch (kind_) {
+      case Kind::kHnsw:
+        p->hnsw.efSearch = std::max(ef_search_, kbase);
+        p->hnsw.sel = sel;
+        return &p->hnsw;
+      case Kind::kIvf:
+        p->ivf.nprobe = static_cast<size_t>(nprobe_);
+        p->ivf.sel = sel;
+        return &p->ivf;
+      default:
+        p->plain.sel = sel;
+        return sel != nullptr ? &p->plain : nullptr;
+    }
+  };
 
   // One FAISS call over queries [q0, q0 + m) with the selector `sel` (nullable). Never throws
   // (it runs inside OpenMP regions).
   auto search_range = [&](int q0, int m, faiss::IDSelector* sel) -> absl::Status {
     mu_.AssertReaderHeld();
     CallParams p;
-    const faiss::SearchParameters* params = nullptr;
-    switch (kind_) {
-      case Kind::kHnsw:
-        p.hnsw.efSearch = ef_search_;
-        p.hnsw.sel = sel;
-        params = &p.hnsw;
-        break;
-      case Kind::kIvf:
-        p.ivf.nprobe = static_cast<size_t>(nprobe_);
-        p.ivf.sel = sel;
-        params = &p.ivf;
-        break;
-      default:
-        p.plain.sel = sel;
-        params = sel != nullptr ? &p.plain : nullptr;
-        break;
-    }
+    const faiss::SearchParameters* params = make_params(&p, sel);
     return Guard(absl::StatusCode::kInternal, "FAISS search", [&] {
       mu_.AssertReaderHeld();
-      std::vector<float> dist(static_cast<size_t>(m) * kk);
-      std::vector<idx_t> labels(static_cast<size_t>(m) * kk);
-      index_->search(m, queries + static_cast<size_t>(q0) * dim_, kk, dist.data(), labels.data(),
-                     params);
-      const idx_t nlabels = static_cast<idx_t>(label_to_id_.size());
+      std::vector<float> dist(static_cast<size_t>(m) * kbase);
+      std::vector<idx_t> labels(static_cast<size_t>(m) * kbase);
+      index_->search(m, queries + static_cast<size_t>(q0) * dim_, kbase, dist.data(),
+                     labels.data(), params);
       for (int i = 0; i < m; ++i) {
-        SearchHits& hits = out[q0 + i];
-        hits.ids.reserve(kk);
-        hits.scores.reserve(kk);
-        for (int j = 0; j < kk; ++j) {
-          const idx_t label = labels[static_cast<size_t>(i) * kk + j];
-          if (label < 0 || label >= nlabels) continue;  // -1: fewer results than k
-          const int64_t id = label_to_id_[label];
-          if (id == kReservedId) continue;  // cannot happen: the selector rejects hidden labels
-          hits.ids.push_back(id);
-          hits.scores.push_back(dist[static_cast<size_t>(i) * kk + j]);
-        }
+        collect(q0 + i, labels.data() + static_cast<size_t>(i) * kbase,
+                dist.data() + static_cast<size_t>(i) * kbase);
       }
     });
   };
@@ -866,7 +1182,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
   if (kind_ == Kind::kHnsw) {
     // About efSearch expansions of up to 2M level-0 neighbors each.
     const auto* h = static_cast<const faiss::IndexHNSW*>(index_.get());
-    per_query = std::max(ef_search_, kk) * 2.0 * h->hnsw.nb_neighbors(1) * dim_;
+    per_query = std::max(ef_search_, kbase) * 2.0 * h->hnsw.nb_neighbors(1) * dim_;
   } else if (kind_ == Kind::kIvf) {
     const auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
     const double nlist = std::max<double>(1, ivf->nlist);
@@ -877,17 +1193,77 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
 
   bool any_exclusions = false;
   for (const auto& e : excludes) any_exclusions |= !e.empty();
+  // Hidden entries only; null when nothing is hidden.
+  LiveSelector live_sel(label_to_id_, nullptr);
+  faiss::IDSelector* shared_sel = num_hidden_ > 0 ? &live_sel : nullptr;
+
+  // Runs one query's FAISS search with its own selector (its exclusions) through `search_one`.
+  auto per_query_selector = [&](int i, auto&& search_one) -> absl::Status {
+    mu_.AssertReaderHeld();
+    if (excludes.empty() || excludes[i].empty()) return search_one(shared_sel);
+    absl::flat_hash_set<int64_t> excluded;
+    absl::Status s = Guard(absl::StatusCode::kInternal, "search exclusions", [&] {
+      mu_.AssertReaderHeld();
+      excluded.reserve(excludes[i].size());
+      for (int64_t id : excludes[i]) {
+        auto it = id_to_label_.find(id);
+        if (it != id_to_label_.end()) excluded.insert(it->second);
+      }
+    });
+    if (!s.ok()) return s;
+    if (excluded.empty()) return search_one(shared_sel);
+    LiveSelector sel(label_to_id_, &excluded);
+    return search_one(&sel);
+  };
+
+  if (kind_ == Kind::kIvf) {
+    // The coarse quantizer runs once for the whole batch (a GEMM for a Flat quantizer), then
+    // each query scans its own lists with its own selector: FAISS 1.7.3 applies a selector to
+    // a whole call, and per-query IndexIVF::search calls would quantize one query at a time.
+    const auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
+    const int np = static_cast<int>(std::min<size_t>(nprobe_, ivf->nlist));
+    std::vector<idx_t> keys(static_cast<size_t>(n) * np);
+    std::vector<float> coarse(static_cast<size_t>(n) * np);
+    absl::Status qs;
+    WithThreads(threads, [&] {
+      qs = Guard(absl::StatusCode::kInternal, "IVF coarse quantizer", [&] {
+        ivf->quantizer->search(n, queries, np, coarse.data(), keys.data());
+      });
+    });
+    if (!qs.ok()) return qs;
+    std::vector<absl::Status> status(n);
+    ParallelFor(n, threads, [&](int i) {
+      mu_.AssertReaderHeld();
+      status[i] = per_query_selector(i, [&](faiss::IDSelector* sel) {
+        mu_.AssertReaderHeld();
+        CallParams p;
+        p.ivf.nprobe = static_cast<size_t>(np);
+        p.ivf.sel = sel;
+        return Guard(absl::StatusCode::kInternal, "FAISS IVF search", [&] {
+          mu_.AssertReaderHeld();
+          std::vector<float> dist(kbase);
+          std::vector<idx_t> labels(kbase);
+          ivf->search_preassigned(1, queries + static_cast<size_t>(i) * dim_, kbase,
+                                  keys.data() + static_cast<size_t>(i) * np,
+                                  coarse.data() + static_cast<size_t>(i) * np, dist.data(),
+                                  labels.data(), false, &p.ivf);
+          collect(i, labels.data(), dist.data());
+        });
+      });
+    });
+    for (const auto& s : status) {
+      if (!s.ok()) return s;
+    }
+    return out;
+  }
 
   if (!any_exclusions) {
-    // Every query shares one selector (hidden entries only; none at all if nothing is
-    // hidden), so batched FAISS calls are allowed.
-    LiveSelector live_sel(label_to_id_, nullptr);
-    faiss::IDSelector* sel = num_hidden_ > 0 ? &live_sel : nullptr;
+    // Every query shares one selector, so batched FAISS calls are allowed.
     if (kind_ != Kind::kHnsw) {
-      // IndexFlat (BLAS for >= 20 queries), IndexIVF and IndexScalarQuantizer parallelize
-      // over queries themselves; one call with FAISS's team limited to `threads`.
+      // IndexFlat (BLAS for >= 20 queries) and IndexScalarQuantizer parallelize over queries
+      // themselves; one call with FAISS's team limited to `threads`.
       absl::Status s;
-      WithThreads(threads, [&] { s = search_range(0, n, sel); });
+      WithThreads(threads, [&] { s = search_range(0, n, shared_sel); });
       if (!s.ok()) return s;
       return out;
     }
@@ -898,7 +1274,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
     ParallelFor(slices, slices, [&](int t) {
       const int q0 = static_cast<int>(static_cast<int64_t>(n) * t / slices);
       const int q1 = static_cast<int>(static_cast<int64_t>(n) * (t + 1) / slices);
-      status[t] = search_range(q0, q1 - q0, sel);
+      status[t] = search_range(q0, q1 - q0, shared_sel);
     });
     for (const auto& s : status) {
       if (!s.ok()) return s;
@@ -911,19 +1287,8 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
   std::vector<absl::Status> status(n);
   ParallelFor(n, threads, [&](int i) {
     mu_.AssertReaderHeld();
-    absl::flat_hash_set<int64_t> excluded;
-    status[i] = Guard(absl::StatusCode::kInternal, "search exclusions", [&] {
-      mu_.AssertReaderHeld();
-      excluded.reserve(excludes[i].size());
-      for (int64_t id : excludes[i]) {
-        auto it = id_to_label_.find(id);
-        if (it != id_to_label_.end()) excluded.insert(it->second);
-      }
-    });
-    if (!status[i].ok()) return;
-    LiveSelector sel(label_to_id_, excluded.empty() ? nullptr : &excluded);
-    const bool need_sel = num_hidden_ > 0 || !excluded.empty();
-    status[i] = search_range(i, 1, need_sel ? &sel : nullptr);
+    status[i] = per_query_selector(
+        i, [&](faiss::IDSelector* sel) { return search_range(i, 1, sel); });
   });
   for (const auto& s : status) {
     if (!s.ok()) return s;

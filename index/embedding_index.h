@@ -1,5 +1,6 @@
 // EmbeddingIndex: an inner-product vector index over FAISS with int64 external ids, online
-// upsert/remove, per-query exclusions applied inside the FAISS search, and save/load.
+// upsert/remove, per-query exclusions applied inside the FAISS search, an optional exact
+// re-rank of compressed kinds, and save/load.
 //
 // It knows nothing about towers, models or gRPC; it depends on FAISS and Abseil only.
 // Design notes (internal labels, tombstones, file format, defaults): index/README.md.
@@ -22,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -50,6 +52,8 @@ class EmbeddingIndex {
   // Default HNSW efSearch and IVF nprobe (capped at nlist) of a newly created index.
   static constexpr int kDefaultEfSearch = 64;
   static constexpr int kDefaultNprobe = 16;
+  // Default re-rank depth of ",RFlat" kinds: k_factor * k candidates are re-scored exactly.
+  static constexpr double kDefaultKFactor = 2;
   // HNSW efConstruction of bulk loads (Build, Compact); online Upserts use the structure's own
   // value (FAISS's 40), since each insertion costs about efConstruction distance evaluations.
   static constexpr int kBulkEfConstruction = 200;
@@ -60,16 +64,20 @@ class EmbeddingIndex {
 
   // Creates an empty index of dimension `dim` from a FAISS factory string, metric inner
   // product. Supported kinds (those whose FAISS 1.7.3 search honors SearchParameters::sel):
-  // "Flat", "HNSW<M>[,storage]", "IVF<n>[_quantizer],<codec>", "SQ<bits>".
-  // Errors: InvalidArgument for dim <= 0, an invalid factory string (the message names it)
-  // or an unsupported kind (e.g. "PQ16", "IDMap,Flat").
+  // "Flat", "HNSW<M>[,storage]", "IVF<n>[_quantizer],<codec>", "SQ<bits>". A trailing ",RFlat"
+  // keeps every vector exactly as well and re-scores the k_factor * k best candidates of the
+  // (compressed) search exactly: FAISS's own IndexRefine ignores the selector, so EmbeddingIndex
+  // does the re-rank itself. Errors: InvalidArgument for dim <= 0, an invalid factory string
+  // (the message names it) or an unsupported kind (e.g. "PQ16", "IDMap,Flat",
+  // "IVF256,PQ16x4fs", "IVF256,PQ16,Refine(Flat)").
   static absl::StatusOr<std::unique_ptr<EmbeddingIndex>> Create(int dim, std::string_view factory);
 
   // Loads a file written by Save (or any FAISS file holding an inner-product index of a
-  // supported kind, optionally wrapped in IndexIDMap/IndexIDMap2; without a wrapper the
-  // external ids are the positions 0..ntotal-1). factory() is derived from the index
-  // structure for Flat, HNSW<M> and IVF<n>,Flat, and is empty for other kinds; use the
-  // two-argument overload to record the factory string explicitly (e.g. from a manifest).
+  // supported kind, optionally wrapped in IndexIDMap/IndexIDMap2 and, for ",RFlat", an
+  // IndexRefine over a Flat store; without an id map the external ids are the positions
+  // 0..ntotal-1). factory() is derived from the structure for Flat, HNSW<M>[,SQ<b>],
+  // IVF<n>,{Flat,SQ<b>,PQ<m>} (+ ",RFlat") and is empty for other kinds; the two-argument
+  // overload records the given factory string instead (e.g. from a manifest).
   // Errors: NotFound (no such file), DataLoss (unreadable/corrupt file), InvalidArgument
   // (wrong metric, unsupported kind).
   static absl::StatusOr<std::unique_ptr<EmbeddingIndex>> Load(const std::string& path);
@@ -81,7 +89,16 @@ class EmbeddingIndex {
   // fsynced: the caller publishes atomically. Runs concurrently with searches.
   absl::Status Save(const std::string& path) const;
 
-  // Trains the index if it needs training (IVF: k-means on the given vectors) and adds them.
+  // Trains an empty, untrained index on `n` sample vectors (IVF: k-means coarse quantizer, then
+  // the codec; SQ/PQ: the codec). If `coarse_from` is a trained IVF index with the same dim and
+  // nlist, its coarse quantizer is copied instead of running k-means again (several codecs over
+  // one clustering). FailedPrecondition if the index is not empty or already trained;
+  // InvalidArgument for bad input or a training failure.
+  absl::Status Train(const float* sample, int64_t n, const EmbeddingIndex* coarse_from = nullptr);
+  bool is_trained() const;
+
+  // Trains the index if it still needs training (IVF: k-means on the given vectors) and adds
+  // them.
   // For an empty index only (FailedPrecondition otherwise). ids must be unique and != -1;
   // vectors: ids.size() x dim, row-major, finite. Training runs without blocking searches.
   absl::Status Build(absl::Span<const int64_t> ids, const float* vectors);
@@ -128,12 +145,21 @@ class EmbeddingIndex {
   absl::StatusOr<std::vector<float>> Reconstruct(int64_t id) const;
 
   // Search-time parameters: "efSearch" (HNSW kinds), "nprobe" (IVF kinds; values above nlist
-  // act as nlist). value must be an integer >= 1. Any other name for the kind (and any name
-  // for Flat/SQ) -> InvalidArgument. The value is also stored in the FAISS structure, so a
-  // saved file carries it.
+  // act as nlist), integers >= 1; "k_factor" (",RFlat" kinds), a number >= 1. Any other name
+  // for the kind (and any name for plain Flat/SQ) -> InvalidArgument. The value is also stored
+  // in the FAISS structure, so a saved file carries it.
   absl::Status SetSearchParameter(std::string_view name, double value);
   // Current value of a search parameter (same names; NotFound for a name the kind lacks).
   absl::StatusOr<double> GetSearchParameter(std::string_view name) const;
+
+  // The search parameters this kind has, with their current values (name -> value).
+  std::vector<std::pair<std::string, double>> SearchParameters() const;
+
+  // Bytes a Save() would write now (the FAISS structures, exact store included); computed
+  // without writing anything.
+  int64_t ByteSize() const;
+  // True for ",RFlat" kinds (an exact copy of every vector and a re-rank).
+  bool reranks() const { return reranks_; }
 
   int dim() const { return dim_; }
   const std::string& factory() const { return factory_; }
@@ -151,19 +177,19 @@ class EmbeddingIndex {
  private:
   enum class Kind { kFlat, kHnsw, kIvf, kOther };
 
-  EmbeddingIndex(int dim, std::string factory, std::unique_ptr<faiss::Index> index, Kind kind);
+  EmbeddingIndex(int dim, std::string factory, std::unique_ptr<faiss::Index> index,
+                 std::unique_ptr<faiss::Index> exact, Kind kind);
 
   absl::Status ValidateVectors(absl::Span<const int64_t> ids, const float* vectors,
                                const char* what) const;
   // Adds vectors to index_ under the writer lock and assigns the new labels to ids.
   absl::Status AddLocked(absl::Span<const int64_t> ids, const float* vectors)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status SearchOne(const float* query, int k, const std::vector<int64_t>* exclude,
-                         SearchHits* out) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   const int dim_;
   const std::string factory_;
   const Kind kind_;
+  const bool reranks_;
 
   // Lock order: write_mu_ before mu_. write_mu_ serializes writers so a writer can do its
   // expensive part holding only a shared lock on mu_ (the state cannot change under it).
@@ -172,6 +198,9 @@ class EmbeddingIndex {
 
   // The FAISS index; its sequential positions are the internal labels 0..ntotal-1.
   std::unique_ptr<faiss::Index> index_ ABSL_GUARDED_BY(mu_);
+  // ",RFlat" kinds: an IndexFlat holding every entry's exact vector under the same internal
+  // label as index_ (hidden ones too, until Compact). Null otherwise.
+  std::unique_ptr<faiss::Index> exact_ ABSL_GUARDED_BY(mu_);
   // Internal label -> external id; kReservedId (-1) marks a hidden (tombstoned) entry.
   std::vector<int64_t> label_to_id_ ABSL_GUARDED_BY(mu_);
   // External id -> internal label of its live entry.
@@ -179,6 +208,7 @@ class EmbeddingIndex {
   int64_t num_hidden_ ABSL_GUARDED_BY(mu_) = 0;
   int ef_search_ ABSL_GUARDED_BY(mu_) = kDefaultEfSearch;
   int nprobe_ ABSL_GUARDED_BY(mu_) = kDefaultNprobe;
+  double k_factor_ ABSL_GUARDED_BY(mu_) = kDefaultKFactor;
 
   // Online HNSW insertion state (per-node locks, visited table), made at the first Upsert and
   // kept; see HnswInserter in the .cc.

@@ -115,13 +115,20 @@ double RecallAt(const std::vector<SearchHits>& got, const std::vector<SearchHits
 class AllKinds : public ::testing::TestWithParam<const char*> {};
 
 INSTANTIATE_TEST_SUITE_P(
-    Factories, AllKinds, ::testing::Values("Flat", "HNSW32", "IVF64,Flat"), [](const auto& info) {
+    // Every kind the tuner can pick (index/TUNING.md), at test sizes.
+    Factories, AllKinds,
+    ::testing::Values("Flat", "HNSW32", "IVF64,Flat", "HNSW16,SQ8,RFlat", "IVF64,SQ8,RFlat",
+                      "IVF64,PQ8,RFlat"),
+    [](const auto& info) {
       std::string s = info.param;
       s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return !std::isalnum(c); }), s.end());
       return s;
     });
 
 constexpr int kDim = 32;
+
+// Graph kinds: a rebuilt graph may answer slightly differently.
+bool IsGraph(const std::string& factory) { return factory.rfind("HNSW", 0) == 0; }
 
 // 1. Build, search, save/load round trip (identical ids and scores), plain FAISS readable.
 TEST_P(AllKinds, BuildSearchSaveLoadRoundTrip) {
@@ -163,7 +170,8 @@ TEST_P(AllKinds, BuildSearchSaveLoadRoundTrip) {
   ASSERT_TRUE(before.ok() && before_excl.ok());
 
   const std::string path = TempPath(std::string("rt_") + index->factory().substr(0, 3));
-  ASSERT_TRUE(index->Save(path).ok());
+  absl::Status saved = index->Save(path);
+  ASSERT_TRUE(saved.ok()) << saved;
   auto loaded = EmbeddingIndex::Load(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)->factory(), GetParam());
@@ -172,7 +180,7 @@ TEST_P(AllKinds, BuildSearchSaveLoadRoundTrip) {
   EXPECT_EQ((*loaded)->num_hidden(), 3);
   EXPECT_FALSE((*loaded)->Contains(ids[1]));
   EXPECT_TRUE((*loaded)->Contains(ids[3]));
-  for (const char* p : {"efSearch", "nprobe"}) {
+  for (const char* p : {"efSearch", "nprobe", "k_factor"}) {
     auto a = index->GetSearchParameter(p);
     auto b = (*loaded)->GetSearchParameter(p);
     EXPECT_EQ(a.ok(), b.ok());
@@ -417,7 +425,7 @@ TEST_P(AllKinds, UpsertRemoveCompact) {
   EXPECT_EQ(*rec, std::vector<float>(v_new.begin(), v_new.end()));
   auto after = index->Search(queries.data(), 30, k);
   ASSERT_TRUE(after.ok());
-  if (std::string(GetParam()) == "HNSW32") {
+  if (IsGraph(GetParam())) {
     // A rebuilt graph may differ slightly.
     std::vector<SearchHits> b(*before), a(*after);
     EXPECT_GE(RecallAt(a, b), 0.95);
@@ -458,7 +466,7 @@ TEST_P(AllKinds, UpsertRemoveCompact) {
 TEST_P(AllKinds, ConcurrentSearchAndWrites) {
   const int stable = 2000, k = 10;
   const int64_t churn_base = 1'000'000;
-  const double seconds = std::string(GetParam()) == "HNSW32" ? 1.0 : 0.4;
+  const double seconds = IsGraph(GetParam()) ? 1.0 : 0.4;
   const std::vector<int64_t> ids = SequentialIds(stable);
   const auto base = RandomUnit(stable, kDim, 14);
   auto index = MustBuild(GetParam(), kDim, ids, base);
@@ -678,6 +686,73 @@ TEST(EmbeddingIndexTest, HnswOnlineInsertionsAreReachable) {
   EXPECT_GE(self_hits(base, stable, 0), 0.99);
 }
 
+// The exact re-rank: scores are exact inner products, answers are the exact top-k among the
+// k_factor * k compressed candidates, and a large k_factor reaches exact search.
+TEST(EmbeddingIndexTest, RerankScoresExactly) {
+  const int n = 6000, nq = 100, k = 10;
+  const auto ids = SparseIds(n);
+  const auto base = RandomUnit(n, kDim, 31);
+  const auto queries = RandomUnit(nq, kDim, 32);
+  std::vector<SearchHits> truth;
+  for (int q = 0; q < nq; ++q) {
+    truth.push_back(BruteForce(ids, base, queries.data() + q * kDim, kDim, k));
+  }
+  for (const char* factory : {"IVF32,PQ8,RFlat", "HNSW16,SQ8,RFlat"}) {
+    auto index = MustBuild(factory, kDim, ids, base);
+    ASSERT_NE(index, nullptr);
+    if (std::string(factory).rfind("IVF", 0) == 0) {
+      ASSERT_TRUE(index->SetSearchParameter("nprobe", 32).ok());  // every list
+    }
+    double previous = 0;
+    for (double kf : {1.0, 4.0, 50.0}) {
+      ASSERT_TRUE(index->SetSearchParameter("k_factor", kf).ok());
+      auto got = index->Search(queries.data(), nq, k);
+      ASSERT_TRUE(got.ok()) << got.status();
+      for (int q = 0; q < nq; ++q) {
+        ExpectSorted((*got)[q]);
+        for (size_t j = 0; j < (*got)[q].ids.size(); ++j) {
+          const int64_t row = ((*got)[q].ids[j] - 1000) / 7;
+          EXPECT_NEAR((*got)[q].scores[j],
+                      Dot(queries.data() + q * kDim, base.data() + row * kDim, kDim), 1e-5);
+        }
+      }
+      const double r = RecallAt(*got, truth);
+      std::printf("%s k_factor %.0f: recall@10 %.3f\n", factory, kf, r);
+      EXPECT_GE(r, previous - 0.01) << factory;
+      previous = r;
+    }
+    EXPECT_GE(previous, 0.97) << factory;
+  }
+}
+
+// Train on a sample, a second codec over the first one's clustering, then Build adds without
+// retraining.
+TEST(EmbeddingIndexTest, TrainSharesTheCoarseQuantizer) {
+  const int n = 4000;
+  const auto ids = SequentialIds(n);
+  const auto base = RandomUnit(n, kDim, 41);
+  auto flat = EmbeddingIndex::Create(kDim, "IVF32,Flat");
+  auto sq = EmbeddingIndex::Create(kDim, "IVF32,SQ8,RFlat");
+  ASSERT_TRUE(flat.ok() && sq.ok());
+  EXPECT_FALSE((*flat)->is_trained());
+  ASSERT_TRUE((*flat)->Train(base.data(), 2000).ok());
+  EXPECT_TRUE((*flat)->is_trained());
+  EXPECT_EQ((*flat)->Train(base.data(), 2000).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*sq)->Train(base.data(), 2000, flat->get()).ok());
+  ASSERT_TRUE((*flat)->Build(ids, base.data()).ok());
+  ASSERT_TRUE((*sq)->Build(ids, base.data()).ok());
+  // The same clustering: with nprobe 1 both scan the same list, so Flat's exact answers among
+  // that list equal the re-ranked ones once k_factor covers the list.
+  ASSERT_TRUE((*flat)->SetSearchParameter("nprobe", 1).ok());
+  ASSERT_TRUE((*sq)->SetSearchParameter("nprobe", 1).ok());
+  ASSERT_TRUE((*sq)->SetSearchParameter("k_factor", 1000).ok());
+  const auto queries = RandomUnit(20, kDim, 42);
+  auto a = (*flat)->Search(queries.data(), 20, 5);
+  auto b = (*sq)->Search(queries.data(), 20, 5);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int q = 0; q < 20; ++q) EXPECT_EQ((*a)[q].ids, (*b)[q].ids) << q;
+}
+
 // 7. Error cases map to the right status codes.
 TEST(EmbeddingIndexTest, ErrorCodes) {
   using absl::StatusCode;
@@ -691,6 +766,29 @@ TEST(EmbeddingIndexTest, ErrorCodes) {
   EXPECT_EQ(EmbeddingIndex::Create(16, "PQ4").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(EmbeddingIndex::Create(16, "IDMap,Flat").status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(EmbeddingIndex::Create(16, "HNSW16").ok());
+  // FAISS 1.7.3 throws for SearchParameters in fast-scan and IndexRefine searches, and
+  // IndexIVFPQR re-ranks blind to the selector; a re-rank of exact storage is pointless.
+  for (const char* refused : {"IVF16,PQ8x4fs", "PQ8x4fs", "IVF16,PQ8,Refine(Flat)",
+                              "IVF16,PQ8+8", "Flat,RFlat", "HNSW16,RFlat", "IVF16,Flat,RFlat"}) {
+    auto r = EmbeddingIndex::Create(16, refused);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << refused << ": " << r.status();
+  }
+  for (const char* ok : {"HNSW16,SQ8", "HNSW16,SQ8,RFlat", "IVF16,SQ8,RFlat", "IVF16,PQ8,RFlat"}) {
+    EXPECT_TRUE(EmbeddingIndex::Create(16, ok).ok()) << ok;
+  }
+  {
+    auto rf = EmbeddingIndex::Create(16, "IVF16,SQ8,RFlat");
+    ASSERT_TRUE(rf.ok());
+    EXPECT_TRUE((*rf)->reranks());
+    EXPECT_EQ(*(*rf)->GetSearchParameter("k_factor"), EmbeddingIndex::kDefaultKFactor);
+    EXPECT_TRUE((*rf)->SetSearchParameter("k_factor", 3.5).ok());
+    EXPECT_EQ((*rf)->SetSearchParameter("k_factor", 0.5).code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ((*rf)->SetSearchParameter("efSearch", 8).code(), StatusCode::kInvalidArgument);
+    const auto params = (*rf)->SearchParameters();
+    ASSERT_EQ(params.size(), 2u);
+    EXPECT_EQ(params[0].first, "nprobe");
+    EXPECT_EQ(params[1], (std::pair<std::string, double>("k_factor", 3.5)));
+  }
 
   const int dim = 8;
   auto flat = EmbeddingIndex::Create(dim, "Flat");
