@@ -1232,6 +1232,9 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
     });
     if (!qs.ok()) return qs;
     std::vector<absl::Status> status(n);
+    // Per-query counters, summed into FAISS's global ones afterwards on this thread, as
+    // IndexIVF::search does (the tuner reads them).
+    std::vector<faiss::IndexIVFStats> stats(n);
     ParallelFor(n, threads, [&](int i) {
       mu_.AssertReaderHeld();
       status[i] = per_query_selector(i, [&](faiss::IDSelector* sel) {
@@ -1246,7 +1249,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
           ivf->search_preassigned(1, queries + static_cast<size_t>(i) * dim_, kbase,
                                   keys.data() + static_cast<size_t>(i) * np,
                                   coarse.data() + static_cast<size_t>(i) * np, dist.data(),
-                                  labels.data(), false, &p.ivf);
+                                  labels.data(), false, &p.ivf, &stats[i]);
           collect(i, labels.data(), dist.data());
         });
       });
@@ -1254,6 +1257,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
     for (const auto& s : status) {
       if (!s.ok()) return s;
     }
+    for (const auto& st : stats) faiss::indexIVF_stats.add(st);
     return out;
   }
 
