@@ -11,6 +11,10 @@
 # env: MODELS (default: the newest run/bench_serving/models-*), EF (512), SERVER_CPUS (0),
 #      DURATION (5 s per point), WORK (run/bench_batching), OUT_DIR (bench/results)
 # output: $OUT_DIR/batching.json, batching.md
+# Requests: bench-requests writes the pool once ($WORK/requests.bin: 4,000 requests of the
+# version's dataset users, k 100; client/bench_files.h) and every configuration reads it. No
+# exact top-K file: these runs measure throughput only (no recall check), and the Flat copy
+# answers exactly anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -23,7 +27,7 @@ B=${BUILD_DIR:-build}
 MODELS=${MODELS:-$(ls -dt run/bench_serving/models-* 2>/dev/null | head -1)}
 [ -n "$MODELS" ] && [ -f "$MODELS/1/MANIFEST.json" ] ||
   { echo "no serving version: run bench/serving.sh first or set MODELS"; exit 1; }
-[ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-bench >/dev/null
+[ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh bench-requests recall-inprocess-bench >/dev/null
 mkdir -p "$WORK" "$OUT_DIR"
 FLAT="$WORK/flat-$(basename "$MODELS")"
 if [ ! -f "$FLAT/1/MANIFEST.json" ]; then
@@ -31,11 +35,15 @@ if [ ! -f "$FLAT/1/MANIFEST.json" ]; then
   /usr/bin/python3 bench/flat_version.py "$MODELS/1" "$FLAT/1"
 fi
 echo "batching benchmark: $MODELS, cpus $SERVER_CPUS, rounds $ROUNDS"
+REQUESTS="$WORK/requests.bin"
+"$B/bench/bench-requests" --model_base="$MODELS" --users_from="$MODELS/dataset" --k=100 \
+  --requests=4000 --requests_file="$REQUESTS" 2>"$WORK/bench_requests.log" ||
+  { echo "bench-requests failed; see $WORK/bench_requests.log"; exit 1; }
 
 # run NAME MODEL_BASE EF BATCHING WAIT_US ROUND
 run() {
-  taskset -c "$SERVER_CPUS" "$B/client/recall-bench" --target=inprocess --mode=closed \
-    --concurrency=1,32 --model_base="$2" --users_from="$MODELS/dataset" --k=100 \
+  taskset -c "$SERVER_CPUS" "$B/bench/recall-inprocess-bench" --mode=closed \
+    --concurrency=1,32 --model_base="$2" --requests_file="$REQUESTS" \
     --ef_search="$3" --batching="$4" --batch_max_wait_us="$5" --duration_s="$DURATION" \
     --warmup_s=1 --recall_queries=0 --json_out="$WORK/$1-r$6.json" >/dev/null
 }

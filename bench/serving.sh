@@ -12,9 +12,14 @@
 # env: ITEMS (1000000), USERS (50000), SYNTH_NUMERIC (8), TASTE (0.5), MIN_ITEMS (25),
 #      MAX_ITEMS (63), ITEM_ID_BUCKETS (1), USER_ID_BUCKETS (65536), EPOCHS (3), LR (0.01), K (100), RECALL_TARGET (0.95), DURATION (10 s per point),
 #      WARMUP (2), CONCURRENCY (1,2,4,8,16,32,64), SERVER_CPUS (0), BENCH_CPUS (1),
-#      PY_WORKERS (8), UPSERT_RATE (5000), WORK (run/bench_serving),
+#      PY_WORKERS (8), UPSERT_RATE (5000; writes/s: UpsertItems and DeleteItems),
+#      REPLACE_FRACTION (0.2), DELETE_FRACTION (0.1), WORK (run/bench_serving),
 #      OUT_DIR (bench/results)
 # output: $OUT_DIR/serving.json, serving.md, serving.png (p99 against offered load)
+# Requests: bench-requests writes the request pool and the exact top-K answers of the version
+# once ($WORK/requests.bin, $WORK/topk.bin; client/bench_files.h); recall-bench (gRPC) and
+# recall-inprocess-bench read both, so every target answers the same requests and is scored
+# against the same exact answers.
 # RSS: after load, after the sweep (the figure compared) and with no version loaded; the
 # memory target's denominator is the index's raw vectors + HNSW graph (bench/index_bytes.py).
 set -euo pipefail
@@ -31,12 +36,15 @@ SERVER_CPUS=${SERVER_CPUS:-0}
 BENCH_CPUS=${BENCH_CPUS:-1}
 PY_WORKERS=${PY_WORKERS:-8}
 UPSERT_RATE=${UPSERT_RATE:-5000}
+REPLACE_FRACTION=${REPLACE_FRACTION:-0.2}
+DELETE_FRACTION=${DELETE_FRACTION:-0.1}
 WORK=${WORK:-run/bench_serving}
 OUT_DIR=${OUT_DIR:-bench/results}
 B=${BUILD_DIR:-build}
 PY=/usr/bin/python3
 
-[ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-server recall-train recall-bench >/dev/null
+[ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-server recall-train recall-bench \
+  bench-requests recall-inprocess-bench >/dev/null
 mkdir -p "$WORK" "$OUT_DIR"
 SYNTH_NUMERIC=${SYNTH_NUMERIC:-8}
 ITEM_ID_BUCKETS=${ITEM_ID_BUCKETS:-1}
@@ -62,10 +70,10 @@ echo "blas: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
 #    a barely trained 64-dim id row still dominates each vector. With one item-id row (the
 #    default) items are embedded from category and numeric features alone, as a content tower
 #    embeds a large cold catalog; their vectors span a low-dimensional set, as trained vectors do.
-#    The requests are the dataset's own users (`recall-bench --users_from`: id, region feature,
-#    last 50 train items), as production traffic is: random ids and histories (recall-bench's
-#    default) give query vectors the towers never produce for a real user, far from every item
-#    cluster, and HNSW then stalls at recall@100 0.58-0.69 however large efSearch is, while
+#    The requests are the dataset's own users (`bench-requests --users_from`: id, region
+#    feature, last 50 train items), as production traffic is: random ids and histories
+#    (bench-requests' default) give query vectors the towers never produce for a real user, far
+#    from every item cluster, and HNSW then stalls at recall@100 0.58-0.69 however large efSearch is, while
 #    item-like queries reach 0.9999 at efSearch 128 on the same index. With the dataset's users
 #    but items drawn inside a category by popularity alone it was 0.89 / 0.93 at efSearch 64 /
 #    512: a user's top-100 were near-ties inside one tight category cluster. So users also have a
@@ -90,12 +98,22 @@ USERS_FROM="$MODELS/dataset"
 INDEX_BYTES=$(stat -c %s "$MODELS/1/items.faiss")
 read -r VECTOR_BYTES GRAPH_BYTES < <("$PY" bench/index_bytes.py "$MODELS/1/items.faiss")
 
-# 2. The smallest efSearch reaching the recall target (in-process, against exact search).
+# 2. The request pool (4,000 requests of the dataset's users, top K) and the exact top-K answers
+#    of its first 1,000 requests, once for every target below.
+REQUESTS="$WORK/requests.bin"
+TOPK="$WORK/topk.bin"
+echo "== requests and exact top-$K answers -> $REQUESTS, $TOPK"
+"$B/bench/bench-requests" --model_base="$MODELS" --users_from="$USERS_FROM" --k="$K" \
+  --requests=4000 --topk_queries=1000 --requests_file="$REQUESTS" --topk_file="$TOPK" \
+  2>"$WORK/bench_requests.log" ||
+  { echo "bench-requests failed; see $WORK/bench_requests.log"; exit 1; }
+
+# 3. The smallest efSearch reaching the recall target (in-process, against the exact answers).
 EF=""
 for ef in 16 24 32 48 64 96 128 192 256 384 512 768 1024; do
-  r=$(taskset -c "$SERVER_CPUS" "$B/client/recall-bench" --target=inprocess --mode=recall \
-        --model_base="$MODELS" --users_from="$USERS_FROM" --ef_search="$ef" --k="$K" \
-        --recall_queries=1000 2>/dev/null |
+  r=$(taskset -c "$SERVER_CPUS" "$B/bench/recall-inprocess-bench" --mode=recall \
+        --model_base="$MODELS" --requests_file="$REQUESTS" --topk_file="$TOPK" \
+        --ef_search="$ef" --recall_queries=1000 2>/dev/null |
       sed -n 's/.*"recall_at_k": \([0-9.]*\).*/\1/p')
   echo "efSearch $ef: recall@$K $r"
   if awk -v r="$r" -v t="$RECALL_TARGET" 'BEGIN {exit !(r >= t)}'; then EF=$ef; break; fi
@@ -106,8 +124,8 @@ echo "== efSearch $EF"
 mkdir -p "$B/bench/py"
 protoc --python_out="$B/bench/py" -I proto proto/recall/v1/*.proto
 
-BENCH=(taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --model_base="$MODELS" --k="$K"
-       --users_from="$USERS_FROM"
+BENCH=(taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$REQUESTS"
+       --topk_file="$TOPK"
        --duration_s="$DURATION" --warmup_s="$WARMUP" --concurrency="$CONCURRENCY")
 SERVER_PID=""
 stop_server() {
@@ -159,6 +177,7 @@ for r in $(seq 1 "$ROUNDS"); do
     --json_out="$R/stream.json" >/dev/null
   half=$(awk -v q="$(max_qps "$R/server.json")" 'BEGIN {printf "%.0f", q / 2}')
   "${BENCH[@]}" --target=grpc --mode=open --rate="$half" --upsert_rate="$UPSERT_RATE" \
+    --upsert_replace_fraction="$REPLACE_FRACTION" --delete_fraction="$DELETE_FRACTION" \
     --addr="127.0.0.1:$PORT" --json_out="$R/upserts.json" >/dev/null
   stop_server
   # recall-server with batching off, closed loop at concurrency 32.
@@ -170,8 +189,9 @@ for r in $(seq 1 "$ROUNDS"); do
     --addr="127.0.0.1:$PORT" --json_out="$R/nobatch.json" >/dev/null
   stop_server
   # The in-process ceiling, on the server's cores.
-  taskset -c "$SERVER_CPUS" "$B/client/recall-bench" --target=inprocess --model_base="$MODELS" \
-    --users_from="$USERS_FROM" --k="$K" --duration_s="$DURATION" --warmup_s="$WARMUP" --concurrency="$CONCURRENCY" \
+  taskset -c "$SERVER_CPUS" "$B/bench/recall-inprocess-bench" --model_base="$MODELS" \
+    --requests_file="$REQUESTS" --topk_file="$TOPK" --duration_s="$DURATION" \
+    --warmup_s="$WARMUP" --concurrency="$CONCURRENCY" \
     --ef_search="$EF" --json_out="$R/inprocess.json" >/dev/null
   # The Python peer.
   start_server "$R/python.log" "$PY" bench/baselines/recall_server.py \

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -396,25 +398,100 @@ LatencyStats RunOpenLoop(Target& target, const std::vector<RecallRequest>& pool,
   return rec.Stats();
 }
 
-UpsertLoad::UpsertLoad(const std::string& addr, int dim, int64_t model_version,
-                       double items_per_sec, int batch, int64_t first_id, int64_t span) {
-  thread_ = std::thread([=] {
+namespace {
+
+// Ids with O(1) insert, erase and uniform draw.
+class IdSet {
+ public:
+  bool Contains(int64_t id) const { return pos_.count(id) > 0; }
+  void Insert(int64_t id) {
+    if (pos_.emplace(id, ids_.size()).second) ids_.push_back(id);
+  }
+  void Erase(int64_t id) {
+    auto it = pos_.find(id);
+    if (it == pos_.end()) return;
+    const size_t at = it->second;
+    pos_.erase(it);
+    if (at + 1 != ids_.size()) {
+      ids_[at] = ids_.back();
+      pos_[ids_[at]] = at;
+    }
+    ids_.pop_back();
+  }
+  size_t size() const { return ids_.size(); }
+  int64_t at(size_t i) const { return ids_[i]; }
+
+ private:
+  std::vector<int64_t> ids_;
+  std::unordered_map<int64_t, size_t> pos_;
+};
+
+}  // namespace
+
+UpsertLoad::UpsertLoad(const std::string& addr, WriteMix mix) {
+  thread_ = std::thread([this, addr, mix = std::move(mix)] {
     auto stub = recall::v1::RecallService::NewStub(MakeChannels(addr, 1)[0]);
-    std::mt19937_64 rng(17);
+    std::mt19937_64 rng(mix.seed);
     std::normal_distribution<float> normal;
-    const int b = std::max(1, batch);
-    const double interval = b / std::max(1e-9, items_per_sec);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    const int b = std::max(1, mix.batch);
+    const int64_t span = std::max<int64_t>(b, mix.new_id_span);
+    const double interval = b / std::max(1e-9, mix.items_per_sec);
+    // What the writer knows is live: served ids not deleted since, and ids it wrote.
+    IdSet served, written;
+    for (int64_t id : mix.served_ids) served.Insert(id);
     const auto t0 = Clock::now();
-    int64_t next_id = 0;
+    int64_t next_new = 0;
     for (int64_t call = 0; !stop_.load(); ++call) {
       std::this_thread::sleep_until(t0 + After(interval * call));
+      if (stop_.load()) break;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(mix.deadline_ms));
+      const size_t live = served.size() + written.size();
+      if (live > 0 && unit(rng) < mix.delete_fraction) {
+        recall::v1::DeleteItemsRequest req;
+        const size_t n = std::min<size_t>(b, live);
+        std::unordered_set<int64_t> picked;
+        while (picked.size() < n) {
+          const size_t i = rng() % (served.size() + written.size());
+          const int64_t id = i < served.size() ? served.at(i) : written.at(i - served.size());
+          if (picked.insert(id).second) req.add_item_ids(id);
+        }
+        // Gone whether or not the call succeeds: a failed delete may still have been applied.
+        for (int64_t id : req.item_ids()) {
+          served.Erase(id);
+          written.Erase(id);
+        }
+        recall::v1::DeleteItemsResponse resp;
+        if (stub->DeleteItems(&ctx, req, &resp).ok()) {
+          deleted_ids_ok_ += req.item_ids_size();
+          deleted_present_ += resp.deleted();
+        } else {
+          ++delete_calls_failed_;
+        }
+        continue;
+      }
       recall::v1::UpsertItemsRequest req;
+      std::unordered_set<int64_t> picked;
+      int64_t replaced = 0;
       for (int i = 0; i < b; ++i) {
+        int64_t id = 0;
+        bool chosen = false;
+        if (served.size() > 0 && unit(rng) < mix.replace_fraction) {
+          id = served.at(rng() % served.size());
+          chosen = picked.insert(id).second;
+        }
+        while (!chosen) {  // a new id (span >= b: one is always free in this call)
+          id = mix.first_new_id + (next_new++ % span);
+          chosen = picked.insert(id).second;
+        }
+        replaced += served.Contains(id) || written.Contains(id);
         auto* v = req.add_items()->mutable_vector();
-        v->set_item_id(first_id + (next_id++ % std::max<int64_t>(1, span)));
-        v->set_model_version(model_version);
+        v->set_item_id(id);
+        v->set_model_version(mix.model_version);
         double norm = 0;
-        std::vector<float> x(dim);
+        std::vector<float> x(std::max(0, mix.dim));
         for (float& e : x) {
           e = normal(rng);
           norm += static_cast<double>(e) * e;
@@ -422,11 +499,13 @@ UpsertLoad::UpsertLoad(const std::string& addr, int dim, int64_t model_version,
         const float inv = static_cast<float>(1.0 / std::sqrt(std::max(norm, 1e-12)));
         for (float e : x) v->add_values(e * inv);
       }
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
       recall::v1::UpsertItemsResponse resp;
       if (stub->UpsertItems(&ctx, req, &resp).ok()) {
         items_ok_ += resp.upserted();
+        replaced_ok_ += replaced;
+        for (const auto& item : req.items()) {
+          if (!served.Contains(item.vector().item_id())) written.Insert(item.vector().item_id());
+        }
       } else {
         ++calls_failed_;
       }

@@ -1,6 +1,6 @@
-// Load generation for recall-bench: request pools, targets (a gRPC server over unary calls or
-// bidirectional streams, or the engine in-process), closed-loop and open-loop runs, latency
-// statistics.
+// Load generation for recall-bench and recall-inprocess-bench: request pools, targets (a gRPC
+// server over unary calls or bidirectional streams, or any in-process function: bench/ wraps
+// the engine in one), closed-loop and open-loop runs, latency statistics, background writes.
 //
 // Closed loop: C virtual users, each sends its next request when the previous one is answered;
 // the throughput at the best C is the "max sustainable QPS". Open loop: requests are scheduled
@@ -99,21 +99,46 @@ LatencyStats RunOpenLoop(Target& target, const std::vector<recall::v1::RecallReq
                          double rate, double warmup_sec, double duration_sec,
                          int max_outstanding);
 
-// Background UpsertItems load: `items_per_sec` raw unit vectors of `dim` for `model_version`,
-// `batch` items per call, ids cycling through [first_id, first_id + span) so that they replace
-// each other (the index grows by at most `span` items, plus hidden entries).
+// Background online writes: `items_per_sec` items written per second in calls of `batch`
+// items (the calls are paced at batch / items_per_sec s), each call either an UpsertItems of
+// raw unit vectors of `dim` for `model_version` or, with probability `delete_fraction`, a
+// DeleteItems. An upserted item replaces a served item's vector with probability
+// `replace_fraction` (an id drawn from `served_ids` not deleted since), else it is a new id
+// cycling through [first_new_id, first_new_id + new_id_span), so the index grows by at most
+// new_id_span items (plus hidden entries). A DeleteItems removes `batch` distinct ids drawn
+// from the ids still live as far as the writer knows (served ids and ids it wrote). Ids are
+// distinct within a call (the server refuses repeats).
+struct WriteMix {
+  double items_per_sec = 0;
+  int batch = 50;
+  int dim = 0;
+  int64_t model_version = 0;
+  std::vector<int64_t> served_ids;
+  int64_t first_new_id = 0;
+  int64_t new_id_span = 10000;
+  double replace_fraction = 0.2;
+  double delete_fraction = 0.1;
+  uint64_t seed = 17;
+  int deadline_ms = 5000;
+};
+
 class UpsertLoad {
  public:
-  UpsertLoad(const std::string& addr, int dim, int64_t model_version, double items_per_sec,
-             int batch, int64_t first_id, int64_t span);
+  UpsertLoad(const std::string& addr, WriteMix mix);
   ~UpsertLoad();  // stops
   void Stop();
-  int64_t items_ok() const { return items_ok_.load(); }
-  int64_t calls_failed() const { return calls_failed_.load(); }
+  // Acknowledged work so far.
+  int64_t items_ok() const { return items_ok_.load(); }           // upserted items
+  int64_t replaced_ok() const { return replaced_ok_.load(); }     // of them: an id that was live
+  int64_t deleted_ids_ok() const { return deleted_ids_ok_.load(); }  // ids sent in DeleteItems
+  int64_t deleted_present() const { return deleted_present_.load(); }  // of them: were present
+  int64_t calls_failed() const { return calls_failed_.load(); }   // UpsertItems calls
+  int64_t delete_calls_failed() const { return delete_calls_failed_.load(); }
 
  private:
   std::atomic<bool> stop_{false};
-  std::atomic<int64_t> items_ok_{0}, calls_failed_{0};
+  std::atomic<int64_t> items_ok_{0}, replaced_ok_{0}, deleted_ids_ok_{0}, deleted_present_{0},
+      calls_failed_{0}, delete_calls_failed_{0};
   std::thread thread_;
 };
 

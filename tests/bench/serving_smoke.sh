@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke version of bench/serving.sh for CI: a 3,000-item version, one round of 1-second points;
-# every target must answer with real figures (the real run is the bench command, README
-# "Performance"). Needs the built binaries in BUILD_DIR.
+# bench-requests writes the requests and exact answers once, recall-bench (gRPC against
+# recall-server and the Python peer) and recall-inprocess-bench read them; every target must
+# answer with real figures (the real run is the bench command, README "Performance"). Needs the
+# built binaries in BUILD_DIR.
 set -euo pipefail
 SRC=$1
 export BUILD_DIR=$2
@@ -13,9 +15,18 @@ BENCH_CPUS=0
 SKIP_BUILD=1 ITEMS=3000 USERS=500 DURATION=1 WARMUP=0.3 CONCURRENCY=1,4,32 K=20 PY_WORKERS=2 \
   UPSERT_RATE=500 SERVER_CPUS=0 BENCH_CPUS=$BENCH_CPUS WORK="$TMP/run" OUT_DIR="$TMP/out" \
   bash bench/serving.sh 1
-/usr/bin/python3 - "$TMP/out/serving.json" <<'PY'
+# bench-requests wrote the request pool and the exact answers every target read.
+test -s "$TMP/run/requests.bin"
+test -s "$TMP/run/topk.bin"
+/usr/bin/python3 - "$TMP/out/serving.json" "$TMP/run/round1/upserts.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
+# The write mix under load: upserts (some replacing served items) and deletes, all acknowledged.
+w = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+for key in ("writes_per_sec", "upserts_per_sec", "upserted_items", "replaced_items", "deleted_ids"):
+    assert w[key] > 0, (key, w)
+assert w["upsert_failed_calls"] == 0 and w["delete_failed_calls"] == 0, w
+assert w["deleted_present"] == w["deleted_ids"], w
 for name in ("server", "inprocess", "python"):
     t = s["targets"][name]
     assert t["max_qps"] and t["max_qps"] > 0, (name, t)
@@ -35,9 +46,11 @@ print("serving smoke ok")
 PY
 test -s "$TMP/out/serving.md"
 
-# bench/batching.sh on the same version: every configuration answers.
+# bench/batching.sh on the same version: every configuration answers the pool bench-requests
+# wrote.
 MODELS=$(ls -d "$TMP"/run/models-*) SKIP_BUILD=1 DURATION=1 SERVER_CPUS=0 WORK="$TMP/batching" \
   OUT_DIR="$TMP/out" bash bench/batching.sh 1
+test -s "$TMP/batching/requests.bin"
 /usr/bin/python3 - "$TMP/out/batching.json" <<'PY'
 import json, sys
 b = json.load(open(sys.argv[1]))

@@ -1,17 +1,21 @@
-// recall-bench's load library: percentiles, request pools, and the closed/open loops against
-// in-process fake targets (no network, no timing assertions: counts and codes only).
+// recall-bench's load library: percentiles, request pools, the closed/open loops against
+// in-process fake targets, and the background write mix against a fake server on loopback (no
+// timing assertions: counts and codes only).
 #include "client/bench_load.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <unordered_set>
+#include <vector>
 
 namespace recall::bench {
 namespace {
@@ -224,6 +228,139 @@ TEST(OpenLoop, SendsAtTheRateAndCountsBacklogWhenTheTargetStalls) {
   resume.join();
   EXPECT_GE(s.errors_by_code["client_backlog"], 150);
   EXPECT_LE(s.ok, 10);
+}
+
+// A RecallService that records every write and keeps the live ids, as a server would.
+class FakeWriteServer final : public recall::v1::RecallService::Service {
+ public:
+  struct Call {
+    bool is_delete = false;
+    std::vector<int64_t> ids;
+    std::vector<float> norms;
+    std::vector<int> dims;
+    std::vector<int64_t> versions;
+  };
+  explicit FakeWriteServer(const std::vector<int64_t>& served)
+      : live_(served.begin(), served.end()) {}
+  grpc::Status UpsertItems(grpc::ServerContext*, const recall::v1::UpsertItemsRequest* req,
+                           recall::v1::UpsertItemsResponse* resp) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Call c;
+    for (const auto& item : req->items()) {
+      const auto& v = item.vector();
+      c.ids.push_back(v.item_id());
+      double n = 0;
+      for (float x : v.values()) n += static_cast<double>(x) * x;
+      c.norms.push_back(static_cast<float>(std::sqrt(n)));
+      c.dims.push_back(v.values_size());
+      c.versions.push_back(v.model_version());
+      live_.insert(v.item_id());
+    }
+    calls_.push_back(std::move(c));
+    resp->set_upserted(req->items_size());
+    return grpc::Status::OK;
+  }
+  grpc::Status DeleteItems(grpc::ServerContext*, const recall::v1::DeleteItemsRequest* req,
+                           recall::v1::DeleteItemsResponse* resp) override {
+    std::lock_guard<std::mutex> l(mu_);
+    Call c;
+    c.is_delete = true;
+    int deleted = 0;
+    for (int64_t id : req->item_ids()) {
+      c.ids.push_back(id);
+      deleted += static_cast<int>(live_.erase(id));
+    }
+    calls_.push_back(std::move(c));
+    resp->set_deleted(deleted);
+    return grpc::Status::OK;
+  }
+  size_t num_calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_.size();
+  }
+  std::vector<Call> calls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Call> calls_;
+  std::unordered_set<int64_t> live_;
+};
+
+TEST(UpsertLoad, WriteMixOfReplacementsNewIdsAndDeletes) {
+  std::vector<int64_t> served;
+  for (int64_t id = 1000; id < 2000; ++id) served.push_back(id);
+  FakeWriteServer fake(served);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&fake);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(port, 0);
+
+  WriteMix mix;
+  mix.items_per_sec = 40000;  // as fast as the fake answers
+  mix.batch = 10;
+  mix.dim = 8;
+  mix.model_version = 3;
+  mix.served_ids = served;
+  mix.first_new_id = 5000;
+  mix.new_id_span = 100;  // cycles within the run: new ids come round again
+  mix.replace_fraction = 0.2;
+  mix.delete_fraction = 0.1;
+  UpsertLoad load("127.0.0.1:" + std::to_string(port), mix);
+  for (int i = 0; i < 600 && fake.num_calls() < 400; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  load.Stop();
+  server->Shutdown();
+  const std::vector<FakeWriteServer::Call> calls = fake.calls();
+  ASSERT_GE(calls.size(), 400u);
+
+  // Replay what the writer may know is live; every delete names live ids, every replacement
+  // a served one.
+  std::unordered_set<int64_t> live(served.begin(), served.end());
+  int64_t upserted = 0, replaced = 0, from_served = 0, deleted = 0, delete_calls = 0;
+  for (const auto& c : calls) {
+    std::unordered_set<int64_t> distinct(c.ids.begin(), c.ids.end());
+    EXPECT_EQ(distinct.size(), c.ids.size()) << "an id twice in one call";
+    EXPECT_EQ(c.ids.size(), 10u);
+    if (c.is_delete) {
+      ++delete_calls;
+      for (int64_t id : c.ids) {
+        EXPECT_TRUE(live.count(id)) << "deleted " << id << ", which was not live";
+        live.erase(id);
+        ++deleted;
+      }
+      continue;
+    }
+    for (size_t j = 0; j < c.ids.size(); ++j) {
+      const int64_t id = c.ids[j];
+      EXPECT_TRUE((id >= 1000 && id < 2000) || (id >= 5000 && id < 5100)) << id;
+      EXPECT_EQ(c.dims[j], 8);
+      EXPECT_NEAR(c.norms[j], 1.0, 1e-5);
+      EXPECT_EQ(c.versions[j], 3);
+      ++upserted;
+      replaced += live.count(id) > 0;
+      from_served += id < 2000;
+      live.insert(id);
+    }
+  }
+  EXPECT_EQ(load.items_ok(), upserted);
+  EXPECT_EQ(load.replaced_ok(), replaced);
+  EXPECT_EQ(load.deleted_ids_ok(), deleted);
+  EXPECT_EQ(load.deleted_present(), deleted);  // only live ids are deleted
+  EXPECT_EQ(load.calls_failed(), 0);
+  EXPECT_EQ(load.delete_calls_failed(), 0);
+  const double served_share = static_cast<double>(from_served) / upserted;
+  EXPECT_GT(served_share, 0.12);
+  EXPECT_LT(served_share, 0.28);
+  const double delete_share = static_cast<double>(delete_calls) / calls.size();
+  EXPECT_GT(delete_share, 0.04);
+  EXPECT_LT(delete_share, 0.18);
+  EXPECT_GT(replaced, from_served);  // new ids came round again after 100
 }
 
 }  // namespace
