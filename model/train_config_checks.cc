@@ -89,6 +89,12 @@ absl::Status CheckTrainConfig(const v1::TrainConfig& c) {
     return Bad("eval_audience_length must be >= 0, and > 0 only with item_audience_length");
   }
   if (c.index_factory().empty()) return Bad("index_factory must not be empty");
+  if (!(c.index_recall_target() > 0 && c.index_recall_target() <= 1) || c.index_recall_k() < 1 ||
+      c.index_memory_budget_mb() < 0 || !(c.index_tune_budget_s() > 0) ||
+      c.index_tune_queries() < 1) {
+    return Bad("index_recall_target must be in (0, 1], index_recall_k, index_tune_budget_s and "
+               "index_tune_queries > 0, index_memory_budget_mb >= 0");
+  }
   if (!(c.test_fraction() > 0 && c.test_fraction() < 1)) {
     return Bad("test_fraction must be in (0, 1)");
   }

@@ -23,6 +23,7 @@
 #include "trainer/dataset.h"
 #include "trainer/ensemble.h"
 #include "trainer/export.h"
+#include "trainer/index_tuning.h"
 #include "trainer/run_report.h"
 #include "trainer/synthetic.h"
 #include "trainer/trainer.h"
@@ -328,7 +329,11 @@ int main(int argc, char** argv) {
     tr::CombineInto(members);
   }
   tr::RankingMetrics metrics;
-  if (!FLAGS_skip_eval) metrics = trainer->EvaluateReport(cfg.index_factory());
+  // "auto": the export tunes the index and evaluates through the one it publishes.
+  if (!FLAGS_skip_eval) {
+    metrics = trainer->EvaluateReport(
+        cfg.index_factory() == tr::kAutoIndexFactory ? "" : cfg.index_factory());
+  }
   if (cfg.validation_users() > 0) {
     // The validation figures go into the manifest too: the quality gate compares them.
     for (const auto& [k, v] : trainer->EvaluateValidation().values) metrics.values["val_" + k] = v;

@@ -5,6 +5,7 @@
 #include <numeric>
 #include <random>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "index/embedding_index.h"
 
@@ -55,15 +56,34 @@ absl::StatusOr<RankingMetrics> EvaluateThroughIndex(const Dataset& d, const floa
   std::vector<int64_t> ids(d.num_items);
   std::iota(ids.begin(), ids.end(), 0);
   if (auto s = (*index)->Build(ids, item_emb); !s.ok()) return s;
+  return EvaluateThroughIndex(d, user_emb, dim, **index, ids, exact, ks);
+}
+
+absl::StatusOr<RankingMetrics> EvaluateThroughIndex(const Dataset& d, const float* user_emb,
+                                                    int dim, const EmbeddingIndex& index,
+                                                    absl::Span<const int64_t> external_ids,
+                                                    const RankingMetrics& exact,
+                                                    const std::vector<int>& ks) {
+  absl::flat_hash_map<int64_t, int64_t> row_of;
+  row_of.reserve(external_ids.size());
+  for (size_t i = 0; i < external_ids.size(); ++i) row_of.emplace(external_ids[i], i);
   const int k = *std::max_element(ks.begin(), ks.end());
   std::vector<std::vector<int64_t>> top(d.num_users);
   constexpr int64_t kBlock = 1024;
   for (int64_t begin = 0; begin < d.num_users; begin += kBlock) {
     const int64_t end = std::min(d.num_users, begin + kBlock);
-    std::vector<std::vector<int64_t>> excludes(d.train.begin() + begin, d.train.begin() + end);
-    auto hits = (*index)->Search(user_emb + begin * dim, static_cast<int>(end - begin), k, excludes);
+    std::vector<std::vector<int64_t>> excludes(end - begin);
+    for (int64_t u = begin; u < end; ++u) {
+      for (int64_t i : d.train[u]) excludes[u - begin].push_back(external_ids[i]);
+    }
+    auto hits = index.Search(user_emb + begin * dim, static_cast<int>(end - begin), k, excludes);
     if (!hits.ok()) return hits.status();
-    for (int64_t u = begin; u < end; ++u) top[u] = std::move((*hits)[u - begin].ids);
+    for (int64_t u = begin; u < end; ++u) {
+      for (int64_t id : (*hits)[u - begin].ids) {
+        auto it = row_of.find(id);
+        if (it != row_of.end()) top[u].push_back(it->second);
+      }
+    }
   }
   const RankingMetrics ann = EvaluateTopLists(d, top, ks);
   RankingMetrics out;

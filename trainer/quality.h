@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "index/embedding_index.h"
 #include "trainer/dataset.h"
 #include "trainer/evaluator.h"
 
@@ -20,6 +22,14 @@ namespace recall::trainer {
 absl::StatusOr<RankingMetrics> EvaluateThroughIndex(const Dataset& d, const float* user_emb,
                                                     const float* item_emb, int dim,
                                                     const std::string& factory,
+                                                    const RankingMetrics& exact,
+                                                    const std::vector<int>& ks = {20, 50});
+
+// The same through an existing index whose ids are external: external_ids[i] is item row i's
+// (evaluation and exclusions are in rows). The index's own search parameters apply.
+absl::StatusOr<RankingMetrics> EvaluateThroughIndex(const Dataset& d, const float* user_emb,
+                                                    int dim, const EmbeddingIndex& index,
+                                                    absl::Span<const int64_t> external_ids,
                                                     const RankingMetrics& exact,
                                                     const std::vector<int>& ks = {20, 50});
 
