@@ -67,8 +67,14 @@ class Version:
         self.user_tower = torch.jit.load(os.path.join(version_dir, "user_tower.pt"))
         self.user_tower.eval()
         self.index = faiss.read_index(os.path.join(version_dir, "items.faiss"))
+        # The same index and search parameters as recall-server: the manifest's (the tuner's
+        # pick), --ef_search overriding. FAISS names IndexRefine's depth "k_factor_rf".
+        params = dict(self.manifest.get("index_search_params", {}))
         if ef_search > 0:
-            faiss.ParameterSpace().set_index_parameter(self.index, "efSearch", ef_search)
+            params["efSearch"] = ef_search
+        for name, value in params.items():
+            faiss.ParameterSpace().set_index_parameter(
+                self.index, "k_factor_rf" if name == "k_factor" else name, float(value))
 
     @staticmethod
     def _id_rows(d, id_spec):
