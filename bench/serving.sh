@@ -3,9 +3,10 @@
 # batcher, no network) vs a Python gRPC peer (bench/baselines/recall_server.py), on the same
 # version directory and the same requests, in one invocation; medians over ROUNDS.
 #
-# Scenario: ITEMS synthetic items x 64 dims embedded by the project's own item tower, HNSW32 at
-# the smallest efSearch whose recall@K against exact search is >= RECALL_TARGET, k = K, user
-# requests with 20-50 history items. Servers run on SERVER_CPUS, the load generator on
+# Scenario: ITEMS synthetic items x 64 dims embedded by the project's own item tower, the index
+# the export's tuner picks for recall@K >= RECALL_TARGET against exact search (index/TUNING.md;
+# its frontier goes to serving.md and serving_frontier.png), k = K, user requests with 20-50
+# history items. Servers run on SERVER_CPUS, the load generator on
 # BENCH_CPUS (taskset); the pinning is printed and stored with the results.
 #
 # usage: bench/serving.sh [rounds=3]
@@ -13,15 +14,16 @@
 #      MAX_ITEMS (63), ITEM_ID_BUCKETS (1), USER_ID_BUCKETS (65536), EPOCHS (3), LR (0.01), K (100), RECALL_TARGET (0.95), DURATION (10 s per point),
 #      WARMUP (2), CONCURRENCY (1,2,4,8,16,32,64), SERVER_CPUS (0), BENCH_CPUS (1),
 #      PY_WORKERS (8), UPSERT_RATE (5000; writes/s: UpsertItems and DeleteItems),
-#      REPLACE_FRACTION (0.2), DELETE_FRACTION (0.1), WORK (run/bench_serving),
+#      REPLACE_FRACTION (0.2), DELETE_FRACTION (0.1), WAL_SYNC (always), WORK (run/bench_serving),
 #      OUT_DIR (bench/results)
-# output: $OUT_DIR/serving.json, serving.md, serving.png (p99 against offered load)
+# output: $OUT_DIR/serving.json, serving.md, serving.png (p99 against offered load),
+#         serving_frontier.png (the tuner's recall against single-thread QPS, per kind)
 # Requests: bench-requests writes the request pool and the exact top-K answers of the version
 # once ($WORK/requests.bin, $WORK/topk.bin; client/bench_files.h); recall-bench (gRPC) and
 # recall-inprocess-bench read both, so every target answers the same requests and is scored
 # against the same exact answers.
-# RSS: after load, after the sweep (the figure compared) and with no version loaded; the
-# memory target's denominator is the index's raw vectors + HNSW graph (bench/index_bytes.py).
+# RSS: after load, after the sweep (the figure compared) and with no version loaded; what the
+# version adds is compared with items.faiss + the tower files + 64 B per item (id maps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -38,13 +40,14 @@ PY_WORKERS=${PY_WORKERS:-8}
 UPSERT_RATE=${UPSERT_RATE:-5000}
 REPLACE_FRACTION=${REPLACE_FRACTION:-0.2}
 DELETE_FRACTION=${DELETE_FRACTION:-0.1}
+WAL_SYNC=${WAL_SYNC:-always}
 WORK=${WORK:-run/bench_serving}
 OUT_DIR=${OUT_DIR:-bench/results}
 B=${BUILD_DIR:-build}
 PY=/usr/bin/python3
 
 [ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-server recall-train recall-bench \
-  bench-requests recall-inprocess-bench >/dev/null
+  bench-requests recall-inprocess-bench recall-index >/dev/null
 mkdir -p "$WORK" "$OUT_DIR"
 SYNTH_NUMERIC=${SYNTH_NUMERIC:-8}
 ITEM_ID_BUCKETS=${ITEM_ID_BUCKETS:-1}
@@ -54,7 +57,7 @@ MIN_ITEMS=${MIN_ITEMS:-25}
 MAX_ITEMS=${MAX_ITEMS:-63}
 EPOCHS=${EPOCHS:-3}
 LR=${LR:-0.01}
-MODELS="$WORK/models-$ITEMS-x$SYNTH_NUMERIC-t$TASTE-i$MIN_ITEMS-$MAX_ITEMS-b$ITEM_ID_BUCKETS-u$USER_ID_BUCKETS-e$EPOCHS-lr$LR"
+MODELS="$WORK/models-$ITEMS-x$SYNTH_NUMERIC-t$TASTE-i$MIN_ITEMS-$MAX_ITEMS-b$ITEM_ID_BUCKETS-u$USER_ID_BUCKETS-e$EPOCHS-lr$LR-k$K-r$RECALL_TARGET"
 echo "serving benchmark: $ITEMS items, k=$K, rounds=$ROUNDS, server cpus $SERVER_CPUS, bench cpus $BENCH_CPUS"
 echo "blas: $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3)"
 
@@ -89,14 +92,18 @@ if [ ! -f "$MODELS/1/MANIFEST.json" ]; then
     --synthetic_min_interactions="$MIN_ITEMS" --synthetic_max_interactions="$MAX_ITEMS" \
     --lr="$LR" --item_id_buckets="$ITEM_ID_BUCKETS" \
     --user_id_buckets="$USER_ID_BUCKETS" --batch_size=2048 \
-    --history_length=50 --logq --skip_eval --index_factory=HNSW32 --model_base="$MODELS" \
+    --history_length=50 --logq --skip_eval --index_factory=auto --index_recall_k="$K" \
+    --index_recall_target="$RECALL_TARGET" --model_base="$MODELS" \
     --publish_version=1 --progress=none --threads=2 --epochs="$EPOCHS" \
     --export_dataset="$MODELS/dataset"
   rm -f "$MODELS/dataset/items.tsv"  # the requests need users only
 fi
 USERS_FROM="$MODELS/dataset"
 INDEX_BYTES=$(stat -c %s "$MODELS/1/items.faiss")
-read -r VECTOR_BYTES GRAPH_BYTES < <("$PY" bench/index_bytes.py "$MODELS/1/items.faiss")
+TOWER_BYTES=$(( $(stat -c %s "$MODELS/1/user_tower.pt") + $(stat -c %s "$MODELS/1/item_tower.pt") ))
+# How the export's tuner chose the index (recall-server applies the manifest's parameters).
+"$B/trainer/recall-index" info --model_base="$MODELS" --model_version=1 | tee "$WORK/tuning.txt"
+INDEX=$(head -1 "$WORK/tuning.txt" | sed 's/^version 1: //; s/, [0-9]* items$//')
 
 # 2. The request pool (4,000 requests of the dataset's users, top K) and the exact top-K answers
 #    of its first 1,000 requests, once for every target below.
@@ -107,19 +114,6 @@ echo "== requests and exact top-$K answers -> $REQUESTS, $TOPK"
   --requests=4000 --topk_queries=1000 --requests_file="$REQUESTS" --topk_file="$TOPK" \
   2>"$WORK/bench_requests.log" ||
   { echo "bench-requests failed; see $WORK/bench_requests.log"; exit 1; }
-
-# 3. The smallest efSearch reaching the recall target (in-process, against the exact answers).
-EF=""
-for ef in 16 24 32 48 64 96 128 192 256 384 512 768 1024; do
-  r=$(taskset -c "$SERVER_CPUS" "$B/bench/recall-inprocess-bench" --mode=recall \
-        --model_base="$MODELS" --requests_file="$REQUESTS" --topk_file="$TOPK" \
-        --ef_search="$ef" --recall_queries=1000 2>/dev/null |
-      sed -n 's/.*"recall_at_k": \([0-9.]*\).*/\1/p')
-  echo "efSearch $ef: recall@$K $r"
-  if awk -v r="$r" -v t="$RECALL_TARGET" 'BEGIN {exit !(r >= t)}'; then EF=$ef; break; fi
-done
-[ -n "$EF" ] || { echo "no efSearch up to 1024 reaches recall $RECALL_TARGET"; exit 1; }
-echo "== efSearch $EF"
 
 mkdir -p "$B/bench/py"
 protoc --python_out="$B/bench/py" -I proto proto/recall/v1/*.proto
@@ -167,8 +161,8 @@ for r in $(seq 1 "$ROUNDS"); do
   # recall-server, batching on (the default): sweep, stream, upserts under 50% load.
   rm -f "$WORK/wal"
   start_server "$R/server.log" "$B/server/recall-server" --model_base="$MODELS" --port=0 \
-    --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 --ef_search="$EF" \
-    --wal_path="$WORK/wal" --max_k=1000
+    --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 \
+    --wal_path="$WORK/wal" --wal_sync="$WAL_SYNC" --max_k=1000
   rss_kib "$SERVER_PID" >"$R/server_load_rss_kib"
   echo "server rss after load: $(cat "$R/server_load_rss_kib") KiB"
   "${BENCH[@]}" --target=grpc --addr="127.0.0.1:$PORT" --json_out="$R/server.json" >/dev/null
@@ -184,7 +178,7 @@ for r in $(seq 1 "$ROUNDS"); do
   rm -f "$WORK/wal"
   start_server "$R/server_nobatch.log" "$B/server/recall-server" --model_base="$MODELS" \
     --port=0 --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 \
-    --ef_search="$EF" --wal_path="$WORK/wal" --max_k=1000 --batching=false
+    --wal_path="$WORK/wal" --max_k=1000 --batching=false
   "${BENCH[@]}" --target=grpc --mode=closed --concurrency=32 --recall_queries=0 \
     --addr="127.0.0.1:$PORT" --json_out="$R/nobatch.json" >/dev/null
   stop_server
@@ -192,17 +186,17 @@ for r in $(seq 1 "$ROUNDS"); do
   taskset -c "$SERVER_CPUS" "$B/bench/recall-inprocess-bench" --model_base="$MODELS" \
     --requests_file="$REQUESTS" --topk_file="$TOPK" --duration_s="$DURATION" \
     --warmup_s="$WARMUP" --concurrency="$CONCURRENCY" \
-    --ef_search="$EF" --json_out="$R/inprocess.json" >/dev/null
+    --json_out="$R/inprocess.json" >/dev/null
   # The Python peer.
   start_server "$R/python.log" "$PY" bench/baselines/recall_server.py \
     --version_dir="$MODELS/1" --pb_dir="$B/bench/py" --port=0 --port_file="$WORK/ports" \
-    --workers="$PY_WORKERS" --ef_search="$EF"
+    --workers="$PY_WORKERS"
   "${BENCH[@]}" --target=grpc --addr="127.0.0.1:$PORT" --json_out="$R/python.json" >/dev/null
   rss_kib "$SERVER_PID" >"$R/python_rss_kib"
   stop_server
 done
 
 "$PY" bench/serving_report.py --work="$WORK" --rounds="$ROUNDS" --out_dir="$OUT_DIR" \
-  --ef_search="$EF" --index_bytes="$INDEX_BYTES" --vector_bytes="$VECTOR_BYTES" \
-  --graph_bytes="$GRAPH_BYTES" --items="$ITEMS" --k="$K" \
+  --index="$INDEX" --manifest="$MODELS/1/MANIFEST.json" --index_bytes="$INDEX_BYTES" \
+  --tower_bytes="$TOWER_BYTES" --items="$ITEMS" --k="$K" --wal_sync="$WAL_SYNC" \
   --server_cpus="$SERVER_CPUS" --bench_cpus="$BENCH_CPUS"

@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 
 
 def load(path):
@@ -39,10 +40,11 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--rounds", type=int, required=True)
     ap.add_argument("--out_dir", required=True)
-    ap.add_argument("--ef_search", type=int, required=True)
+    ap.add_argument("--index", required=True, help="factory and search parameters served")
+    ap.add_argument("--manifest", default="", help="the version's MANIFEST.json (its frontier)")
     ap.add_argument("--index_bytes", type=int, required=True)
-    ap.add_argument("--vector_bytes", type=int, required=True)
-    ap.add_argument("--graph_bytes", type=int, required=True)
+    ap.add_argument("--tower_bytes", type=int, required=True)
+    ap.add_argument("--wal_sync", default="always")
     ap.add_argument("--items", type=int, required=True)
     ap.add_argument("--k", type=int, required=True)
     ap.add_argument("--server_cpus", default="")
@@ -56,7 +58,9 @@ def main():
            for name in ("server", "server_load", "python")}
     empty_path = os.path.join(a.work, "server_empty_rss_kib")
     empty_rss = int(open(empty_path).read()) * 1024 if os.path.exists(empty_path) else None
-    data_bytes = a.vector_bytes + a.graph_bytes
+    # What a version may add to the process: its index, its towers, and id maps (label -> id,
+    # id -> label hash map, IVF direct map) at up to 64 bytes per item.
+    bound_bytes = a.index_bytes + a.tower_bytes + 64 * a.items
     fractions = (0.25, 0.5, 0.75)
     rows = {}
     for name in ("server", "inprocess", "python"):
@@ -79,12 +83,13 @@ def main():
     upsert_p99 = med([(open_point(r, 0.0) or (r.get("open_loop") or [None])[0] or {})
                       .get("stats", {}).get("p99_ms") for r in runs["upserts"] if r])
     upsert_rate = med([r.get("upserts_per_sec") for r in runs["upserts"] if r])
+    write_rate = med([r.get("writes_per_sec") for r in runs["upserts"] if r])
 
     def ratio(x, y):
         return x / y if x is not None and y else None
 
     summary = {
-        "items": a.items, "k": a.k, "ef_search": a.ef_search, "rounds": a.rounds,
+        "items": a.items, "k": a.k, "index": a.index, "rounds": a.rounds, "wal_sync": a.wal_sync,
         "server_cpus": a.server_cpus, "bench_cpus": a.bench_cpus,
         "index_file_bytes": a.index_bytes, "targets": rows,
         "server_over_inprocess_qps": ratio(s["max_qps"], c["max_qps"]),
@@ -93,15 +98,16 @@ def main():
         "stream_max_qps": stream_qps, "stream_over_unary_qps": ratio(stream_qps, s["max_qps"]),
         "batched_qps_c32": batched32, "unbatched_qps_c32": unbatched32,
         "batching_gain_c32": ratio(batched32, unbatched32),
-        "upserts_per_sec": upsert_rate, "p99_ms_at_half_load_with_upserts": upsert_p99,
+        "upserts_per_sec": upsert_rate, "writes_per_sec": write_rate,
+        "p99_ms_at_half_load_with_upserts": upsert_p99,
         "upsert_p99_over_steady": ratio(upsert_p99, s["p99_ms@0.5"]),
         "server_rss_over_index_file": ratio(s.get("rss_bytes"), a.index_bytes),
-        "vector_bytes": a.vector_bytes, "graph_bytes": a.graph_bytes,
+        "tower_bytes": a.tower_bytes, "memory_bound_bytes": bound_bytes,
         "server_rss_after_load_bytes": med(rss["server_load"]),
         "server_rss_without_version_bytes": empty_rss,
-        "server_rss_over_vectors_and_graph": ratio(s.get("rss_bytes"), data_bytes),
-        "version_rss_over_vectors_and_graph": ratio(
-            s["rss_bytes"] - empty_rss if s.get("rss_bytes") and empty_rss else None, data_bytes),
+        "version_rss_bytes": s["rss_bytes"] - empty_rss if s.get("rss_bytes") and empty_rss else None,
+        "version_rss_over_bound": ratio(
+            s["rss_bytes"] - empty_rss if s.get("rss_bytes") and empty_rss else None, bound_bytes),
     }
     os.makedirs(a.out_dir, exist_ok=True)
     with open(os.path.join(a.out_dir, "serving.json"), "w") as f:
@@ -111,7 +117,7 @@ def main():
         return "–" if x is None else format(x, spec)
 
     lines = [
-        f"{a.items:,} items, k = {a.k}, HNSW32 efSearch {a.ef_search}; server on cpus "
+        f"{a.items:,} items, k = {a.k}, {a.index} (the tuner's pick); server on cpus "
         f"{a.server_cpus}, load generator on cpus {a.bench_cpus}; medians of {a.rounds} rounds.",
         "",
         "| target | max QPS | p50 / p99 ms at 25% | p50 / p99 ms at 50% | p50 / p99 ms at 75% "
@@ -134,16 +140,23 @@ def main():
         f"- RecallStream max QPS {fmt(stream_qps)} = {fmt(summary['stream_over_unary_qps'], '.2f')} x unary",
         f"- batching at concurrency 32: {fmt(batched32)} QPS on vs {fmt(unbatched32)} off "
         f"({fmt(summary['batching_gain_c32'], '.2f')}x)",
-        f"- {fmt(upsert_rate, '.0f')} upserts/s applied: p99 at 50% load {fmt(upsert_p99, '.2f')} ms vs "
-        f"{fmt(s['p99_ms@0.5'], '.2f')} ms steady ({fmt(summary['upsert_p99_over_steady'], '.2f')}x)",
-        f"- server RSS {fmt((s.get('rss_bytes') or 0) / 2**20, '.0f')} MiB (after the sweep; "
-        f"{fmt((summary['server_rss_after_load_bytes'] or 0) / 2**20, '.0f')} after load) vs raw "
-        f"vectors + HNSW graph {data_bytes / 2**20:.0f} MiB ({a.vector_bytes / 2**20:.0f} + "
-        f"{a.graph_bytes / 2**20:.0f}): {fmt(summary['server_rss_over_vectors_and_graph'], '.2f')}x; "
-        f"the same server with no version loaded: {fmt((empty_rss or 0) / 2**20, '.0f')} MiB, so the "
-        f"version itself takes {fmt(summary['version_rss_over_vectors_and_graph'], '.2f')}x "
-        f"(items.faiss: {a.index_bytes / 2**20:.0f} MiB)",
+        f"- {fmt(write_rate, '.0f')} writes/s applied ({fmt(upsert_rate, '.0f')} upserted items/s, "
+        f"the rest deletes; batches of 50, WAL sync `{a.wal_sync}`): p99 at 50% load "
+        f"{fmt(upsert_p99, '.2f')} ms vs {fmt(s['p99_ms@0.5'], '.2f')} ms steady "
+        f"({fmt(summary['upsert_p99_over_steady'], '.2f')}x)",
+        f"- server RSS {fmt((s.get('rss_bytes') or 0) / 2**20, '.0f')} MiB after the sweep "
+        f"({fmt((summary['server_rss_after_load_bytes'] or 0) / 2**20, '.0f')} after load); with no "
+        f"version loaded {fmt((empty_rss or 0) / 2**20, '.0f')} MiB, so the version adds "
+        f"{fmt((summary['version_rss_bytes'] or 0) / 2**20, '.0f')} MiB against a bound of "
+        f"{bound_bytes / 2**20:.0f} MiB = items.faiss {a.index_bytes / 2**20:.0f} + towers "
+        f"{a.tower_bytes / 2**20:.0f} + 64 B x {a.items:,} items {64 * a.items / 2**20:.0f} "
+        f"({fmt(summary['version_rss_over_bound'], '.2f')}x)",
     ]
+    if a.manifest:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from frontier_report import frontier  # noqa: E402
+        lines += ["", "The index (serving_frontier.png: recall against single-thread QPS):", "",
+                  frontier(a.manifest, os.path.join(a.out_dir, "serving_frontier"))]
     md = "\n".join(lines) + "\n"
     with open(os.path.join(a.out_dir, "serving.md"), "w") as f:
         f.write(md)
