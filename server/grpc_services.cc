@@ -416,6 +416,16 @@ void TrainingServiceImpl::FillVersions(recall::v1::ListVersionsResponse* resp) c
     out->set_state(v.state);
     out->set_created_at(v.manifest.created_at());
     *out->mutable_eval() = v.manifest.eval();
+    out->set_index_factory(v.manifest.index_factory());
+    *out->mutable_index_search_params() = v.manifest.index_search_params();
+    if (v.manifest.has_index_tuning()) {
+      const recall::v1::IndexTuning& t = v.manifest.index_tuning();
+      if (t.chosen() >= 0 && t.chosen() < t.points_size()) {
+        out->set_index_recall(t.points(t.chosen()).recall());
+      }
+      out->set_index_recall_k(t.k());
+      out->set_index_recall_target(t.recall_target());
+    }
   }
   resp->set_serving_version(versions_->serving_version());
   resp->set_pinned_version(versions_->pinned_version());

@@ -30,6 +30,7 @@
 #include "server/replica_set.h"
 #include "server/wal_import.h"
 #include "server/recall_engine.h"
+#include "server/recall_probe.h"
 #include "server/retrain_jobs.h"
 #include "server/usable_cpus.h"
 #include "server/version_manager.h"
@@ -60,7 +61,16 @@ DEFINE_int32(max_in_flight_writes, 64, "overload bound: most UpsertItems/DeleteI
              "handled at once (0 = no bound)");
 DEFINE_int32(max_k, 1000, "largest k a Recall may ask for");
 DEFINE_int32(max_history, 1000, "longest history a Recall may carry");
-DEFINE_int32(ef_search, 0, "HNSW efSearch (0 = the index's default)");
+DEFINE_string(index_params, "", "search parameters set on every loaded index over the "
+              "manifest's (the tuner's pick), e.g. \"nprobe=64,k_factor=2\": efSearch (HNSW "
+              "kinds), nprobe (IVF kinds), k_factor (\",RFlat\" kinds); one the loaded kind "
+              "does not have is skipped with a warning (empty = the manifest's)");
+DEFINE_int32(ef_search, 0, "deprecated alias of --index_params=efSearch=N (0 = none)");
+DEFINE_int32(recall_probe_interval_s, 60, "seconds between live recall probes: a sample of "
+             "recent Recall queries re-run against exact search over the serving index's live "
+             "items (recall_index_probe_recall; 0 = off)");
+DEFINE_int32(recall_probe_queries, 64, "Recall queries the live recall probe samples per "
+             "interval");
 DEFINE_int32(shutdown_grace_s, 10, "seconds in-flight calls get to finish on SIGTERM");
 DEFINE_int32(keep_versions, 5, "newest model versions kept on disk after a swap (0 = keep all)");
 DEFINE_string(write_log, "", "the log of online upserts/deletes: empty = this process's local "
@@ -347,8 +357,38 @@ int main(int argc, char** argv) {
   LOG(INFO) << "online writes: " << log_name << ", applied up to write sequence "
             << writes->applied_sequence() << " from checkpoints";
 
-  recall::server::VersionManager versions(
-      {FLAGS_model_base, FLAGS_ef_search, std::max(0, FLAGS_keep_versions)});
+  recall::server::VersionManager::Options vo;
+  vo.model_base = FLAGS_model_base;
+  vo.keep_versions = std::max(0, FLAGS_keep_versions);
+  {
+    auto params = recall::server::ParseIndexParams(FLAGS_index_params);
+    if (!params.ok()) {
+      std::cerr << "error: --index_params: " << params.status().message() << "\n";
+      return 64;
+    }
+    vo.index_params = *std::move(params);
+    if (FLAGS_ef_search != 0) {
+      LOG(WARNING) << "--ef_search is deprecated: use --index_params=efSearch="
+                   << FLAGS_ef_search;
+      vo.ef_search = FLAGS_ef_search;
+    }
+    auto resolved = recall::server::VersionManager::ResolvedIndexParams(vo);
+    if (!resolved.ok()) {
+      std::cerr << "error: --index_params / --ef_search: " << resolved.status().message()
+                << "\n";
+      return 64;
+    }
+    if (!resolved->empty()) {
+      LOG(INFO) << "index search parameters over each version's: "
+                << recall::server::FormatIndexParams(*resolved);
+    }
+  }
+  if (FLAGS_recall_probe_interval_s < 0 || FLAGS_recall_probe_queries < 1) {
+    std::cerr << "error: --recall_probe_interval_s must be >= 0 and --recall_probe_queries "
+                 ">= 1\n";
+    return 64;
+  }
+  recall::server::VersionManager versions(vo);
   std::unique_ptr<grpc::Server> server;
   versions.set_installer([w = writes.get()](recall::server::Servable& c,
                                             const std::function<void()>& swap) {
@@ -405,6 +445,19 @@ int main(int argc, char** argv) {
     LOG(WARNING) << "no --admin_token_file: write and admin RPCs accept any caller";
   }
   recall::server::RecallEngine engine(&versions, limits, writes.get());
+  // The live recall probe samples the engine's queries; its thread stops before the version
+  // manager goes away (declared after it).
+  std::unique_ptr<recall::server::RecallProbe> probe;
+  if (FLAGS_recall_probe_interval_s > 0) {
+    recall::server::RecallProbe::Options po;
+    po.interval = absl::Seconds(FLAGS_recall_probe_interval_s);
+    po.capacity = FLAGS_recall_probe_queries;
+    probe = std::make_unique<recall::server::RecallProbe>(&versions, po);
+    probe->set_on_probe([&metrics](const recall::server::RecallProbe::Result& r) {
+      metrics.SetRecallProbe(r.recall, r.queries);
+    });
+    engine.set_recall_probe(probe.get());
+  }
   std::unique_ptr<recall::server::RecallBatcher> batcher;
   if (FLAGS_batching) {
     recall::server::RecallBatcher::Options bo;
@@ -473,6 +526,7 @@ int main(int argc, char** argv) {
   }
   server->GetHealthCheckService()->SetServingStatus(versions.Current() != nullptr);
   if (FLAGS_poll_interval_s > 0) versions.StartPolling(absl::Seconds(FLAGS_poll_interval_s));
+  if (probe) probe->Start();
 
   LOG(INFO) << "recall-server listening on " << FLAGS_host << ":" << grpc_port
             << ", metrics on http://" << FLAGS_metrics_host << ":" << metrics_port << "/metrics";
@@ -492,6 +546,7 @@ int main(int argc, char** argv) {
                    std::chrono::seconds(FLAGS_shutdown_grace_s));
   versions.Stop();
   server->Wait();
+  if (probe) probe->Stop();
   std::move(stop_appliers).Invoke();
   // Every accepted call has been answered by now (a handler finishes its call before it leaves
   // the in-flight count); tests/server/fault_test.cc checks this line.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <algorithm>
 #include <cstring>
@@ -219,6 +220,23 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                     .Name("recall_pinned_model_version")
                     .Help("The pinned model version (0 = following the newest)")
                     .Register(*registry_));
+  probe_recall_ = Single(prometheus::BuildGauge()
+                             .Name("recall_index_probe_recall")
+                             .Help("Live recall probe: recall@k of a sample of recent Recall "
+                                   "queries through the serving index against exact search over "
+                                   "its live items (0..1; NaN before the first probe of the "
+                                   "serving version)")
+                             .Register(*registry_));
+  probe_recall_->Set(std::nan(""));
+  probe_queries_ = Single(prometheus::BuildGauge()
+                              .Name("recall_index_probe_queries")
+                              .Help("Queries in the live recall probe's last sample")
+                              .Register(*registry_));
+}
+
+void Metrics::SetRecallProbe(double recall, int64_t queries) {
+  probe_recall_->Set(recall >= 0 ? recall : std::nan(""));
+  probe_queries_->Set(static_cast<double>(queries));
 }
 
 void Metrics::SetWriteLogUsage(uint64_t records, uint64_t bytes, int64_t max_records,

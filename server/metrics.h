@@ -63,6 +63,8 @@ class Metrics {
   void SetWriteLogUsage(uint64_t records, uint64_t bytes, int64_t max_records, int64_t max_bytes);
   void ObserveSnapshot(bool ok, uint64_t seq);
   void SetPinnedVersion(int64_t version) { pin_->Set(static_cast<double>(version)); }
+  // The live recall probe's last result (server/recall_probe.h); recall < 0 = none yet (NaN).
+  void SetRecallProbe(double recall, int64_t queries);
   prometheus::Gauge& in_flight() { return *in_flight_; }
   std::shared_ptr<prometheus::Registry> registry() { return registry_; }
 
@@ -102,6 +104,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* snapshots_;
   prometheus::Counter *snapshot_ok_, *snapshot_failed_;
   prometheus::Gauge *snapshot_seq_, *pin_;
+  prometheus::Gauge *probe_recall_, *probe_queries_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, prometheus::Counter*> request_counters_ ABSL_GUARDED_BY(mu_);

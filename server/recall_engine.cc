@@ -109,6 +109,10 @@ void RecallEngine::RecallBatch(absl::Span<const recall::v1::RecallRequest* const
     if (req.return_user_embedding()) {
       resp->mutable_user_embedding()->Add(e + r * dim, e + (r + 1) * dim);
     }
+    if (probe_ != nullptr) {
+      probe_->Offer(s.version(), absl::MakeConstSpan(e + r * dim, dim), req.k(),
+                    any_excludes ? absl::MakeConstSpan(excludes[r]) : absl::Span<const int64_t>());
+    }
   }
 }
 
@@ -220,6 +224,20 @@ absl::Status RecallEngine::GetIndexInfo(const recall::v1::GetIndexInfoRequest& r
   resp->set_index_generation(s.index->generation());
   *resp->mutable_feature_spec() = s.model->manifest().feature_spec();
   *resp->mutable_eval() = s.model->manifest().eval();
+  for (const auto& [name, value] : s.index->SearchParameters()) {
+    (*resp->mutable_search_params())[name] = value;
+  }
+  if (s.model->manifest().has_index_tuning()) {
+    *resp->mutable_index_tuning() = s.model->manifest().index_tuning();
+  }
+  resp->set_probe_recall(-1);
+  if (probe_ != nullptr) {
+    const RecallProbe::Result p = probe_->last();
+    if (p.version == s.version() && p.recall >= 0) {
+      resp->set_probe_recall(p.recall);
+      resp->set_probe_queries(p.queries);
+    }
+  }
   if (writes_ != nullptr) {
     resp->set_write_log(writes_->log().Describe());
     resp->set_online_items(writes_->tracked_items());

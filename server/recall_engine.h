@@ -16,6 +16,7 @@
 #include "recall/v1/recall.pb.h"
 #include "server/metrics.h"
 #include "server/online_writes.h"
+#include "server/recall_probe.h"
 #include "server/request_checks.h"  // EngineLimits, the request checks
 #include "server/version_manager.h"
 
@@ -69,6 +70,10 @@ class RecallEngine {
   // Sets the index size gauges (live and hidden items) from the serving version.
   void ReportIndexSize(Metrics* metrics) const;
 
+  // The live recall probe (nullable; set before serving): every answered query is offered to
+  // its sample, and GetIndexInfo reports its last result.
+  void set_recall_probe(RecallProbe* probe) { probe_ = probe; }
+
   const EngineLimits& limits() const { return limits_; }
 
  private:
@@ -77,6 +82,7 @@ class RecallEngine {
   VersionManager* const versions_;
   const EngineLimits limits_;
   OnlineWrites* const writes_;
+  RecallProbe* probe_ = nullptr;
 };
 
 }  // namespace recall::server

@@ -4,10 +4,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <map>
 
-#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "model/version_dir.h"
 
 namespace recall::server {
@@ -20,15 +25,107 @@ extern "C" void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
 void ReleaseFreeHeapToSystem() {
   if (MallocExtension_ReleaseFreeMemory != nullptr) MallocExtension_ReleaseFreeMemory();
 }
+
+// The search parameters EmbeddingIndex::SetSearchParameter knows, and whether each takes an
+// integer. A name outside this list is a typo on every kind, so the override refuses it.
+struct KnownParam {
+  const char* name;
+  bool integer;
+};
+constexpr KnownParam kKnownParams[] = {{"efSearch", true}, {"nprobe", true}, {"k_factor", false}};
+
+absl::Status CheckParamValue(absl::string_view name, double value) {
+  for (const KnownParam& p : kKnownParams) {
+    if (name != p.name) continue;
+    if (!std::isfinite(value) || value < 1 || value > 1e9 ||
+        (p.integer && value != std::floor(value))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, "=", value, ": must be ", p.integer ? "an integer" : "a number", " >= 1"));
+    }
+    return absl::OkStatus();
+  }
+  std::vector<std::string> known;
+  for (const KnownParam& p : kKnownParams) known.push_back(p.name);
+  return absl::InvalidArgumentError(absl::StrCat("unknown search parameter \"", name,
+                                                 "\" (known: ", absl::StrJoin(known, ", "), ")"));
+}
+
 }  // namespace
 namespace fs = std::filesystem;
 
-VersionManager::VersionManager(Options options) : options_(std::move(options)) {}
+absl::StatusOr<IndexParams> ParseIndexParams(absl::string_view text) {
+  IndexParams out;
+  for (absl::string_view element : absl::StrSplit(text, ',')) {
+    element = absl::StripAsciiWhitespace(element);
+    if (element.empty()) {
+      if (absl::StripAsciiWhitespace(text).empty()) break;
+      return absl::InvalidArgumentError(absl::StrCat("empty element in \"", text, "\""));
+    }
+    const size_t eq = element.find('=');
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", element, "\": expected name=value (e.g. nprobe=64)"));
+    }
+    const std::string name(absl::StripAsciiWhitespace(element.substr(0, eq)));
+    const absl::string_view value_text = absl::StripAsciiWhitespace(element.substr(eq + 1));
+    double value = 0;
+    if (!absl::SimpleAtod(value_text, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", element, "\": \"", value_text, "\" is not a number"));
+    }
+    if (auto s = CheckParamValue(name, value); !s.ok()) return s;
+    for (const auto& [n, v] : out) {
+      if (n == name) return absl::InvalidArgumentError(absl::StrCat(name, " given twice"));
+    }
+    out.emplace_back(name, value);
+  }
+  return out;
+}
+
+std::string FormatIndexParams(const IndexParams& params) {
+  if (params.empty()) return "-";
+  return absl::StrJoin(params, ", ", [](std::string* out, const auto& p) {
+    absl::StrAppend(out, p.first, "=", p.second);
+  });
+}
+
+absl::StatusOr<IndexParams> VersionManager::ResolvedIndexParams(const Options& options) {
+  IndexParams params;
+  for (const auto& [name, value] : options.index_params) {
+    if (auto s = CheckParamValue(name, value); !s.ok()) return s;
+    for (const auto& [n, v] : params) {
+      if (n == name) return absl::InvalidArgumentError(absl::StrCat(name, " given twice"));
+    }
+    params.emplace_back(name, value);
+  }
+  if (options.ef_search != 0) {
+    if (options.ef_search < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ef_search must be >= 0 (0 = none), got ", options.ef_search));
+    }
+    for (const auto& [n, v] : params) {
+      if (n == "efSearch") {
+        return absl::InvalidArgumentError(
+            "efSearch given twice: the deprecated ef_search and index_params (use index_params)");
+      }
+    }
+    params.emplace_back("efSearch", options.ef_search);
+  }
+  return params;
+}
+
+VersionManager::VersionManager(Options options)
+    : options_(std::move(options)), index_params_(ResolvedIndexParams(options_)) {
+  if (!index_params_.ok()) {
+    LOG(ERROR) << "index search parameters: " << index_params_.status().message()
+               << "; every model version load fails until this is fixed";
+  }
+}
 
 VersionManager::~VersionManager() { Stop(); }
 
-absl::StatusOr<std::shared_ptr<Servable>> VersionManager::LoadServable(const std::string& dir,
-                                                                       int ef_search) {
+absl::StatusOr<std::shared_ptr<Servable>> VersionManager::LoadServable(
+    const std::string& dir, const IndexParams& overrides) {
   auto model = ModelVersion::Load(dir);
   if (!model.ok()) return model.status();
   const auto& m = (*model)->manifest();
@@ -42,8 +139,28 @@ absl::StatusOr<std::shared_ptr<Servable>> VersionManager::LoadServable(const std
     return absl::DataLossError(absl::StrCat(index_path, ": dim ", (*index)->dim(),
                                             " != manifest embedding_dim ", (*model)->dim()));
   }
-  if (ef_search > 0 && absl::StrContains(m.index_factory(), "HNSW")) {
-    if (auto s = (*index)->SetSearchParameter("efSearch", ef_search); !s.ok()) return s;
+  // The tuner's pick from the manifest (sorted by name: a proto map has no order), then the
+  // operator's override.
+  const std::map<std::string, double> manifest_params(m.index_search_params().begin(),
+                                                      m.index_search_params().end());
+  for (const auto& [name, value] : manifest_params) {
+    if (auto s = (*index)->SetSearchParameter(name, value); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          (fs::path(dir) / kManifestFile).string(), ": index_search_params ", name, "=", value,
+          ": ", s.message()));
+    }
+  }
+  for (const auto& [name, value] : overrides) {
+    if (!(*index)->GetSearchParameter(name).ok()) {
+      LOG(WARNING) << "index search parameter override " << name << "=" << value
+                   << " skipped for " << dir << ": its index \"" << m.index_factory()
+                   << "\" has no " << name;
+      continue;
+    }
+    if (auto s = (*index)->SetSearchParameter(name, value); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("index search parameter override ", name,
+                                                     "=", value, ": ", s.message()));
+    }
   }
   auto servable = std::make_shared<Servable>();
   servable->model = *std::move(model);
@@ -94,8 +211,9 @@ absl::Status VersionManager::LoadAndInstall(int64_t version) {
   auto seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
+  if (!index_params_.ok()) return index_params_.status();  // not the version's fault
   const std::string dir = VersionPath(options_.model_base, version);
-  auto servable = LoadServable(dir, options_.ef_search);
+  auto servable = LoadServable(dir, *index_params_);
   absl::Status s = servable.status();
   if (s.ok()) {
     std::shared_ptr<Servable> candidate = *servable;
@@ -112,9 +230,14 @@ absl::Status VersionManager::LoadAndInstall(int64_t version) {
     failed_[version] = std::string(s.message());
     return s;
   }
-  LOG(INFO) << "serving model version " << version << " (" << (*servable)->index->size()
-            << " items, index " << (*servable)->model->manifest().index_factory() << ", loaded in "
-            << seconds() << " s)";
+  {
+    IndexParams in_force;
+    for (auto& p : (*servable)->index->SearchParameters()) in_force.push_back(std::move(p));
+    LOG(INFO) << "serving model version " << version << " (" << (*servable)->index->size()
+              << " items, index " << (*servable)->model->manifest().index_factory()
+              << ", search parameters " << FormatIndexParams(in_force) << ", loaded in "
+              << seconds() << " s)";
+  }
   if (on_swap_) on_swap_(**servable);
   RemoveOldVersions();
   ReleaseFreeHeapToSystem();

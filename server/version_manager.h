@@ -22,11 +22,13 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "index/embedding_index.h"
@@ -42,6 +44,17 @@ struct Servable {
   int64_t version() const { return model->version(); }
 };
 
+// Search parameters of an index by name ("efSearch", "nprobe", "k_factor"), in the order given.
+using IndexParams = std::vector<std::pair<std::string, double>>;
+
+// Parses the operator's override, --index_params: "name=value[,name=value...]" (whitespace
+// around elements ignored; "" -> none). Names are those EmbeddingIndex::SetSearchParameter
+// knows: efSearch and nprobe take an integer >= 1, k_factor a number >= 1. InvalidArgument
+// naming the element for a syntax error, an unknown or repeated name or a bad value.
+absl::StatusOr<IndexParams> ParseIndexParams(absl::string_view text);
+// "efSearch=128, nprobe=16" ("-" for none), values in shortest form.
+std::string FormatIndexParams(const IndexParams& params);
+
 // What ListVersions reports for one directory under model_base.
 struct VersionStatus {
   int64_t version = 0;
@@ -52,10 +65,21 @@ struct VersionStatus {
 class VersionManager {
  public:
   struct Options {
-    std::string model_base;
-    int ef_search = 0;      // 0 = index default
+    std::string model_base;  // required
+    // Deprecated alias of index_params {{"efSearch", ef_search}} (0 = none, the default); kept
+    // so {model_base, ef_search, keep_versions} initializers still compile. Naming efSearch in
+    // both is an error of the constructor's caller (ResolvedIndexParams refuses it).
+    int ef_search = 0;
     int keep_versions = 0;  // newest N version dirs kept on disk after a swap (0 = keep all)
+    // The operator's search parameters (--index_params; default none), set on every loaded
+    // index after the manifest's index_search_params. A name the loaded kind does not have
+    // (nprobe on an HNSW index) is logged as a warning and skipped: the override outlives
+    // versions of other kinds.
+    IndexParams index_params;
   };
+  // options.index_params with the ef_search alias folded in; InvalidArgument if both name
+  // efSearch or a value is out of range (the same checks as ParseIndexParams).
+  static absl::StatusOr<IndexParams> ResolvedIndexParams(const Options& options);
   // Installs `candidate`: must call `swap()` exactly once to make it current (after whatever
   // preparation it needs), or return an error and not call it.
   using Installer =
@@ -98,9 +122,11 @@ class VersionManager {
   using PruneGuard = std::function<absl::StatusOr<std::vector<int64_t>>()>;
   void set_prune_guard(PruneGuard f) { prune_guard_ = std::move(f); }
 
-  // Loads + warms one version directory. Exposed for tests and tools.
+  // Loads + warms one version directory: the index gets the manifest's index_search_params
+  // (an error in one refuses the version, naming it), then `overrides` (names the kind lacks
+  // are skipped with a warning; see Options::index_params). Exposed for tests and tools.
   static absl::StatusOr<std::shared_ptr<Servable>> LoadServable(const std::string& dir,
-                                                                int ef_search);
+                                                                const IndexParams& overrides);
 
   const Options& options() const { return options_; }
 
@@ -113,6 +139,8 @@ class VersionManager {
   void RemoveOldVersions();
 
   const Options options_;
+  // ResolvedIndexParams(options_); if that failed, every load fails with its status.
+  absl::StatusOr<IndexParams> index_params_;
   Installer installer_;
   std::function<void(const Servable&)> on_swap_;
   std::function<void(bool, double)> on_load_;

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include "absl/strings/str_cat.h"
+#include "model/version_dir.h"
 #include "trainer/export.h"
 #include "trainer/trainer.h"
 
@@ -60,6 +62,33 @@ absl::StatusOr<std::string> SmallTrainedModel::Export(const std::string& model_b
                                                       const std::string& index_factory,
                                                       int64_t version) const {
   return trainer::ExportVersion(*trainer_, model_base, index_factory, metrics, {}, version);
+}
+
+absl::StatusOr<std::string> SmallTrainedModel::ExportEdited(
+    const std::string& model_base, const std::string& index_factory,
+    const std::function<void(recall::v1::ModelManifest&)>& edit, int64_t version) const {
+  namespace fs = std::filesystem;
+  if (version == 0) version = NextVersionNumber(model_base);
+  const std::string scratch = dir + "/export_scratch";
+  fs::remove_all(scratch);
+  auto exported = trainer::ExportVersion(*trainer_, scratch, index_factory, metrics, {}, version);
+  if (!exported.ok()) return exported.status();
+  auto manifest = ReadManifest(*exported);
+  if (!manifest.ok()) return manifest.status();
+  if (edit) edit(*manifest);
+  manifest->set_version(version);
+  auto staging = CreateStagingDir(model_base, version);
+  if (!staging.ok()) return staging.status();
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(*exported, ec)) {
+    if (entry.path().filename() == kManifestFile) continue;
+    fs::copy(entry.path(), fs::path(*staging) / entry.path().filename(), ec);
+    if (ec) break;
+  }
+  if (ec) return absl::InternalError(absl::StrCat("copying ", *exported, ": ", ec.message()));
+  auto published = PublishVersion(model_base, *staging, *std::move(manifest));
+  fs::remove_all(scratch);
+  return published;
 }
 
 int SmallTrainedModel::dim() const { return trainer_->config().tower().dim(); }

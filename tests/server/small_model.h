@@ -11,10 +11,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "recall/v1/model.pb.h"
 #include "recall/v1/train_config.pb.h"
 #include "trainer/dataset.h"
 #include "trainer/evaluator.h"
@@ -50,6 +52,13 @@ class SmallTrainedModel {
   absl::StatusOr<std::string> Export(const std::string& model_base,
                                      const std::string& index_factory = "Flat",
                                      int64_t version = 0) const;
+  // The same, with `edit` applied to the manifest before publication (e.g. the tuner's search
+  // parameters and frontier): exported into a scratch model base first, then published under
+  // model_base with the edited manifest (model/version_dir.h recomputes the checksums), so a
+  // server watching model_base never sees the unedited version.
+  absl::StatusOr<std::string> ExportEdited(
+      const std::string& model_base, const std::string& index_factory,
+      const std::function<void(recall::v1::ModelManifest&)>& edit, int64_t version = 0) const;
   int dim() const;  // the towers' output dimension
   trainer::Trainer& trainer() const { return *trainer_; }
 
