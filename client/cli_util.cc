@@ -290,6 +290,15 @@ std::string FormatTable(const std::vector<std::string>& header,
   return out;
 }
 
+std::string FormatSearchParams(const std::map<std::string, double>& params) {
+  if (params.empty()) return "-";
+  std::string out;
+  for (const auto& [name, value] : params) {
+    absl::StrAppend(&out, out.empty() ? "" : ",", name, "=", value);
+  }
+  return out;
+}
+
 // ---- grpc.health.v1 codec ----
 
 namespace {

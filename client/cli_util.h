@@ -97,6 +97,10 @@ std::string FormatTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows,
                         const std::vector<bool>& right_align = {});
 
+// ---- index search parameters ----
+// "k_factor=2,nprobe=64": sorted by name, values in shortest form; "-" when empty.
+std::string FormatSearchParams(const std::map<std::string, double>& params);
+
 // ---- misc ----
 // Reads a whole file; the error names the path.
 absl::StatusOr<std::string> ReadFile(const std::string& path);

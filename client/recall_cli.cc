@@ -749,6 +749,47 @@ std::string Metrics(const rv1::EvalMetrics& e) {
   return v.empty() ? "-" : absl::StrJoin(v, "  ");
 }
 
+std::string SearchParams(const google::protobuf::Map<std::string, double>& params) {
+  return recall::cli::FormatSearchParams(std::map<std::string, double>(params.begin(), params.end()));
+}
+
+// The tuner's frontier: one line per candidate point, the chosen one marked '*'.
+std::string TuningTable(const rv1::IndexTuning& t) {
+  std::string out = absl::StrFormat(
+      "index_tuning: recall@%d target %g on %d queries (%s), %d items, memory budget %s, "
+      "%.1f s, %s: %s\n",
+      t.k(), t.recall_target(), t.num_queries(), t.queries().empty() ? "-" : t.queries(),
+      t.num_items(),
+      t.memory_budget_bytes() > 0 ? absl::StrFormat("%.0f MiB", t.memory_budget_bytes() / 1048576.0)
+                                  : std::string("none"),
+      t.seconds(), t.tuned_at().empty() ? "-" : t.tuned_at(),
+      t.target_met() ? "target met" : "TARGET NOT MET (the best recall within budget chosen)");
+  std::vector<std::vector<std::string>> rows;
+  std::string unmeasured;  // kinds the tuner skipped or refused, after the table
+  for (int i = 0; i < t.points_size(); ++i) {
+    const rv1::IndexTuningPoint& p = t.points(i);
+    const std::string mark = i == t.chosen() ? "*" : "";
+    if (!p.note().empty() && p.recall() == 0 && p.distances_per_query() == 0) {
+      absl::StrAppend(&unmeasured, "   not measured: ", p.factory(), " (", p.note(), ")\n");
+      continue;
+    }
+    std::string note = p.within_budget() ? "" : "over budget";
+    if (!p.note().empty()) note += (note.empty() ? "" : "; ") + p.note();
+    rows.push_back({mark, p.factory(), SearchParams(p.params()),
+                    absl::StrFormat("%.4f", p.recall()), p.meets_target() ? "met" : "-",
+                    absl::StrFormat("%.0f", p.distances_per_query()),
+                    absl::StrFormat("%.0f", p.qps_one_thread()),
+                    absl::StrFormat("%.1f", p.bytes() / 1048576.0),
+                    absl::StrFormat("%.1f", p.build_seconds()),
+                    absl::StrFormat("%.1f", p.insert_us()), note});
+  }
+  out += recall::cli::FormatTable(
+      {"", "factory", "params", absl::StrCat("recall@", t.k()), "target", "dist/query",
+       "qps(1t)", "MiB", "build_s", "insert_us", "note"},
+      rows, {false, false, false, true, false, true, true, true, true, true, false});
+  return out + unmeasured;
+}
+
 int CmdIndexInfo() {
   auto stub = rv1::RecallService::NewStub(MakeChannel());
   grpc::ClientContext ctx;
@@ -770,6 +811,12 @@ int CmdIndexInfo() {
       {"dim", absl::StrCat(r.dim())},
       {"index_factory", r.index_factory().empty() ? "-" : r.index_factory()},
       {"index_generation", absl::StrCat(r.index_generation())},
+      {"search_params", SearchParams(r.search_params())},
+      {"probe_recall",
+       r.probe_queries() > 0
+           ? absl::StrFormat("%.4f on %d recent queries against exact search", r.probe_recall(),
+                             r.probe_queries())
+           : std::string("- (no probe yet)")},
       {"user_id", IdSpec(fs.user_id())},
       {"item_id", IdSpec(fs.item_id())},
       {"history_length", absl::StrCat(fs.history_length())},
@@ -791,6 +838,7 @@ int CmdIndexInfo() {
   }
   for (auto& row : rows) row[0] += ":";
   std::string out = recall::cli::FormatTable(rows[0], {rows.begin() + 1, rows.end()});
+  if (r.has_index_tuning()) out += TuningTable(r.index_tuning());
   std::cout << out;
   return kExitOk;
 }
@@ -1047,14 +1095,22 @@ int PrintVersions(const rv1::ListVersionsResponse& resp) {
   for (const auto& v : resp.versions()) {
     for (const auto& [k, x] : v.eval().metrics()) metric_names.insert(k);
   }
-  std::vector<std::string> header = {"version", "state", "created_at"};
+  std::vector<std::string> header = {"version", "state", "created_at", "index",
+                                     "search_params", "index_recall"};
   header.insert(header.end(), metric_names.begin(), metric_names.end());
-  std::vector<bool> right = {true, false, false};
+  std::vector<bool> right = {true, false, false, false, false, false};
   right.resize(header.size(), true);
   std::vector<std::vector<std::string>> rows;
   for (const auto& v : resp.versions()) {
+    // The tuner's recall@k on its queries, and its target ("-": a fixed factory string).
+    const std::string tuned =
+        v.index_recall_k() > 0 ? absl::StrFormat("%.4f@%d (target %g)", v.index_recall(),
+                                                 v.index_recall_k(), v.index_recall_target())
+                               : "-";
     std::vector<std::string> row = {absl::StrCat(v.version()), v.state(),
-                                    v.created_at().empty() ? "-" : v.created_at()};
+                                    v.created_at().empty() ? "-" : v.created_at(),
+                                    v.index_factory().empty() ? "-" : v.index_factory(),
+                                    SearchParams(v.index_search_params()), tuned};
     for (const std::string& m : metric_names) {
       auto it = v.eval().metrics().find(m);
       row.push_back(it == v.eval().metrics().end() ? "-" : absl::StrFormat("%.4f", it->second));
@@ -1154,7 +1210,8 @@ std::vector<Command>& Commands() {
       {"delete", "DeleteItems: remove items", {"delete --ids=1,2,3 [--request_id=ID]"},
        {"ids", "request_id"}, CmdDelete},
       {"index-info",
-       "GetIndexInfo: serving version, index size, feature spec, eval metrics, write log",
+       "GetIndexInfo: serving version, index size, search params, recall probe, tuning "
+       "frontier, feature spec, eval metrics, write log",
        {"index-info [--digest]"},
        {"digest"},
        CmdIndexInfo},
@@ -1176,7 +1233,8 @@ std::vector<Command>& Commands() {
        CmdJob},
       {"cancel", "CancelRetrain: stop a job", {"cancel --job_id=ID"}, {"job_id"}, CmdCancel},
       {"versions",
-       "ListVersions: model versions on disk, which one serves, eval metrics",
+       "ListVersions: model versions on disk, which one serves, index and tuned recall, "
+       "eval metrics",
        {"versions"},
        {},
        CmdVersions},

@@ -110,6 +110,38 @@ class FakeRecall final : public rv1::RecallService::Service {
     c->set_name("category");
     c->set_num_buckets(32);
     (*resp->mutable_eval()->mutable_metrics())["recall@20"] = 0.25;
+    (*resp->mutable_search_params())["efSearch"] = 96;
+    resp->set_probe_recall(0.9731);
+    resp->set_probe_queries(64);
+    rv1::IndexTuning* t = resp->mutable_index_tuning();
+    t->set_k(20);
+    t->set_recall_target(0.95);
+    t->set_num_queries(500);
+    t->set_queries("validation users");
+    t->set_target_met(true);
+    t->set_chosen(1);
+    t->set_seconds(42.5);
+    t->set_num_items(1000);
+    t->set_tuned_at("2026-12-07T00:00:00Z");
+    auto point = [&](const std::string& factory, const std::string& param, double value,
+                     double recall, double distances, bool meets, bool within) {
+      rv1::IndexTuningPoint* p = t->add_points();
+      p->set_factory(factory);
+      (*p->mutable_params())[param] = value;
+      p->set_recall(recall);
+      p->set_distances_per_query(distances);
+      p->set_qps_one_thread(12345);
+      p->set_build_seconds(1.25);
+      p->set_bytes(3 << 20);
+      p->set_insert_us(40);
+      p->set_meets_target(meets);
+      p->set_within_budget(within);
+    };
+    point("IVF64,Flat", "nprobe", 8, 0.9512, 2100, true, true);
+    point("HNSW32", "efSearch", 96, 0.9800, 1500, true, true);
+    point("HNSW32,SQ8", "efSearch", 64, 0.9100, 1400, false, false);
+    t->add_points()->set_factory("IVF256,PQ16");
+    t->mutable_points(3)->set_note("skipped: over the time budget");
     return grpc::Status::OK;
   }
 
@@ -157,6 +189,15 @@ class FakeTraining final : public rv1::TrainingService::Service {
       info->set_version(v);
       info->set_state(v == 7 ? "serving" : "available");
       (*info->mutable_eval()->mutable_metrics())["recall@20"] = 0.2 + 0.01 * v;
+      if (v == 7) {  // tuned
+        info->set_index_factory("IVF64,Flat");
+        (*info->mutable_index_search_params())["nprobe"] = 8;
+        info->set_index_recall(0.9512);
+        info->set_index_recall_k(20);
+        info->set_index_recall_target(0.95);
+      } else {
+        info->set_index_factory("Flat");
+      }
     }
     resp->set_serving_version(7);
     return grpc::Status::OK;
@@ -377,6 +418,22 @@ TEST_F(CliLoopbackTest, UpsertDeleteIndexInfo) {
   EXPECT_HAS(r.out, "HNSW32");
   EXPECT_HAS(r.out, "category(32)");
   EXPECT_HAS(r.out, "recall@20=0.2500");
+  EXPECT_HAS(r.out, "search_params:           efSearch=96\n");
+  EXPECT_HAS(r.out, "probe_recall:            0.9731 on 64 recent queries against exact search\n");
+  EXPECT_HAS(r.out,
+             "index_tuning: recall@20 target 0.95 on 500 queries (validation users), 1000 items, "
+             "memory budget none, 42.5 s, 2026-12-07T00:00:00Z: target met\n");
+  // The frontier: aligned columns, the chosen point starred, unmeasured kinds after it.
+  EXPECT_HAS(r.out,
+             "   factory     params       recall@20  target  dist/query  qps(1t)  MiB  build_s  "
+             "insert_us  note\n"
+             "   IVF64,Flat  nprobe=8        0.9512  met           2100    12345  3.0      1.2"
+             "       40.0\n"
+             "*  HNSW32      efSearch=96     0.9800  met           1500    12345  3.0      1.2"
+             "       40.0\n"
+             "   HNSW32,SQ8  efSearch=64     0.9100  -             1400    12345  3.0      1.2"
+             "       40.0  over budget\n"
+             "   not measured: IVF256,PQ16 (skipped: over the time budget)\n");
 }
 
 TEST_F(CliLoopbackTest, Health) {
@@ -433,6 +490,10 @@ TEST_F(CliLoopbackTest, TrainingAndVersions) {
   EXPECT_HAS(r.out, "serving_version: 7  pinned_version: none");
   EXPECT_HAS(r.out, "recall@20");
   EXPECT_HAS(r.out, "serving");
+  // Each version's index, its search parameters and the tuner's recall@k (target).
+  EXPECT_HAS(r.out, "version  state      created_at  index       search_params  index_recall");
+  EXPECT_HAS(r.out, "      6  available  -           Flat        -              -  ");
+  EXPECT_HAS(r.out, "      7  serving    -           IVF64,Flat  nprobe=8       0.9512@20 (target 0.95)");
 
   r = Run("serve-version --version=6");
   ASSERT_EQ(r.code, 0) << r.out;
