@@ -148,10 +148,9 @@ absl::StatusOr<RecallProbe::Result> RecallProbe::ProbeOnce() {
   // The exact top-k over the live items, and the exact score of every item the index returned.
   struct Scan {
     MinHeap top;
-    size_t next_exclude = 0;
+    float threshold = -INFINITY;    // the k-th best score so far once the heap is full
     std::vector<int64_t> returned;  // got, sorted
     std::vector<float> returned_score;
-    size_t next_returned = 0;
   };
   std::vector<Scan> scans(n);
   for (int i = 0; i < n; ++i) {
@@ -187,21 +186,19 @@ absl::StatusOr<RecallProbe::Result> RecallProbe::ProbeOnce() {
       const std::vector<int64_t>& ex = probed_[i].excludes;
       const size_t k = static_cast<size_t>(probed_[i].k);
       const float* row = sc + static_cast<size_t>(i) * m;
+      // Only a score above the running k-th best is looked at further: one compare per item.
       for (int64_t j = 0; j < m; ++j) {
+        if (row[j] <= st.threshold) continue;
         const int64_t id = chunk_ids[j];
-        while (st.next_returned < st.returned.size() && st.returned[st.next_returned] < id) {
-          ++st.next_returned;
-        }
-        if (st.next_returned < st.returned.size() && st.returned[st.next_returned] == id) {
-          st.returned_score[st.next_returned] = row[j];
-        }
-        while (st.next_exclude < ex.size() && ex[st.next_exclude] < id) ++st.next_exclude;
-        if (st.next_exclude < ex.size() && ex[st.next_exclude] == id) continue;
-        if (st.top.size() < k) {
-          st.top.emplace(row[j], id);
-        } else if (row[j] > st.top.top().first) {
-          st.top.pop();
-          st.top.emplace(row[j], id);
+        if (std::binary_search(ex.begin(), ex.end(), id)) continue;
+        st.top.emplace(row[j], id);
+        if (st.top.size() > k) st.top.pop();
+        if (st.top.size() == k) st.threshold = st.top.top().first;
+      }
+      for (size_t r = 0; r < st.returned.size(); ++r) {
+        auto it = std::lower_bound(chunk_ids.begin(), chunk_ids.end(), st.returned[r]);
+        if (it != chunk_ids.end() && *it == st.returned[r]) {
+          st.returned_score[r] = row[it - chunk_ids.begin()];
         }
       }
     }

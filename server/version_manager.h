@@ -75,7 +75,7 @@ class VersionManager {
     // index after the manifest's index_search_params. A name the loaded kind does not have
     // (nprobe on an HNSW index) is logged as a warning and skipped: the override outlives
     // versions of other kinds.
-    IndexParams index_params;
+    IndexParams index_params = {};
   };
   // options.index_params with the ef_search alias folded in; InvalidArgument if both name
   // efSearch or a value is out of range (the same checks as ParseIndexParams).
