@@ -5,10 +5,12 @@
 # pinned to SERVER_CPUS, closed loop at concurrency 1 and 32, on the serving benchmark's
 # 1M-item version (bench/serving.sh builds it) and on a copy whose index is exact search over
 # the same vectors (bench/flat_version.py):
-#   HNSW32 at efSearch EF:  batching off | on, max wait 0 (the default) | on, max wait 200 us
+#   the version's index (the tuner's pick, its own search parameters; EF > 0 sets an HNSW
+#   efSearch instead): batching off | on, max wait 0 (the default) | on, max wait 200 us
+#   (the runs keep their historical names hnsw-*)
 #   Flat:                   batching off | on, max wait 0
 # usage: bench/batching.sh [rounds=3]
-# env: MODELS (default: the newest run/bench_serving/models-*), EF (512), SERVER_CPUS (0),
+# env: MODELS (default: the newest run/bench_serving/models-*), EF (0), SERVER_CPUS (0),
 #      DURATION (5 s per point), WORK (run/bench_batching), OUT_DIR (bench/results)
 # output: $OUT_DIR/batching.json, batching.md
 # Requests: bench-requests writes the pool once ($WORK/requests.bin: 4,000 requests of the
@@ -18,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
-EF=${EF:-512}
+EF=${EF:-0}
 SERVER_CPUS=${SERVER_CPUS:-0}
 DURATION=${DURATION:-5}
 WORK=${WORK:-run/bench_batching}
@@ -55,5 +57,6 @@ for r in $(seq 1 "$ROUNDS"); do
   run flat-off "$FLAT" 0 false 0 "$r"
   run flat-on-wait0 "$FLAT" 0 true 0 "$r"
 done
+INDEX=$(/usr/bin/python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(m["index_factory"], ",".join(f"{k}={v:g}" for k, v in sorted(m.get("index_search_params", {}).items())))' "$MODELS/1/MANIFEST.json")
 /usr/bin/python3 bench/batching_report.py --work="$WORK" --rounds="$ROUNDS" --out_dir="$OUT_DIR" \
-  --ef_search="$EF" --cpus="$SERVER_CPUS"
+  --ef_search="$EF" --index="$INDEX" --cpus="$SERVER_CPUS"

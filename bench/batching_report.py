@@ -20,12 +20,14 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--rounds", type=int, required=True)
     ap.add_argument("--out_dir", required=True)
-    ap.add_argument("--ef_search", type=int, required=True)
+    ap.add_argument("--ef_search", type=int, default=0)
+    ap.add_argument("--index", default="HNSW32", help="the version's index (label)")
     ap.add_argument("--cpus", required=True)
     a = ap.parse_args()
     rows = {}
     items = None
     for name, index, batching in CONFIGS:
+        index = a.index if index == "HNSW32" else index
         runs = [load(os.path.join(a.work, f"{name}-r{r}.json")) for r in range(1, a.rounds + 1)]
         items = items or next((run["items"] for run in runs if run), None)
         row = {"index": index, "batching": batching}
@@ -53,7 +55,7 @@ def main():
                      f"{r['c1_p50_ms']:.2f} / {r['c1_p99_ms']:.2f} | {r['c32_qps']:.1f} | "
                      f"{r['c32_p50_ms']:.2f} / {r['c32_p99_ms']:.2f} |")
     lines += ["",
-              f"- batching on / off, QPS at concurrency 32: HNSW32 {ratio['hnsw']:.2f}x, "
+              f"- batching on / off, QPS at concurrency 32: {a.index} {ratio['hnsw']:.2f}x, "
               f"Flat {ratio['flat']:.2f}x"]
     with open(os.path.join(a.out_dir, "batching.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -28,9 +28,18 @@ def main():
     top = faiss.read_index(os.path.join(src, "items.faiss"))
     ids = faiss.vector_to_array(top.id_map)  # IndexIDMap2: label -> external id, -1 = hidden
     inner = faiss.downcast_index(top.index)
-    storage = faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
-    vectors = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d)
-    vectors = vectors.reshape(storage.ntotal, storage.d)
+    if isinstance(inner, faiss.IndexRefine):  # ",RFlat": the exact copies
+        storage = faiss.downcast_index(inner.refine_index)
+    elif hasattr(inner, "storage"):  # HNSW
+        storage = faiss.downcast_index(inner.storage)
+    else:
+        storage = inner
+    if hasattr(storage, "get_xb"):
+        vectors = faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d)
+        vectors = vectors.reshape(storage.ntotal, storage.d)
+    else:  # IVF lists: reconstruct through a direct map
+        faiss.extract_index_ivf(storage).make_direct_map()
+        vectors = storage.reconstruct_n(0, storage.ntotal)
     live = ids >= 0
     flat = faiss.IndexIDMap2(faiss.IndexFlatIP(storage.d))
     flat.add_with_ids(vectors[live].copy(), ids[live].copy())
@@ -38,6 +47,8 @@ def main():
     with open(os.path.join(src, "MANIFEST.json")) as f:
         manifest = json.load(f)
     manifest["index_factory"] = "Flat"
+    manifest.pop("index_search_params", None)  # Flat has none
+    manifest.pop("index_tuning", None)
     for entry in manifest["files"]:
         if entry["path"] != "items.faiss":
             shutil.copyfile(os.path.join(src, entry["path"]), os.path.join(dst, entry["path"]))

@@ -6,10 +6,11 @@
 // of the items, sharing one clustering per nlist), sweeps the search parameters (efSearch;
 // nprobe; k_factor for ",RFlat" kinds) and records per point: recall@k against exact top-k,
 // the distances FAISS counts per query (plus the coarse quantizer's and the re-rank's),
-// single-thread queries/s, build time, bytes and the cost of one online insertion. The pick
-// is the point with the fewest distances per query among those meeting the recall target
-// within the memory budget; it depends only on the data and the options, so a publish is
-// reproducible (the timings are reported, never used to choose).
+// single-thread queries/s, build time, bytes and the cost of one online insertion. Each kind's
+// setting is its point with the fewest counted distances among those meeting the recall target
+// within the memory budget (deterministic); across kinds the least counted work wins unless
+// another kind is measured decisively faster (PickPoint), since counted distances do not
+// compare across kinds: a graph's distance is a cache miss, a list scan's is streamed.
 //
 // Thread safety: TuneIndex is a free function; concurrent calls share nothing but FAISS's
 // global search statistics, so run one at a time (it reads them single-threaded).
@@ -47,8 +48,12 @@ struct TuneOptions {
   // time one insertion. Default 1000 (at most 1% of the items).
   int insert_probe = 1000;
   // Queries timed one per call (the serving path: each with its own exclusion list) for the
-  // single-thread queries/s. Default 300 (at most the queries given).
+  // single-thread queries/s, best of three passes. Default 300 (at most the queries given).
   int qps_queries = 300;
+  // A kind replaces the least-counted-work pick only when its measured single-thread QPS is
+  // at least this many times the pick's. Default 1.5: far above timing noise (a few %), far
+  // below the gaps that counting misses (20x between a graph and IVF lists at 1M items).
+  double decisive_speedup = 1.5;
 };
 
 // One measured point: a kind at one setting of its search parameters.
@@ -75,6 +80,12 @@ struct TuneResult {
   // The chosen kind, built over every item, its search parameters set to the chosen point.
   std::unique_ptr<EmbeddingIndex> index;
 };
+
+// The pick among measured points (index into points, -1 if none was measured): per kind its
+// cheapest point meeting the target within budget; across kinds the least counted work P,
+// unless some kinds' QPS >= decisive_speedup x P's, then the least counted work among those.
+// With no point meeting the target: the best recall (within budget when possible).
+int PickPoint(const std::vector<TunePoint>& points, double decisive_speedup);
 
 // The candidate factory strings for n items of dimension dim: IVF<n>,{Flat, SQ8,RFlat,
 // PQ<m>,RFlat} at nlist ~ sqrt(n) and ~4 sqrt(n) (powers of two), then HNSW{16,32} and

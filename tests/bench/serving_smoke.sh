@@ -37,14 +37,19 @@ for name in ("server", "inprocess", "python"):
 r_server, r_python = s["targets"]["server"]["recall_at_k"], s["targets"]["python"]["recall_at_k"]
 assert abs(r_server - r_python) < 0.02, (r_server, r_python)
 for key in ("stream_max_qps", "unbatched_qps_c32", "batched_qps_c32", "upserts_per_sec",
-            "server_rss_without_version_bytes", "server_rss_over_vectors_and_graph"):
+            "writes_per_sec", "server_rss_without_version_bytes", "version_rss_bytes",
+            "version_rss_over_bound"):
     assert s[key] and s[key] > 0, (key, s[key])
-# 3,000 x 64 floats and a graph of up to 64 + 32 neighbors per node.
-assert s["vector_bytes"] == 3000 * 64 * 4, s["vector_bytes"]
-assert 3000 * 64 * 4 <= s["graph_bytes"] <= 3000 * (100 * 4 + 12), s["graph_bytes"]
+# The bound: the index file (at least 3,000 x 64 floats), the towers and 64 B per item.
+assert s["memory_bound_bytes"] == s["index_file_bytes"] + s["tower_bytes"] + 64 * 3000, s
+assert s["index_file_bytes"] >= 3000 * 64 * 4, s["index_file_bytes"]
+# The index is the export tuner's pick, and the frontier was reported.
+assert s["index"] and "items" not in s["index"], s["index"]
 print("serving smoke ok")
 PY
 test -s "$TMP/out/serving.md"
+test -s "$TMP/out/serving_frontier.md"
+grep -q "← pick" "$TMP/out/serving_frontier.md"
 
 # bench/batching.sh on the same version: every configuration answers the pool bench-requests
 # wrote.

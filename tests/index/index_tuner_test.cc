@@ -91,7 +91,7 @@ class IndexTunerTest : public ::testing::Test {
   std::vector<int64_t> ids_;
 };
 
-TEST_F(IndexTunerTest, PickMeetsTheTargetWithTheLeastCountedWork) {
+TEST_F(IndexTunerTest, PickMeetsTheTarget) {
   TuneOptions o;
   o.k = 20;
   o.recall_target = 0.95;
@@ -102,6 +102,7 @@ TEST_F(IndexTunerTest, PickMeetsTheTargetWithTheLeastCountedWork) {
   ASSERT_GE(r->chosen, 0);
   ASSERT_NE(r->index, nullptr);
   EXPECT_TRUE(r->target_met);
+  EXPECT_EQ(r->chosen, PickPoint(r->points, o.decisive_speedup));
   const TunePoint& c = r->points[r->chosen];
   EXPECT_GE(c.recall, 0.95);
   EXPECT_EQ(r->index->factory(), c.factory);
@@ -111,8 +112,8 @@ TEST_F(IndexTunerTest, PickMeetsTheTargetWithTheLeastCountedWork) {
   absl::flat_hash_set<std::string> measured;
   for (const TunePoint& p : r->points) {
     if (p.note.empty()) measured.insert(p.factory);
-    // Nothing that meets the target costs less than the pick.
-    if (p.meets_target) {
+    // The pick's kind has no cheaper setting that meets the target.
+    if (p.meets_target && p.factory == c.factory) {
       EXPECT_GE(p.distances_per_query, c.distances_per_query) << p.factory;
     }
   }
@@ -130,24 +131,22 @@ TEST_F(IndexTunerTest, MemoryBudgetAndReproducibility) {
   o.k = 20;
   o.recall_target = 0.95;
   o.qps_queries = 20;
-  o.candidates = {"IVF128,Flat", "IVF128,SQ8,RFlat", "HNSW16"};
+  // IVF kinds only: their builds are deterministic and no QPS ratio sits near the decisive one
+  // (a graph's might, and then timing decides, which is the rule's point).
+  o.candidates = {"IVF128,Flat", "IVF128,SQ8,RFlat"};
   auto a = TuneIndex(ids_, items_.data(), kDim, queries_.data(), 300, o);
   auto b = TuneIndex(ids_, items_.data(), kDim, queries_.data(), 300, o);
   ASSERT_TRUE(a.ok() && b.ok());
   Print(*a);
   ASSERT_GE(a->chosen, 0);
-  // Same data, same options: the same pick and the same counted work (timings differ). IVF
-  // builds are deterministic; FAISS's multi-threaded HNSW build is not bit for bit, so graph
-  // kinds' counts may move by a fraction of a percent.
+  // Same data, same options: the same pick, and every point's counted work and recall
+  // identical (timings differ).
   EXPECT_EQ(a->points[a->chosen].factory, b->points[b->chosen].factory);
   EXPECT_EQ(a->points[a->chosen].params, b->points[b->chosen].params);
-  EXPECT_NEAR(a->points[a->chosen].distances_per_query, b->points[b->chosen].distances_per_query,
-              0.01 * a->points[a->chosen].distances_per_query);
-  for (size_t i = 0; i < a->points.size() && i < b->points.size(); ++i) {
-    if (a->points[i].factory.rfind("IVF", 0) == 0) {
-      EXPECT_EQ(a->points[i].distances_per_query, b->points[i].distances_per_query);
-      EXPECT_EQ(a->points[i].recall, b->points[i].recall);
-    }
+  ASSERT_EQ(a->points.size(), b->points.size());
+  for (size_t i = 0; i < a->points.size(); ++i) {
+    EXPECT_EQ(a->points[i].distances_per_query, b->points[i].distances_per_query);
+    EXPECT_EQ(a->points[i].recall, b->points[i].recall);
   }
 
   // A budget just above IVF128,Flat's bytes rules out the graph and the re-rank store.
@@ -157,6 +156,7 @@ TEST_F(IndexTunerTest, MemoryBudgetAndReproducibility) {
   }
   ASSERT_GT(ivf_flat_bytes, 0);
   o.memory_budget_bytes = ivf_flat_bytes + 1024;
+  o.candidates.push_back("HNSW16");
   auto c = TuneIndex(ids_, items_.data(), kDim, queries_.data(), 300, o);
   ASSERT_TRUE(c.ok());
   Print(*c);
@@ -167,6 +167,42 @@ TEST_F(IndexTunerTest, MemoryBudgetAndReproducibility) {
   for (const TunePoint& p : c->points) {
     if (p.factory != "IVF128,Flat") EXPECT_FALSE(p.within_budget) << p.factory;
   }
+}
+
+TunePoint Point(const std::string& kind, double recall, double distances, double qps) {
+  TunePoint p;
+  p.factory = kind;
+  p.recall = recall;
+  p.distances_per_query = distances;
+  p.qps = qps;
+  p.meets_target = recall >= 0.95;
+  p.bytes = 1;
+  return p;
+}
+
+// The 1M-item serving catalog's figures (README "Performance"): counting alone picks the graph,
+// 20x slower than the IVF lists it outcounts.
+TEST(PickPointTest, CountedWorkUnlessAKindIsDecisivelyFaster) {
+  std::vector<TunePoint> pts = {
+      Point("IVF1024,Flat", 0.9168, 5443, 5920), Point("IVF1024,Flat", 0.9739, 7527, 4570),
+      Point("IVF4096,Flat", 0.8917, 6130, 5377), Point("IVF4096,Flat", 0.9613, 7154, 4581),
+      Point("HNSW16", 0.9438, 3634, 333),        Point("HNSW16", 0.9591, 4695, 221),
+  };
+  EXPECT_EQ(PickPoint(pts, 1.5), 3);  // IVF4096,Flat nprobe 12: least work among the fast
+  // Timing noise between the two IVF kinds does not move the pick.
+  pts[1].qps = 4900;
+  EXPECT_EQ(PickPoint(pts, 1.5), 3);
+  // Without a decisive difference, counted work decides.
+  pts[5].qps = 4000;
+  EXPECT_EQ(PickPoint(pts, 1.5), 5);
+  // Over the memory budget: out.
+  pts[5].within_budget = false;
+  EXPECT_EQ(PickPoint(pts, 1.5), 3);
+  // Nothing meets the target: the best recall within budget.
+  std::vector<TunePoint> low = {Point("A", 0.90, 10, 10), Point("B", 0.93, 20, 5)};
+  low[1].within_budget = false;
+  EXPECT_EQ(PickPoint(low, 1.5), 0);
+  EXPECT_EQ(PickPoint({}, 1.5), -1);
 }
 
 TEST_F(IndexTunerTest, RejectsBadInput) {
