@@ -428,94 +428,118 @@ class IdSet {
 
 }  // namespace
 
-UpsertLoad::UpsertLoad(const std::string& addr, WriteMix mix) {
-  thread_ = std::thread([this, addr, mix = std::move(mix)] {
-    auto stub = recall::v1::RecallService::NewStub(MakeChannels(addr, 1)[0]);
-    std::mt19937_64 rng(mix.seed);
-    std::normal_distribution<float> normal;
-    std::uniform_real_distribution<double> unit(0.0, 1.0);
-    const int b = std::max(1, mix.batch);
-    const int64_t span = std::max<int64_t>(b, mix.new_id_span);
-    const double interval = b / std::max(1e-9, mix.items_per_sec);
-    // What the writer knows is live: served ids not deleted since, and ids it wrote.
-    IdSet served, written;
+class UpsertLoad::State {
+ public:
+  State(const WriteMix& mix) : rng(mix.seed) {
     for (int64_t id : mix.served_ids) served.Insert(id);
-    const auto t0 = Clock::now();
-    int64_t next_new = 0;
-    for (int64_t call = 0; !stop_.load(); ++call) {
-      std::this_thread::sleep_until(t0 + After(interval * call));
-      if (stop_.load()) break;
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::milliseconds(mix.deadline_ms));
-      const size_t live = served.size() + written.size();
-      if (live > 0 && unit(rng) < mix.delete_fraction) {
-        recall::v1::DeleteItemsRequest req;
-        const size_t n = std::min<size_t>(b, live);
-        std::unordered_set<int64_t> picked;
-        while (picked.size() < n) {
-          const size_t i = rng() % (served.size() + written.size());
-          const int64_t id = i < served.size() ? served.at(i) : written.at(i - served.size());
-          if (picked.insert(id).second) req.add_item_ids(id);
-        }
-        // Gone whether or not the call succeeds: a failed delete may still have been applied.
-        for (int64_t id : req.item_ids()) {
-          served.Erase(id);
-          written.Erase(id);
-        }
-        recall::v1::DeleteItemsResponse resp;
-        if (stub->DeleteItems(&ctx, req, &resp).ok()) {
-          deleted_ids_ok_ += req.item_ids_size();
-          deleted_present_ += resp.deleted();
-        } else {
-          ++delete_calls_failed_;
-        }
-        continue;
-      }
-      recall::v1::UpsertItemsRequest req;
+  }
+  std::mutex mu;
+  std::mt19937_64 rng;
+  // What the writers know is live: served ids not deleted since, and ids they wrote.
+  IdSet served, written;
+  int64_t next_new = 0;
+};
+
+UpsertLoad::UpsertLoad(const std::string& addr, WriteMix mix)
+    : mix_(std::move(mix)), state_(std::make_unique<State>(mix_)) {
+  for (int w = 0; w < std::max(1, mix_.writers); ++w) {
+    threads_.emplace_back([this, addr, w] { RunWriter(w, addr); });
+  }
+}
+
+void UpsertLoad::RunWriter(int w, const std::string& addr) {
+  const WriteMix& mix = mix_;
+  State& st = *state_;
+  auto stub = recall::v1::RecallService::NewStub(MakeChannels(addr, 1)[0]);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  const int b = std::max(1, mix.batch);
+  const int writers = std::max(1, mix.writers);
+  const int64_t span = std::max<int64_t>(b, mix.new_id_span);
+  const double interval = b / std::max(1e-9, mix.items_per_sec);
+  const auto t0 = Clock::now();
+  for (int64_t call = w; !stop_.load(); call += writers) {
+    std::this_thread::sleep_until(t0 + After(interval * call));
+    if (stop_.load()) break;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(mix.deadline_ms));
+    std::unique_lock<std::mutex> lock(st.mu);
+    const size_t live = st.served.size() + st.written.size();
+    if (live > 0 && unit(st.rng) < mix.delete_fraction) {
+      recall::v1::DeleteItemsRequest req;
+      const size_t n = std::min<size_t>(b, live);
       std::unordered_set<int64_t> picked;
-      int64_t replaced = 0;
-      for (int i = 0; i < b; ++i) {
-        int64_t id = 0;
-        bool chosen = false;
-        if (served.size() > 0 && unit(rng) < mix.replace_fraction) {
-          id = served.at(rng() % served.size());
-          chosen = picked.insert(id).second;
-        }
-        while (!chosen) {  // a new id (span >= b: one is always free in this call)
-          id = mix.first_new_id + (next_new++ % span);
-          chosen = picked.insert(id).second;
-        }
-        replaced += served.Contains(id) || written.Contains(id);
-        auto* v = req.add_items()->mutable_vector();
-        v->set_item_id(id);
-        v->set_model_version(mix.model_version);
-        double norm = 0;
-        std::vector<float> x(std::max(0, mix.dim));
-        for (float& e : x) {
-          e = normal(rng);
-          norm += static_cast<double>(e) * e;
-        }
-        const float inv = static_cast<float>(1.0 / std::sqrt(std::max(norm, 1e-12)));
-        for (float e : x) v->add_values(e * inv);
+      while (picked.size() < n) {
+        const size_t i = st.rng() % (st.served.size() + st.written.size());
+        const int64_t id =
+            i < st.served.size() ? st.served.at(i) : st.written.at(i - st.served.size());
+        if (picked.insert(id).second) req.add_item_ids(id);
       }
-      recall::v1::UpsertItemsResponse resp;
-      if (stub->UpsertItems(&ctx, req, &resp).ok()) {
-        items_ok_ += resp.upserted();
-        replaced_ok_ += replaced;
-        for (const auto& item : req.items()) {
-          if (!served.Contains(item.vector().item_id())) written.Insert(item.vector().item_id());
-        }
+      // Gone whether or not the call succeeds: a failed delete may still have been applied.
+      for (int64_t id : req.item_ids()) {
+        st.served.Erase(id);
+        st.written.Erase(id);
+      }
+      lock.unlock();
+      recall::v1::DeleteItemsResponse resp;
+      if (stub->DeleteItems(&ctx, req, &resp).ok()) {
+        deleted_ids_ok_ += req.item_ids_size();
+        deleted_present_ += resp.deleted();
       } else {
-        ++calls_failed_;
+        ++delete_calls_failed_;
       }
+      continue;
     }
-  });
+    recall::v1::UpsertItemsRequest req;
+    std::unordered_set<int64_t> picked;
+    int64_t replaced = 0;
+    for (int i = 0; i < b; ++i) {
+      int64_t id = 0;
+      bool chosen = false;
+      if (st.served.size() > 0 && unit(st.rng) < mix.replace_fraction) {
+        id = st.served.at(st.rng() % st.served.size());
+        chosen = picked.insert(id).second;
+      }
+      while (!chosen) {  // a new id (span >= b: one is always free in this call)
+        id = mix.first_new_id + (st.next_new++ % span);
+        chosen = picked.insert(id).second;
+      }
+      replaced += st.served.Contains(id) || st.written.Contains(id);
+      auto* v = req.add_items()->mutable_vector();
+      v->set_item_id(id);
+      v->set_model_version(mix.model_version);
+      double norm = 0;
+      std::vector<float> x(std::max(0, mix.dim));
+      for (float& e : x) {
+        e = normal(st.rng);
+        norm += static_cast<double>(e) * e;
+      }
+      const float inv = static_cast<float>(1.0 / std::sqrt(std::max(norm, 1e-12)));
+      for (float e : x) v->add_values(e * inv);
+    }
+    lock.unlock();
+    recall::v1::UpsertItemsResponse resp;
+    if (stub->UpsertItems(&ctx, req, &resp).ok()) {
+      items_ok_ += resp.upserted();
+      replaced_ok_ += replaced;
+      std::lock_guard<std::mutex> relock(st.mu);
+      for (const auto& item : req.items()) {
+        if (!st.served.Contains(item.vector().item_id())) {
+          st.written.Insert(item.vector().item_id());
+        }
+      }
+    } else {
+      ++calls_failed_;
+    }
+  }
 }
 
 void UpsertLoad::Stop() {
   stop_ = true;
-  if (thread_.joinable()) thread_.join();
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
 }
 
 UpsertLoad::~UpsertLoad() { Stop(); }

@@ -107,7 +107,10 @@ LatencyStats RunOpenLoop(Target& target, const std::vector<recall::v1::RecallReq
 // cycling through [first_new_id, first_new_id + new_id_span), so the index grows by at most
 // new_id_span items (plus hidden entries). A DeleteItems removes `batch` distinct ids drawn
 // from the ids still live as far as the writer knows (served ids and ids it wrote). Ids are
-// distinct within a call (the server refuses repeats).
+// distinct within a call (the server refuses repeats). Calls are paced open-loop by `writers`
+// threads taking every writers-th slot of the schedule, so a call that waits for the log's
+// fsync does not hold back the next one (one synchronous caller reached 2,816 of 5,000
+// writes/s against a server syncing every group commit).
 struct WriteMix {
   double items_per_sec = 0;
   int batch = 50;
@@ -120,6 +123,7 @@ struct WriteMix {
   double delete_fraction = 0.1;
   uint64_t seed = 17;
   int deadline_ms = 5000;
+  int writers = 4;
 };
 
 class UpsertLoad {
@@ -136,10 +140,16 @@ class UpsertLoad {
   int64_t delete_calls_failed() const { return delete_calls_failed_.load(); }
 
  private:
+  class State;  // what the writers know is live, and their random stream (in the .cc)
+  // Writer w's loop: calls w, w + writers, w + 2 writers, ... of the schedule.
+  void RunWriter(int w, const std::string& addr);
+
+  const WriteMix mix_;
+  std::unique_ptr<State> state_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> items_ok_{0}, replaced_ok_{0}, deleted_ids_ok_{0}, deleted_present_{0},
       calls_failed_{0}, delete_calls_failed_{0};
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace recall::bench

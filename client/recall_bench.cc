@@ -37,6 +37,8 @@ DEFINE_double(upsert_rate, 0, "open loop, grpc target: also write this many item
               "see --upsert_replace_fraction, --delete_fraction); dim and model version from "
               "GetIndexInfo");
 DEFINE_int32(upsert_batch, 50, "items per UpsertItems / DeleteItems call of --upsert_rate");
+DEFINE_int32(upsert_writers, 4, "concurrent writer calls of --upsert_rate (open-loop pacing: a "
+             "call waiting for the log's fsync does not delay the next)");
 DEFINE_double(upsert_replace_fraction, 0.2, "--upsert_rate: share of upserted items that "
               "replace a served item's vector (an id from the request and top-K files); the "
               "others are new ids from --upsert_first_id on, replacing each other");
@@ -142,6 +144,7 @@ int main(int argc, char** argv) {
     recall::bench::WriteMix mix;
     mix.items_per_sec = FLAGS_upsert_rate;
     mix.batch = FLAGS_upsert_batch;
+    mix.writers = FLAGS_upsert_writers;
     mix.dim = info.dim();
     mix.model_version = info.model_version();
     mix.replace_fraction = FLAGS_upsert_replace_fraction;

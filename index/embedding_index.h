@@ -183,8 +183,9 @@ class EmbeddingIndex {
   absl::Status ValidateVectors(absl::Span<const int64_t> ids, const float* vectors,
                                const char* what) const;
   // Adds vectors to index_ under the writer lock and assigns the new labels to ids.
-  absl::Status AddLocked(absl::Span<const int64_t> ids, const float* vectors)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `ivf_lists` (IVF kinds, nullable): each vector's list, assigned before the exclusive hold.
+  absl::Status AddLocked(absl::Span<const int64_t> ids, const float* vectors,
+                         const int64_t* ivf_lists = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int dim_;
   const std::string factory_;
