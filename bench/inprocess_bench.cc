@@ -67,24 +67,13 @@ int main(int argc, char** argv) {
     std::cerr << "error: --model_base and --requests_file are required\n";
     return 64;
   }
-  auto pool = recall::bench::ReadRequestFile(FLAGS_requests_file);
-  if (!pool.ok()) {
-    std::cerr << "error: --requests_file: " << pool.status().message() << "\n";
+  auto inputs = recall::bench::ReadBenchInputs(FLAGS_requests_file, FLAGS_topk_file);
+  if (!inputs.ok()) {
+    std::cerr << "error: " << inputs.status().message() << "\n";
     return 64;
   }
-  std::vector<RecallResponse> exact;
-  if (!FLAGS_topk_file.empty()) {
-    auto t = recall::bench::ReadTopKFile(FLAGS_topk_file);
-    if (!t.ok()) {
-      std::cerr << "error: --topk_file: " << t.status().message() << "\n";
-      return 64;
-    }
-    exact = *std::move(t);
-    if (auto s = recall::bench::CheckTopKMatchesRequests(*pool, exact); !s.ok()) {
-      std::cerr << "error: " << s.message() << "\n";
-      return 64;
-    }
-  }
+  auto* pool = &inputs->pool;
+  std::vector<RecallResponse>& exact = inputs->exact;
   recall::server::VersionManager versions({FLAGS_model_base, FLAGS_ef_search, 0});
   absl::Status loaded = FLAGS_model_version > 0 ? versions.SetServingVersion(FLAGS_model_version)
                                                 : versions.LoadNewest();

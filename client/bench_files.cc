@@ -146,4 +146,24 @@ absl::StatusOr<RecallResult> RecallAgainstTopK(Target& target,
   return r;
 }
 
+absl::StatusOr<BenchInputs> ReadBenchInputs(const std::string& requests_file,
+                                            const std::string& topk_file) {
+  BenchInputs in;
+  auto pool = ReadRequestFile(requests_file);
+  if (!pool.ok()) {
+    return absl::Status(pool.status().code(),
+                        absl::StrCat("--requests_file: ", pool.status().message()));
+  }
+  in.pool = *std::move(pool);
+  if (topk_file.empty()) return in;
+  auto exact = ReadTopKFile(topk_file);
+  if (!exact.ok()) {
+    return absl::Status(exact.status().code(),
+                        absl::StrCat("--topk_file: ", exact.status().message()));
+  }
+  in.exact = *std::move(exact);
+  if (auto s = CheckTopKMatchesRequests(in.pool, in.exact); !s.ok()) return s;
+  return in;
+}
+
 }  // namespace recall::bench

@@ -57,6 +57,15 @@ absl::StatusOr<std::vector<recall::v1::RecallResponse>> ReadTopKFile(const std::
 absl::Status CheckTopKMatchesRequests(const std::vector<recall::v1::RecallRequest>& pool,
                                       const std::vector<recall::v1::RecallResponse>& exact);
 
+// The request pool of `requests_file` and, when `topk_file` is not empty, its exact answers,
+// checked to match (CheckTopKMatchesRequests). Errors name the flag of the file at fault.
+struct BenchInputs {
+  std::vector<recall::v1::RecallRequest> pool;
+  std::vector<recall::v1::RecallResponse> exact;  // empty without a top-K file
+};
+absl::StatusOr<BenchInputs> ReadBenchInputs(const std::string& requests_file,
+                                            const std::string& topk_file);
+
 // Recall@k and id recall@k (both in [0, 1]) of `served` against `exact` for top `k`. When no
 // item was eligible (exact has none) an empty answer scores 1, any other 0.
 struct AnswerScore {

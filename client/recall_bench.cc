@@ -76,24 +76,13 @@ int main(int argc, char** argv) {
     std::cerr << "error: --requests_file is required (bench-requests writes it)\n";
     return 64;
   }
-  auto pool = recall::bench::ReadRequestFile(FLAGS_requests_file);
-  if (!pool.ok()) {
-    std::cerr << "error: --requests_file: " << pool.status().message() << "\n";
+  auto inputs = recall::bench::ReadBenchInputs(FLAGS_requests_file, FLAGS_topk_file);
+  if (!inputs.ok()) {
+    std::cerr << "error: " << inputs.status().message() << "\n";
     return 64;
   }
-  std::vector<recall::v1::RecallResponse> exact;
-  if (!FLAGS_topk_file.empty()) {
-    auto t = recall::bench::ReadTopKFile(FLAGS_topk_file);
-    if (!t.ok()) {
-      std::cerr << "error: --topk_file: " << t.status().message() << "\n";
-      return 64;
-    }
-    exact = *std::move(t);
-    if (auto s = recall::bench::CheckTopKMatchesRequests(*pool, exact); !s.ok()) {
-      std::cerr << "error: " << s.message() << "\n";
-      return 64;
-    }
-  }
+  auto* pool = &inputs->pool;
+  std::vector<recall::v1::RecallResponse>& exact = inputs->exact;
 
   // The served version and its size: GetIndexInfo (a server without it, such as the Python
   // peer, gets the top-K file's version and 0 items in the JSON).
