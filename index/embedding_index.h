@@ -109,7 +109,8 @@ class EmbeddingIndex {
   // inserts kHnswUpsertChunk items per exclusive hold and lets searches run in between, so a
   // search may see a prefix of the batch (each item atomically: its old vector hidden in the
   // step its new one appears), and generation() grows by one per chunk. A failure (out of
-  // memory) leaves the chunks before it applied. Other kinds apply the batch in one hold.
+  // memory) leaves the chunks before it applied. Other kinds apply the batch in one hold; IVF
+  // kinds assign the batch's lists before it, so the hold only appends codes.
   absl::Status Upsert(absl::Span<const int64_t> ids, const float* vectors);
 
   // Removes ids; returns how many of them were present. Removed ids are never returned by
@@ -120,7 +121,8 @@ class EmbeddingIndex {
   // else exactly n lists of external ids that query i must never get. Exclusions and hidden
   // entries are rejected inside the FAISS search through SearchParameters::sel, so each query
   // still gets k results when k eligible items exist. Queries run in parallel (OpenMP) when
-  // n > 1. Errors: InvalidArgument (n < 0, k < 1, null queries with n > 0, non-finite values,
+  // n > 1; IVF kinds run the coarse quantizer once for the whole batch. ",RFlat" kinds return
+  // exact scores (the k_factor * k best compressed candidates, re-scored). Errors: InvalidArgument (n < 0, k < 1, null queries with n > 0, non-finite values,
   // excludes.size() not in {0, n}).
   absl::StatusOr<std::vector<SearchHits>> Search(
       const float* queries, int n, int k,
