@@ -310,6 +310,9 @@ TEST(UpsertLoad, WriteMixOfReplacementsNewIdsAndDeletes) {
   mix.new_id_span = 100;  // cycles within the run: new ids come round again
   mix.replace_fraction = 0.2;
   mix.delete_fraction = 0.1;
+  // One caller: the replay below is in the server's arrival order, which concurrent callers
+  // do not share (with several, "replaced" is what the writer knew when it built the call).
+  mix.writers = 1;
   UpsertLoad load("127.0.0.1:" + std::to_string(port), mix);
   for (int i = 0; i < 600 && fake.num_calls() < 400; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
