@@ -1003,6 +1003,34 @@ absl::StatusOr<std::vector<float>> EmbeddingIndex::Reconstruct(int64_t id) const
   return v;
 }
 
+absl::StatusOr<int64_t> EmbeddingIndex::ReconstructMany(absl::Span<const int64_t> ids,
+                                                        float* out,
+                                                        std::vector<int64_t>* present) const {
+  if (out == nullptr || present == nullptr) {
+    return absl::InvalidArgumentError("ReconstructMany: null output");
+  }
+  present->clear();
+  absl::ReaderMutexLock lock(&mu_);
+  const faiss::Index& current = exact_ != nullptr ? *exact_ : *index_;
+  const auto* flat = dynamic_cast<const faiss::IndexFlat*>(&current);
+  absl::Status s = Guard(absl::StatusCode::kInternal, "reconstructing vectors", [&] {
+    mu_.AssertReaderHeld();
+    for (int64_t id : ids) {
+      auto it = id_to_label_.find(id);
+      if (it == id_to_label_.end()) continue;
+      float* dst = out + present->size() * static_cast<size_t>(dim_);
+      if (flat != nullptr) {
+        std::memcpy(dst, flat->get_xb() + it->second * dim_, sizeof(float) * dim_);
+      } else {
+        current.reconstruct(it->second, dst);
+      }
+      present->push_back(id);
+    }
+  });
+  if (!s.ok()) return s;
+  return static_cast<int64_t>(present->size());
+}
+
 absl::Status EmbeddingIndex::SetSearchParameter(std::string_view name_in, double value) {
   const absl::string_view name(name_in.data(), name_in.size());
   const bool known = (name == "efSearch" && kind_ == Kind::kHnsw) ||

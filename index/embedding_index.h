@@ -145,6 +145,12 @@ class EmbeddingIndex {
 
   // The stored vector of `id` (NotFound if absent).
   absl::StatusOr<std::vector<float>> Reconstruct(int64_t id) const;
+  // The stored vectors of the present ids among `ids`, under one shared hold: row r of `out`
+  // (room for ids.size() x dim floats) is the vector of (*present)[r]; absent ids are skipped.
+  // Returns how many were present. For bulk read-back (the live recall probe): one call per
+  // chunk instead of a lock and an allocation per id.
+  absl::StatusOr<int64_t> ReconstructMany(absl::Span<const int64_t> ids, float* out,
+                                          std::vector<int64_t>* present) const;
 
   // Search-time parameters: "efSearch" (HNSW kinds), "nprobe" (IVF kinds; values above nlist
   // act as nlist), integers >= 1; "k_factor" (",RFlat" kinds), a number >= 1. Any other name

@@ -165,16 +165,11 @@ absl::StatusOr<RecallProbe::Result> RecallProbe::ProbeOnce() {
   const at::Tensor q_t = at::from_blob(queries.data(), {n, dim}, at::kFloat);
   int64_t scanned = 0;
   for (size_t begin = 0; begin < ids.size(); begin += chunk) {
-    chunk_ids.clear();
-    for (size_t j = begin; j < std::min(ids.size(), begin + chunk); ++j) {
-      auto v = index.Reconstruct(ids[j]);
-      if (!v.ok()) {
-        if (v.status().code() == absl::StatusCode::kNotFound) continue;  // removed meanwhile
-        return v.status();
-      }
-      std::memcpy(&vectors[chunk_ids.size() * dim], v->data(), sizeof(float) * dim);
-      chunk_ids.push_back(ids[j]);
-    }
+    // One shared hold per chunk; ids removed meanwhile are skipped.
+    const size_t end = std::min(ids.size(), begin + chunk);
+    auto read = index.ReconstructMany(
+        absl::MakeConstSpan(ids.data() + begin, end - begin), vectors.data(), &chunk_ids);
+    if (!read.ok()) return read.status();
     const int64_t m = static_cast<int64_t>(chunk_ids.size());
     if (m == 0) continue;
     scanned += m;

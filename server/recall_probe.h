@@ -14,14 +14,15 @@
 // without queries re-probes the previous sample (same model version only: the embeddings are
 // the tower's).
 //
-// The exact search: the live ids (EmbeddingIndex::Ids), each vector read back with
-// Reconstruct in chunks of `chunk_items` (one short shared hold of the index per item, so
+// The exact search: the live ids (EmbeddingIndex::Ids), the vectors read back with
+// ReconstructMany in chunks of `chunk_items` (one short shared hold of the index per chunk, so
 // writes and searches interleave), scored against every sampled query with one matrix product
 // per chunk (ATen, on the probe's thread), and a top-k per query honouring its exclusions (a
 // score at or below the running k-th best costs one compare). Cost per probe at N items, Q
 // queries, dim d: N Reconstructs + N*Q*d multiply-adds, plus the serving index's own search of
-// the Q queries; measured at 1M items x 64 dims x 64 queries on 2 cores: 0.45 s of Reconstruct
-// (Ids included), 0.1 s of matrix products. Memory: Q*chunk_items floats and the id list
+// the Q queries; measured at 1M items x 64 dims x 64 queries on 2 cores with one Reconstruct
+// per item: 0.45 s of read-back (Ids included; ReconstructMany since, not re-measured), 0.1 s
+// of matrix products. Memory: Q*chunk_items floats and the id list
 // (8 bytes per item). The thread runs at the lowest CPU priority (nice 19), and holds the
 // probed version for the probe's duration. Indexes above max_items are not probed (a warning).
 // "Exact" is over the stored vectors: for a lossy codec without ",RFlat" (HNSW32,SQ8,

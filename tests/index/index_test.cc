@@ -391,6 +391,21 @@ TEST_P(AllKinds, UpsertRemoveCompact) {
   EXPECT_FALSE(index->Contains(ids[5]));
   EXPECT_EQ(index->Reconstruct(ids[5]).status().code(), absl::StatusCode::kNotFound);
   {
+    // Bulk read-back skips absent ids and matches Reconstruct.
+    const std::vector<int64_t> want = {ids[4], ids[5], x, 987654321, 42};
+    std::vector<float> got(want.size() * kDim);
+    std::vector<int64_t> present;
+    auto n = index->ReconstructMany(want, got.data(), &present);
+    ASSERT_TRUE(n.ok()) << n.status();
+    EXPECT_EQ(*n, 3);
+    EXPECT_EQ(present, (std::vector<int64_t>{ids[4], x, 42}));
+    for (size_t r = 0; r < present.size(); ++r) {
+      auto one = index->Reconstruct(present[r]);
+      ASSERT_TRUE(one.ok());
+      EXPECT_EQ(std::vector<float>(got.begin() + r * kDim, got.begin() + (r + 1) * kDim), *one);
+    }
+  }
+  {
     const std::vector<int64_t> live = index->Ids();
     EXPECT_EQ(static_cast<int64_t>(live.size()), index->size());
     EXPECT_TRUE(std::is_sorted(live.begin(), live.end()));
