@@ -120,13 +120,14 @@ int Tune() {
   const std::string index_path = (fs::path(*dir) / manifest->index_file()).string();
   auto index = EmbeddingIndex::Load(index_path, manifest->index_factory());
   if (!index.ok()) return Fail(std::string(index.status().message()));
-  const std::vector<int64_t> ids = (*index)->Ids();
   const int dim = (*index)->dim();
-  std::vector<float> vectors(ids.size() * static_cast<size_t>(dim));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    auto v = (*index)->Reconstruct(ids[i]);
-    if (!v.ok()) return Fail(std::string(v.status().message()));
-    std::copy(v->begin(), v->end(), vectors.begin() + i * dim);
+  std::vector<int64_t> ids;
+  std::vector<float> vectors;
+  {
+    const std::vector<int64_t> live = (*index)->Ids();
+    vectors.resize(live.size() * static_cast<size_t>(dim));
+    auto read = (*index)->ReconstructMany(live, vectors.data(), &ids);
+    if (!read.ok()) return Fail(std::string(read.status().message()));
   }
   index->reset();
   const std::string own_queries = (fs::path(*dir) / recall::trainer::kTuneQueriesFile).string();
