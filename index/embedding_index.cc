@@ -1,5 +1,7 @@
 #include "index/embedding_index.h"
 
+#include "index/blas_ivf_scan.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -1267,14 +1269,28 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
     // The coarse quantizer runs once for the whole batch (a GEMM for a Flat quantizer), then
     // each query scans its own lists with its own selector: FAISS 1.7.3 applies a selector to
     // a whole call, and per-query IndexIVF::search calls would quantize one query at a time.
+    // With a flat inner-product quantizer and raw-vector lists (IVF-Flat) both steps are BLAS
+    // calls (index/blas_ivf_scan.h: Debian's FAISS scores one vector at a time, scalar).
     const auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
     const int np = static_cast<int>(std::min<size_t>(nprobe_, ivf->nlist));
+    const auto* flat_quantizer = dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer);
+    const bool blas_coarse = flat_quantizer != nullptr &&
+                             flat_quantizer->metric_type == faiss::METRIC_INNER_PRODUCT &&
+                             flat_quantizer->ntotal == static_cast<idx_t>(ivf->nlist);
+    const bool blas_lists = ivf->metric_type == faiss::METRIC_INNER_PRODUCT &&
+                            typeid(*ivf) == typeid(faiss::IndexIVFFlat) &&
+                            ivf->code_size == sizeof(float) * static_cast<size_t>(dim_);
     std::vector<idx_t> keys(static_cast<size_t>(n) * np);
     std::vector<float> coarse(static_cast<size_t>(n) * np);
     absl::Status qs;
     WithThreads(threads, [&] {
       qs = Guard(absl::StatusCode::kInternal, "IVF coarse quantizer", [&] {
-        ivf->quantizer->search(n, queries, np, coarse.data(), keys.data());
+        if (blas_coarse) {
+          BlasCoarseAssign(flat_quantizer->get_xb(), flat_quantizer->ntotal, dim_, queries, n,
+                           np, coarse.data(), keys.data());
+        } else {
+          ivf->quantizer->search(n, queries, np, coarse.data(), keys.data());
+        }
       });
     });
     if (!qs.ok()) return qs;
@@ -1293,10 +1309,16 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
           mu_.AssertReaderHeld();
           std::vector<float> dist(kbase);
           std::vector<idx_t> labels(kbase);
-          ivf->search_preassigned(1, queries + static_cast<size_t>(i) * dim_, kbase,
-                                  keys.data() + static_cast<size_t>(i) * np,
-                                  coarse.data() + static_cast<size_t>(i) * np, dist.data(),
-                                  labels.data(), false, &p.ivf, &stats[i]);
+          const float* query = queries + static_cast<size_t>(i) * dim_;
+          const idx_t* lists = keys.data() + static_cast<size_t>(i) * np;
+          if (blas_lists) {
+            BlasScanFlatLists(*ivf->invlists, dim_, query, lists, np, kbase, sel, dist.data(),
+                              labels.data(), &stats[i]);
+          } else {
+            ivf->search_preassigned(1, query, kbase, lists,
+                                    coarse.data() + static_cast<size_t>(i) * np, dist.data(),
+                                    labels.data(), false, &p.ivf, &stats[i]);
+          }
           collect(i, labels.data(), dist.data());
         });
       });

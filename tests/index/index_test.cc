@@ -19,8 +19,10 @@
 #include "absl/strings/str_cat.h"
 #include "faiss/IndexFlat.h"
 #include "faiss/IndexIDMap.h"
+#include "faiss/IndexIVFFlat.h"
 #include "faiss/index_io.h"
 #include "gtest/gtest.h"
+#include "index/blas_ivf_scan.h"
 #include "index/embedding_index.h"
 #include "index/index_tuner.h"
 
@@ -766,6 +768,59 @@ TEST(EmbeddingIndexTest, TrainSharesTheCoarseQuantizer) {
   auto b = (*sq)->Search(queries.data(), 20, 5);
   ASSERT_TRUE(a.ok() && b.ok());
   for (int q = 0; q < 20; ++q) EXPECT_EQ((*a)[q].ids, (*b)[q].ids) << q;
+}
+
+// The BLAS kernels of the inner-product IVF search answer what FAISS's own loops answer: the
+// same lists, and the same top-k under a selector, up to float rounding.
+TEST(BlasIvfScanTest, MatchesFaissIvfFlat) {
+  const int n = 4000, nlist = 32, nq = 20;
+  const auto base = RandomUnit(n, kDim, 51);
+  const auto queries = RandomUnit(nq, kDim, 52);
+  faiss::IndexFlatIP quantizer(kDim);
+  faiss::IndexIVFFlat ivf(&quantizer, kDim, nlist, faiss::METRIC_INNER_PRODUCT);
+  ivf.train(n, base.data());
+  std::vector<faiss::Index::idx_t> labels(n);
+  for (int i = 0; i < n; ++i) labels[i] = 3 * i + 7;
+  ivf.add_with_ids(n, base.data(), labels.data());
+  // Rejects every fifth label.
+  struct EveryFifth : faiss::IDSelector {
+    bool is_member(faiss::Index::idx_t id) const override { return id % 5 != 0; }
+  } sel;
+  for (const auto& [nprobe, k] : {std::pair{4, 10}, std::pair{1, 500}, std::pair{32, 1}}) {
+    SCOPED_TRACE(absl::StrCat("nprobe ", nprobe, ", k ", k));
+    std::vector<float> cd(nq * nprobe), ours_cd(nq * nprobe);
+    std::vector<faiss::Index::idx_t> keys(nq * nprobe), ours_keys(nq * nprobe);
+    quantizer.search(nq, queries.data(), nprobe, cd.data(), keys.data());
+    BlasCoarseAssign(quantizer.get_xb(), nlist, kDim, queries.data(), nq, nprobe,
+                     ours_cd.data(), ours_keys.data());
+    EXPECT_EQ(ours_keys, keys);
+    for (int j = 0; j < nq * nprobe; ++j) EXPECT_NEAR(ours_cd[j], cd[j], 1e-5) << j;
+    BlasCoarseAssign(quantizer.get_xb(), nlist, kDim, queries.data(), 1, nprobe,
+                     ours_cd.data(), ours_keys.data());  // the GEMV path of one query
+    EXPECT_TRUE(std::equal(keys.begin(), keys.begin() + nprobe, ours_keys.begin()));
+    faiss::SearchParametersIVF params;
+    params.nprobe = nprobe;
+    params.sel = &sel;
+    for (int q = 0; q < nq; ++q) {
+      const float* x = queries.data() + q * kDim;
+      const faiss::Index::idx_t* lists = keys.data() + q * nprobe;
+      std::vector<float> d(k), ours_d(k);
+      std::vector<faiss::Index::idx_t> l(k), ours_l(k);
+      faiss::IndexIVFStats stats;
+      ivf.search_preassigned(1, x, k, lists, cd.data() + q * nprobe, d.data(), l.data(), false,
+                             &params, nullptr);
+      BlasScanFlatLists(*ivf.invlists, kDim, x, lists, nprobe, k, &sel, ours_d.data(),
+                        ours_l.data(), &stats);
+      EXPECT_EQ(ours_l, l) << q;
+      for (int j = 0; j < k; ++j) {
+        if (l[j] >= 0) EXPECT_NEAR(ours_d[j], d[j], 1e-5) << q << " " << j;
+      }
+      size_t scanned = 0;
+      for (int p = 0; p < nprobe; ++p) scanned += ivf.invlists->list_size(lists[p]);
+      EXPECT_EQ(stats.ndis, scanned);
+      EXPECT_EQ(stats.nlist, static_cast<size_t>(nprobe));
+    }
+  }
 }
 
 // 7. Error cases map to the right status codes.
