@@ -20,6 +20,7 @@
 #include "client/bench_load.h"
 #include "client/bench_run.h"
 #include "model/openmp_env.h"
+#include "server/mutex_mode.h"
 #include "server/recall_batcher.h"
 #include "server/recall_engine.h"
 #include "server/usable_cpus.h"
@@ -60,6 +61,7 @@ int main(int argc, char** argv) {
   using recall::v1::RecallRequest;
   using recall::v1::RecallResponse;
   recall::EnsurePassiveOpenMpWait(argv);
+  recall::server::SetReleaseMutexMode();
   gflags::SetUsageMessage(
       "recall-inprocess-bench --model_base=DIR --requests_file=R [--topk_file=T] [flags]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);

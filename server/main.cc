@@ -25,6 +25,7 @@
 #include "server/jetstream_control.h"
 #include "server/jetstream_write_log.h"
 #include "server/local_write_log.h"
+#include "server/mutex_mode.h"
 #include "server/nats_connection.h"
 #include "server/online_writes.h"
 #include "server/replica_set.h"
@@ -232,6 +233,7 @@ std::string DefaultReplicaId() {
 
 int main(int argc, char** argv) {
   recall::EnsurePassiveOpenMpWait(argv);
+  recall::server::SetReleaseMutexMode();
   gflags::SetUsageMessage("recall-server --model_base=DIR [flags]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   FLAGS_logtostderr = true;

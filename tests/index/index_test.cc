@@ -813,7 +813,9 @@ TEST(BlasIvfScanTest, MatchesFaissIvfFlat) {
                         ours_l.data(), &stats);
       EXPECT_EQ(ours_l, l) << q;
       for (int j = 0; j < k; ++j) {
-        if (l[j] >= 0) EXPECT_NEAR(ours_d[j], d[j], 1e-5) << q << " " << j;
+        if (l[j] >= 0) {
+          EXPECT_NEAR(ours_d[j], d[j], 1e-5) << q << " " << j;
+        }
       }
       size_t scanned = 0;
       for (int p = 0; p < nprobe; ++p) scanned += ivf.invlists->list_size(lists[p]);
