@@ -19,8 +19,8 @@
 #include "client/bench_files.h"
 #include "client/bench_load.h"
 #include "client/bench_run.h"
+#include "model/mutex_mode.h"
 #include "model/openmp_env.h"
-#include "server/mutex_mode.h"
 #include "server/recall_batcher.h"
 #include "server/recall_engine.h"
 #include "server/usable_cpus.h"
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   using recall::v1::RecallRequest;
   using recall::v1::RecallResponse;
   recall::EnsurePassiveOpenMpWait(argv);
-  recall::server::SetReleaseMutexMode();
+  recall::SetReleaseMutexMode();
   gflags::SetUsageMessage(
       "recall-inprocess-bench --model_base=DIR --requests_file=R [--topk_file=T] [flags]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);

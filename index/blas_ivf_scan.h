@@ -4,9 +4,8 @@
 // Why: Debian's FAISS 1.7.3 is compiled for baseline x86-64 (no SSE3/AVX), so its distance
 // loops (IndexFlat below 20 queries, IVFFlatScanner, every fvec_inner_product) are scalar,
 // while OpenBLAS picks an AVX2/AVX-512 kernel at run time. On the 1M-item IVF4096,Flat version
-// this took the in-process engine from 3,340 to 5,628 Recalls/s at concurrency 1 (index/
-// README.md, "Search kernels"). The results are FAISS's items up to float rounding (the sums
-// run in another order).
+// this made the in-process engine 1.7-2.4x faster (index/README.md, "Search kernels"). The
+// results are FAISS's items up to float rounding (the sums run in another order).
 //
 // Thread-safety: pure functions over read-only inputs; callers hold the index's shared lock.
 // Each call runs on the calling thread (BLAS's own threads only where the caller's OpenMP

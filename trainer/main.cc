@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "model/mutex_mode.h"
 #include "model/openmp_env.h"
 #include "model/train_config.h"
 #include "trainer/collective.h"
@@ -127,6 +128,7 @@ void SetMetrics(const std::map<std::string, double>& m, TrainingEvent* e) {
 
 int main(int argc, char** argv) {
   recall::EnsurePassiveOpenMpWait(argv);
+  recall::SetReleaseMutexMode();
   constexpr char kUsage[] =
       "recall-train [--preset=NAME | --config=FILE] [--OPTION=VALUE | --set OPTION=VALUE]... "
       "[run flags]\n"

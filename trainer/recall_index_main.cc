@@ -26,6 +26,7 @@
 #include "index/embedding_index.h"
 #include "index/index_tuner.h"
 #include "index/vector_file.h"
+#include "model/mutex_mode.h"
 #include "model/version_dir.h"
 #include "trainer/index_tuning.h"
 
@@ -201,6 +202,7 @@ int Tune() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  recall::SetReleaseMutexMode();
   gflags::SetUsageMessage(
       "recall-index tune|info --model_base=DIR [flags]: tune a version's item index to a "
       "recall target (publishing a new version), or show how it was chosen");
