@@ -5,7 +5,8 @@
 // Why the server tunes it: tcmalloc lets all threads' free-memory caches grow to 32 MiB together
 // by default, and keeps freed large blocks in its page heap. A loaded recall-server grew RSS by
 // 18 MiB during a load sweep (13 of it thread caches), and by 10 more after each live recall probe
-// (its id list and score blocks), none of it the model version's.
+// (its id list and score blocks), none of it the model version's. A version load leaves the
+// reader's buffers, and a swap the whole old version, in the page heap until released.
 //
 // Thread-safety: both calls may run from any thread at any time.
 #ifndef RECALL_SERVER_MALLOC_CONTROL_H_

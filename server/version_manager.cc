@@ -14,18 +14,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "model/version_dir.h"
+#include "server/malloc_control.h"
 
 namespace recall::server {
 namespace {
-// tcmalloc's C entry point; weak, so builds without tcmalloc (the sanitizer builds) link and skip
-// it. Loading a version leaves the reader's temporary buffers and, after a swap, the whole old
-// version (vectors + graph: hundreds of MB at 1M items) in tcmalloc's page heap, which it keeps
-// mapped; handing the free pages back keeps the server's RSS what the serving versions need.
-extern "C" void MallocExtension_ReleaseFreeMemory() __attribute__((weak));
-void ReleaseFreeHeapToSystem() {
-  if (MallocExtension_ReleaseFreeMemory != nullptr) MallocExtension_ReleaseFreeMemory();
-}
-
 // The search parameters EmbeddingIndex::SetSearchParameter knows, and whether each takes an
 // integer. A name outside this list is a typo on every kind, so the override refuses it.
 struct KnownParam {
@@ -240,7 +232,9 @@ absl::Status VersionManager::LoadAndInstall(int64_t version) {
   }
   if (on_swap_) on_swap_(**servable);
   RemoveOldVersions();
-  ReleaseFreeHeapToSystem();
+  // The reader's temporary buffers and, after a swap, the whole old version (hundreds of MB at
+  // 1M items) would stay in the allocator's page heap, counted in RSS: hand them back.
+  ReleaseFreeMemory();
   return absl::OkStatus();
 }
 
