@@ -1,7 +1,5 @@
 #include "index/embedding_index.h"
 
-#include "index/blas_ivf_scan.h"
-
 #include <omp.h>
 
 #include <algorithm>
@@ -44,6 +42,7 @@
 #include "faiss/index_factory.h"
 #include "faiss/index_io.h"
 #include "faiss/utils/distances.h"
+#include "index/blas_ivf_scan.h"
 
 namespace recall {
 namespace {
