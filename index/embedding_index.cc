@@ -558,21 +558,8 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::
     out->ef_search_ = ef;
     out->nprobe_ = nprobe;
     out->k_factor_ = k_factor;
-    out->id_to_label_.reserve(ids.size());
-    for (int64_t label = 0; label < static_cast<int64_t>(ids.size()); ++label) {
-      const int64_t id = ids[label];
-      if (id == kReservedId) {
-        ++out->num_hidden_;
-        continue;
-      }
-      auto [it, inserted] = out->id_to_label_.try_emplace(id, label);
-      if (!inserted) {  // duplicate external id (plain FAISS file): the later entry wins
-        ids[it->second] = kReservedId;
-        ++out->num_hidden_;
-        it->second = label;
-      }
-    }
-    out->label_to_id_ = std::move(ids);
+    // A plain FAISS file may hold an external id twice: the later entry wins.
+    out->ids_ = IdMap::FromTable(std::move(ids));
   }
   return out;
 }
@@ -629,7 +616,7 @@ absl::Status EmbeddingIndex::Save(const std::string& path) const {
               mu_.AssertReaderHeld();
               faiss::FileIOWriter writer(f);
               WriteWrapped(index_.get(), exact_.get(), static_cast<float>(k_factor_),
-                           label_to_id_, &writer);
+                           ids_.table(), &writer);
             });
   if (std::fclose(f) != 0 && s.ok()) {
     const int err = errno;
@@ -643,7 +630,7 @@ int64_t EmbeddingIndex::ByteSize() const {
   CountingWriter counter;
   absl::Status s = Guard(absl::StatusCode::kInternal, "sizing", [&] {
     mu_.AssertReaderHeld();
-    WriteWrapped(index_.get(), exact_.get(), static_cast<float>(k_factor_), label_to_id_,
+    WriteWrapped(index_.get(), exact_.get(), static_cast<float>(k_factor_), ids_.table(),
                  &counter);
   });
   return s.ok() ? static_cast<int64_t>(counter.bytes) : -1;
@@ -705,21 +692,12 @@ absl::Status EmbeddingIndex::AddLocked(absl::Span<const int64_t> ids, const floa
     TruncateExact(exact_.get(), now);
   }
   if (!s.ok() || now != base + n) {
-    label_to_id_.resize(now, kReservedId);
-    num_hidden_ += now - base;
+    ids_.GrowTo(now);
     return s.ok() ? absl::InternalError("FAISS added an unexpected number of vectors") : s;
   }
-  label_to_id_.resize(now, kReservedId);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t label = base + i;
-    auto [it, inserted] = id_to_label_.try_emplace(ids[i], label);
-    if (!inserted) {  // replace: the old entry is hidden from now on
-      label_to_id_[it->second] = kReservedId;
-      ++num_hidden_;
-      it->second = label;
-    }
-    label_to_id_[label] = ids[i];
-  }
+  ids_.GrowTo(now);
+  // A replaced id's old entry is hidden from now on.
+  for (int64_t i = 0; i < n; ++i) ids_.Bind(ids[i], base + i);
   return absl::OkStatus();
 }
 
@@ -787,7 +765,7 @@ absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* v
   std::unique_ptr<faiss::Index> fresh;
   {
     absl::ReaderMutexLock lock(&mu_);
-    if (!id_to_label_.empty() || index_->ntotal != 0) {
+    if (ids_.num_live() != 0 || index_->ntotal != 0) {
       return absl::FailedPreconditionError(absl::StrCat("Build needs an empty index; it holds ",
                                                         index_->ntotal,
                                                         " entries (use Upsert to add to it)"));
@@ -822,16 +800,12 @@ absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* v
     });
     if (!s.ok()) return s;
   }
-  absl::flat_hash_map<int64_t, int64_t> id_to_label;
-  id_to_label.reserve(ids.size());
-  for (int64_t i = 0; i < n; ++i) id_to_label.emplace(ids[i], i);
+  IdMap id_map = IdMap::FromTable(std::vector<int64_t>(ids.begin(), ids.end()));
   {
     absl::WriterMutexLock lock(&mu_);
     std::swap(index_, fresh);
     std::swap(exact_, exact);
-    label_to_id_.assign(ids.begin(), ids.end());
-    id_to_label_.swap(id_to_label);
-    num_hidden_ = 0;
+    std::swap(ids_, id_map);
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   return absl::OkStatus();  // the old (empty) index is freed outside the lock
@@ -897,12 +871,7 @@ absl::StatusOr<int64_t> EmbeddingIndex::Remove(absl::Span<const int64_t> ids) {
   absl::WriterMutexLock lock(&mu_);
   int64_t removed = 0;
   for (int64_t id : ids) {
-    auto it = id_to_label_.find(id);
-    if (it == id_to_label_.end()) continue;
-    label_to_id_[it->second] = kReservedId;
-    id_to_label_.erase(it);
-    ++num_hidden_;
-    ++removed;
+    if (ids_.Unbind(id) >= 0) ++removed;
   }
   generation_.fetch_add(1, std::memory_order_acq_rel);
   return removed;
@@ -917,14 +886,14 @@ absl::Status EmbeddingIndex::Compact() {
   std::vector<float> vectors;
   {
     absl::ReaderMutexLock lock(&mu_);
-    if (num_hidden_ == 0) {
+    if (ids_.num_hidden() == 0) {
       fresh = nullptr;  // nothing to drop
     } else {
-      live_ids.reserve(id_to_label_.size());
-      vectors.resize(id_to_label_.size() * static_cast<size_t>(dim_));
+      live_ids.reserve(ids_.num_live());
+      vectors.resize(ids_.num_live() * static_cast<size_t>(dim_));
       const faiss::Index& current = *index_;
-      const int64_t* label_to_id = label_to_id_.data();
-      const int64_t num_labels = static_cast<int64_t>(label_to_id_.size());
+      const int64_t* label_to_id = ids_.table().data();
+      const int64_t num_labels = ids_.num_labels();
       absl::Status s = Guard(absl::StatusCode::kInternal, "reconstructing live vectors", [&] {
         mu_.AssertReaderHeld();
         const auto* flat = exact_ != nullptr ? static_cast<const faiss::IndexFlat*>(exact_.get())
@@ -959,16 +928,12 @@ absl::Status EmbeddingIndex::Compact() {
     });
     if (!s.ok()) return s;
   }
-  absl::flat_hash_map<int64_t, int64_t> id_to_label;
-  id_to_label.reserve(live_ids.size());
-  for (int64_t i = 0; i < n; ++i) id_to_label.emplace(live_ids[i], i);
+  IdMap id_map = IdMap::FromTable(std::move(live_ids));
   {
     absl::WriterMutexLock lock(&mu_);
     std::swap(index_, fresh);
     std::swap(exact_, exact);
-    label_to_id_.swap(live_ids);
-    id_to_label_.swap(id_to_label);
-    num_hidden_ = 0;
+    std::swap(ids_, id_map);
     generation_.fetch_add(1, std::memory_order_acq_rel);
   }
   return absl::OkStatus();  // the old structure and maps are freed outside the lock
@@ -976,15 +941,15 @@ absl::Status EmbeddingIndex::Compact() {
 
 bool EmbeddingIndex::Contains(int64_t id) const {
   absl::ReaderMutexLock lock(&mu_);
-  return id_to_label_.contains(id);
+  return ids_.Contains(id);
 }
 
 std::vector<int64_t> EmbeddingIndex::Ids() const {
   std::vector<int64_t> ids;
   {
     absl::ReaderMutexLock lock(&mu_);
-    ids.reserve(id_to_label_.size());
-    for (const auto& [id, label] : id_to_label_) ids.push_back(id);
+    ids.reserve(ids_.num_live());
+    ids_.ForEachLive([&](int64_t id, int64_t) { ids.push_back(id); });
   }
   std::sort(ids.begin(), ids.end());
   return ids;
@@ -992,14 +957,14 @@ std::vector<int64_t> EmbeddingIndex::Ids() const {
 
 absl::StatusOr<std::vector<float>> EmbeddingIndex::Reconstruct(int64_t id) const {
   absl::ReaderMutexLock lock(&mu_);
-  auto it = id_to_label_.find(id);
-  if (it == id_to_label_.end()) {
+  const int64_t label = ids_.LabelOf(id);
+  if (label < 0) {
     return absl::NotFoundError(absl::StrCat("id ", id, " is not in the index"));
   }
   std::vector<float> v(dim_);
   const faiss::Index& current = exact_ != nullptr ? *exact_ : *index_;
   absl::Status s = Guard(absl::StatusCode::kInternal, absl::StrCat("reconstructing id ", id),
-                         [&] { current.reconstruct(it->second, v.data()); });
+                         [&] { current.reconstruct(label, v.data()); });
   if (!s.ok()) return s;
   return v;
 }
@@ -1017,13 +982,13 @@ absl::StatusOr<int64_t> EmbeddingIndex::ReconstructMany(absl::Span<const int64_t
   absl::Status s = Guard(absl::StatusCode::kInternal, "reconstructing vectors", [&] {
     mu_.AssertReaderHeld();
     for (int64_t id : ids) {
-      auto it = id_to_label_.find(id);
-      if (it == id_to_label_.end()) continue;
+      const int64_t label = ids_.LabelOf(id);
+      if (label < 0) continue;
       float* dst = out + present->size() * static_cast<size_t>(dim_);
       if (flat != nullptr) {
-        std::memcpy(dst, flat->get_xb() + it->second * dim_, sizeof(float) * dim_);
+        std::memcpy(dst, flat->get_xb() + label * dim_, sizeof(float) * dim_);
       } else {
-        current.reconstruct(it->second, dst);
+        current.reconstruct(label, dst);
       }
       present->push_back(id);
     }
@@ -1091,12 +1056,12 @@ std::vector<std::pair<std::string, double>> EmbeddingIndex::SearchParameters() c
 
 int64_t EmbeddingIndex::size() const {
   absl::ReaderMutexLock lock(&mu_);
-  return static_cast<int64_t>(id_to_label_.size());
+  return ids_.num_live();
 }
 
 int64_t EmbeddingIndex::num_hidden() const {
   absl::ReaderMutexLock lock(&mu_);
-  return num_hidden_;
+  return ids_.num_hidden();
 }
 
 namespace {
@@ -1137,7 +1102,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
   absl::ReaderMutexLock lock(&mu_);
   searches_waiting_.fetch_sub(1, std::memory_order_acq_rel);
   if (generation != nullptr) *generation = generation_.load(std::memory_order_acquire);
-  const int64_t live = static_cast<int64_t>(id_to_label_.size());
+  const int64_t live = ids_.num_live();
   if (n == 0 || live == 0) return out;
   const int kk = static_cast<int>(std::min<int64_t>(k, live));
   // ",RFlat" kinds ask the compressed structure for k_factor * kk candidates and keep the kk
@@ -1149,7 +1114,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
                                                 std::max<int64_t>(kk, index_->ntotal)));
   const float* exact_xb =
       exact_ != nullptr ? static_cast<const faiss::IndexFlat*>(exact_.get())->get_xb() : nullptr;
-  const idx_t nlabels = static_cast<idx_t>(label_to_id_.size());
+  const idx_t nlabels = static_cast<idx_t>(ids_.num_labels());
 
   // Turns FAISS's kbase (label, score) answers for query q into hits: external ids, and with
   // an exact store the kk best by exact score (ties by label, so answers are reproducible).
@@ -1162,7 +1127,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
       for (int j = 0; j < kk; ++j) {
         const idx_t label = labels[j];
         if (label < 0 || label >= nlabels) continue;  // -1: fewer results than k
-        const int64_t id = label_to_id_[label];
+        const int64_t id = ids_.id_at(label);
         if (id == kReservedId) continue;  // cannot happen: the selector rejects hidden labels
         hits.ids.push_back(id);
         hits.scores.push_back(dist[j]);
@@ -1174,7 +1139,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
     scored.reserve(kbase);
     for (int j = 0; j < kbase; ++j) {
       const idx_t label = labels[j];
-      if (label < 0 || label >= nlabels || label_to_id_[label] == kReservedId) continue;
+      if (label < 0 || label >= nlabels || ids_.id_at(label) == kReservedId) continue;
       scored.emplace_back(faiss::fvec_inner_product(query, exact_xb + label * dim_, dim_), label);
     }
     const size_t keep = std::min<size_t>(kk, scored.size());
@@ -1183,7 +1148,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
                         return a.first > b.first || (a.first == b.first && a.second < b.second);
                       });
     for (size_t j = 0; j < keep; ++j) {
-      hits.ids.push_back(label_to_id_[scored[j].second]);
+      hits.ids.push_back(ids_.id_at(scored[j].second));
       hits.scores.push_back(scored[j].first);
     }
   };
@@ -1242,8 +1207,8 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
   bool any_exclusions = false;
   for (const auto& e : excludes) any_exclusions |= !e.empty();
   // Hidden entries only; null when nothing is hidden.
-  LiveSelector live_sel(label_to_id_, nullptr);
-  faiss::IDSelector* shared_sel = num_hidden_ > 0 ? &live_sel : nullptr;
+  LiveSelector live_sel(ids_.table(), nullptr);
+  faiss::IDSelector* shared_sel = ids_.num_hidden() > 0 ? &live_sel : nullptr;
 
   // Runs one query's FAISS search with its own selector (its exclusions) through `search_one`.
   auto per_query_selector = [&](int i, auto&& search_one) -> absl::Status {
@@ -1254,13 +1219,13 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
       mu_.AssertReaderHeld();
       excluded.reserve(excludes[i].size());
       for (int64_t id : excludes[i]) {
-        auto it = id_to_label_.find(id);
-        if (it != id_to_label_.end()) excluded.insert(it->second);
+        const int64_t label = ids_.LabelOf(id);
+        if (label >= 0) excluded.insert(label);
       }
     });
     if (!s.ok()) return s;
     if (excluded.empty()) return search_one(shared_sel);
-    LiveSelector sel(label_to_id_, &excluded);
+    LiveSelector sel(ids_.table(), &excluded);
     return search_one(&sel);
   };
 

@@ -27,11 +27,11 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "index/id_map.h"
 
 namespace faiss {
 struct Index;
@@ -60,7 +60,7 @@ class EmbeddingIndex {
   // Items an HNSW Upsert inserts per exclusive hold of the index (~0.25 ms each at 1M items).
   static constexpr size_t kHnswUpsertChunk = 4;
   // The reserved external id: FAISS uses -1 for "no result" and for hidden entries in the file.
-  static constexpr int64_t kReservedId = -1;
+  static constexpr int64_t kReservedId = IdMap::kHidden;
 
   // Creates an empty index of dimension `dim` from a FAISS factory string, metric inner
   // product. Supported kinds (those whose FAISS 1.7.3 search honors SearchParameters::sel):
@@ -210,11 +210,8 @@ class EmbeddingIndex {
   // ",RFlat" kinds: an IndexFlat holding every entry's exact vector under the same internal
   // label as index_ (hidden ones too, until Compact). Null otherwise.
   std::unique_ptr<faiss::Index> exact_ ABSL_GUARDED_BY(mu_);
-  // Internal label -> external id; kReservedId (-1) marks a hidden (tombstoned) entry.
-  std::vector<int64_t> label_to_id_ ABSL_GUARDED_BY(mu_);
-  // External id -> internal label of its live entry.
-  absl::flat_hash_map<int64_t, int64_t> id_to_label_ ABSL_GUARDED_BY(mu_);
-  int64_t num_hidden_ ABSL_GUARDED_BY(mu_) = 0;
+  // Internal label <-> external id; a hidden (tombstoned) label holds kReservedId.
+  IdMap ids_ ABSL_GUARDED_BY(mu_);
   int ef_search_ ABSL_GUARDED_BY(mu_) = kDefaultEfSearch;
   int nprobe_ ABSL_GUARDED_BY(mu_) = kDefaultNprobe;
   double k_factor_ ABSL_GUARDED_BY(mu_) = kDefaultKFactor;
