@@ -58,8 +58,8 @@ def main():
            for name in ("server", "server_load", "python")}
     empty_path = os.path.join(a.work, "server_empty_rss_kib")
     empty_rss = int(open(empty_path).read()) * 1024 if os.path.exists(empty_path) else None
-    # What a version may add to the process: its index, its towers, and id maps (label -> id,
-    # id -> label hash map, IVF direct map) at up to 64 bytes per item.
+    # What a version may add to the process: its index, its towers, and id maps (label -> id
+    # table, id -> label set: index/id_map.h; IVF direct map) at up to 64 bytes per item.
     bound_bytes = a.index_bytes + a.tower_bytes + 64 * a.items
     fractions = (0.25, 0.5, 0.75)
     rows = {}
