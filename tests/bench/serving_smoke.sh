@@ -65,3 +65,12 @@ for name, row in b["rows"].items():
 assert set(b["batching_on_off_qps_at_c32"]) == {"hnsw", "flat"}, b
 print("batching smoke ok")
 PY
+
+# bench/write_load.sh on the same version: a window without and one with writes, each with the
+# server's CPU share and answered Recalls.
+out=$(SKIP_BUILD=1 DURATION=1 WARMUP=0.3 UPSERT_RATE=500 SERVER_CPUS=0 BENCH_CPUS=$BENCH_CPUS \
+  WORK="$TMP/run" bash bench/write_load.sh 100 1)
+echo "$out"
+test "$(echo "$out" | grep -cE 'server cpu [0-9]+% \| open rate= 100.0 qps= [1-9]')" -eq 2
+echo "$out" | grep -q "writes/s 500: server cpu"
+echo "write_load smoke ok"
