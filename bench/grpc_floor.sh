@@ -20,18 +20,16 @@ B=${BUILD_DIR:-build}
 rm -rf "$WORK"; mkdir -p "$WORK"; cp -r "$MODEL_BASE/1" "$WORK/1"
 "$B/bench/bench-requests" --model_base="$WORK" --k=100 --requests=4000 --topk_queries=0 \
   --requests_file="$WORK/requests.bin" 2>"$WORK/bench_requests.log"
-taskset -c "$SERVER_CPUS" "$B/server/recall-server" --model_base="$WORK" --port=0 \
+source bench/server_lib.sh
+start_server "$WORK/server.log" "$B/server/recall-server" --model_base="$WORK" --port=0 \
   --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 --wal_path="$WORK/wal" \
-  --recall_probe_interval_s=0 >"$WORK/server.log" 2>&1 &
-SP=$!
-trap 'kill $SP 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do [ -s "$WORK/ports" ] && break; sleep 0.3; done
+  --recall_probe_interval_s=0
 echo "== recall-server (gRPC), $MODEL_BASE version 1"
 taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \
-  --target=grpc --addr="127.0.0.1:$(cut -d' ' -f1 "$WORK/ports")" --mode=closed \
+  --target=grpc --addr="127.0.0.1:$PORT" --mode=closed \
   --concurrency="$CONCURRENCY" --duration_s="$DURATION" --warmup_s=1 --recall_queries=0 \
   2>&1 | grep "closed c"
-kill $SP; wait $SP 2>/dev/null || true
+stop_server
 echo "== in-process engine"
 taskset -c "$SERVER_CPUS" "$B/bench/recall-inprocess-bench" --model_base="$WORK" \
   --requests_file="$WORK/requests.bin" --mode=closed --concurrency="$CONCURRENCY" \

@@ -121,25 +121,7 @@ protoc --python_out="$B/bench/py" -I proto proto/recall/v1/*.proto
 BENCH=(taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$REQUESTS"
        --topk_file="$TOPK"
        --duration_s="$DURATION" --warmup_s="$WARMUP" --concurrency="$CONCURRENCY")
-SERVER_PID=""
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  SERVER_PID=""
-}
-trap stop_server EXIT
-# start_server LOG CMD...: runs CMD pinned to SERVER_CPUS, waits for its port file.
-start_server() {
-  local log=$1; shift
-  rm -f "$WORK/ports"
-  taskset -c "$SERVER_CPUS" "$@" >"$log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 1 600); do
-    [ -s "$WORK/ports" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "server died; see $log"; exit 1; }
-    sleep 0.5
-  done
-  PORT=$(cut -d' ' -f1 "$WORK/ports")
-}
+source bench/server_lib.sh
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 max_qps() { sed -n 's/.*"max_qps": \([0-9.]*\).*/\1/p' "$1"; }
 

@@ -28,25 +28,20 @@ MODELS=$(ls -d "$WORK"/models-* 2>/dev/null | head -1)
 [ -n "$MODELS" ] && [ -s "$WORK/requests.bin" ] || { echo "run bench/serving.sh first"; exit 1; }
 [ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-server recall-bench >/dev/null
 
-SERVER_PID=""
-trap '[ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true' EXIT
+source bench/server_lib.sh
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 echo "server on cpus $SERVER_CPUS, load on cpus $BENCH_CPUS; writes: $UPSERT_RATE/s, WAL sync $WAL_SYNC"
 for rep in $(seq 1 "$REPS"); do
   for rate in ${RATES//,/ }; do
-    rm -f "$WORK/wal_write_load" "$WORK/ports"
-    taskset -c "$SERVER_CPUS" "$B/server/recall-server" --model_base="$MODELS" --port=0 \
-      --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 \
-      --wal_path="$WORK/wal_write_load" --wal_sync="$WAL_SYNC" --max_k=1000 \
-      >"$WORK/write_load_server.log" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 1 600); do [ -s "$WORK/ports" ] && break; sleep 0.5; done
-    port=$(cut -d' ' -f1 "$WORK/ports")
+    rm -f "$WORK/wal_write_load"
+    start_server "$WORK/write_load_server.log" "$B/server/recall-server" --model_base="$MODELS" \
+      --port=0 --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 \
+      --wal_path="$WORK/wal_write_load" --wal_sync="$WAL_SYNC" --max_k=1000
     for writes in 0 "$UPSERT_RATE"; do
       t0=$(date +%s.%N); c0=$(cpu_ticks)
       line=$(taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \
         --topk_file="$WORK/topk.bin" --duration_s="$DURATION" --warmup_s="$WARMUP" --mode=open \
-        --rate="$rate" --recall_queries=0 --addr="127.0.0.1:$port" --upsert_rate="$writes" \
+        --rate="$rate" --recall_queries=0 --addr="127.0.0.1:$PORT" --upsert_rate="$writes" \
         --upsert_replace_fraction="$REPLACE_FRACTION" --delete_fraction="$DELETE_FRACTION" 2>&1 |
         grep -E "open rate" | sed 's/  */ /g')
       c1=$(cpu_ticks); t1=$(date +%s.%N)
@@ -54,7 +49,7 @@ for rep in $(seq 1 "$REPS"); do
         'BEGIN {printf "%.0f", (b - a) / 100 / (e - s) * 100}')
       echo "rep $rep rate $rate writes/s $writes: server cpu ${share}% |$line"
     done
-    kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+    stop_server
   done
 done
 rm -f "$WORK/wal_write_load"
