@@ -8,8 +8,8 @@
 # Prints the total execs per target. Exits non-zero if any target crashed, leaked, tripped a
 # sanitizer or an invariant; the crashing inputs are copied to the findings dir it names
 # (fuzz-findings/<timestamp>/ at the top of the checkout; FUZZ_FINDINGS overrides).
-# Environment: JOBS (build parallelism, default 2), FUZZ_FINDINGS, FUZZ_ARGS (extra libFuzzer
-# flags, e.g. "-max_len=8192").
+# Environment: JOBS (build parallelism, default 2), FUZZ_JOBS (fuzzers run at once, default
+# the number of cores), FUZZ_FINDINGS, FUZZ_ARGS (extra libFuzzer flags, e.g. "-max_len=8192").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,27 +41,42 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN
 # LibTorch and OpenMP threads are not needed for one-row tensors; fewer threads, faster runs.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
+# One fuzzer is one process on one core: run up to FUZZ_JOBS (default: the cores) at once, so
+# each still gets a core of its own for its seconds.
+run_one() {
+  local t=$1 bin="$dir/tests/fuzz/$1_fuzzer" seeds="tests/fuzz/corpus/$1"
+  local corpus="$work/$t/corpus" artifacts="$work/$t/artifacts/"
+  mkdir -p "$corpus" "$artifacts"
+  echo "fuzz: $t for ${seconds}s (seeds: $seeds, log: $work/$t/fuzz.log)"
+  local rc=0
+  # shellcheck disable=SC2086
+  "$bin" "$corpus" "$seeds" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 \
+    -print_final_stats=1 -artifact_prefix="$artifacts" ${FUZZ_ARGS:-} >"$work/$t/fuzz.log" 2>&1 ||
+    rc=$?
+  echo "$rc" >"$work/$t/rc"
+}
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs_max" ]; then wait -n || true; running=$((running - 1)); fi
+  run_one "$t" &
+  running=$((running + 1))
+done
+wait
+
 failed=()
 summary=()
 for t in "${targets[@]}"; do
-  bin="$dir/tests/fuzz/${t}_fuzzer"
-  seeds="tests/fuzz/corpus/$t"
-  corpus="$work/$t/corpus"
-  artifacts="$work/$t/artifacts/"
-  mkdir -p "$corpus" "$artifacts"
   log="$work/$t/fuzz.log"
-  echo "fuzz: $t for ${seconds}s (seeds: $seeds, log: $log)"
-  rc=0
-  # shellcheck disable=SC2086
-  "$bin" "$corpus" "$seeds" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 \
-    -print_final_stats=1 -artifact_prefix="$artifacts" ${FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
+  artifacts="$work/$t/artifacts/"
+  rc=$(cat "$work/$t/rc" 2>/dev/null || echo "?")
   # Final stats: "stat::number_of_executed_units: N"; older builds print "Done N runs in S".
   execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -1)
   [ -n "$execs" ] || execs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -1)
   cov=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+/[^ ]+' "$log" | tail -1 || true)
   line="$t: ${execs:-?} execs in ${seconds}s (${cov:-no stats}), exit $rc"
   summary+=("$line")
-  if [ "$rc" -ne 0 ] || grep -qE '^==[0-9]+==ERROR|runtime error:|invariant violated' "$log"; then
+  if [ "$rc" != 0 ] || grep -qE '^==[0-9]+==ERROR|runtime error:|invariant violated' "$log"; then
     failed+=("$t")
     mkdir -p "$findings/$t"
     cp "$log" "$findings/$t/"

@@ -26,9 +26,6 @@
 #include "recall/v1/recall.grpc.pb.h"
 #include "tests/server/server_process.h"
 #include "tests/server/small_model.h"
-#include "trainer/synthetic.h"
-#include "trainer/export.h"
-#include "trainer/trainer.h"
 
 namespace recall {
 namespace {
@@ -59,26 +56,26 @@ std::string UnknownFieldBytes(size_t n) {
 
 class BadInputTest : public ::testing::Test {
  protected:
+  // Numeric side features with some spread (the trainer standardizes them).
+  static void AddNumericFeatures(trainer::Dataset& d) {
+    d.user_num_names = {"age"};
+    d.user_num_values = {std::vector<float>(d.num_users)};
+    for (int64_t u = 0; u < d.num_users; ++u) {
+      d.user_num_values[0][u] = 18.0f + static_cast<float>((u * 7) % 50);
+    }
+    d.item_num_names = {"price"};
+    d.item_num_values = {std::vector<float>(d.num_items)};
+    for (int64_t i = 0; i < d.num_items; ++i) {
+      d.item_num_values[0][i] = 1.0f + 2.5f * static_cast<float>(i % 13);
+    }
+  }
+
   static void SetUpTestSuite() {
-    dir_ = new std::string(testing::FreshTempDir("recall_bad_input"));
-    dataset_ = new trainer::Dataset(trainer::GenerateSynthetic(testing::SmallSyntheticConfig()));
-    // Numeric side features with some spread (the trainer standardizes them).
-    dataset_->user_num_names = {"age"};
-    dataset_->user_num_values = {std::vector<float>(dataset_->num_users)};
-    for (int64_t u = 0; u < dataset_->num_users; ++u) {
-      dataset_->user_num_values[0][u] = 18.0f + static_cast<float>((u * 7) % 50);
-    }
-    dataset_->item_num_names = {"price"};
-    dataset_->item_num_values = {std::vector<float>(dataset_->num_items)};
-    for (int64_t i = 0; i < dataset_->num_items; ++i) {
-      dataset_->item_num_values[0][i] = 1.0f + 2.5f * static_cast<float>(i % 13);
-    }
-    ASSERT_TRUE(dataset_->Validate().ok());
-    auto t = trainer::Trainer::Create(*dataset_, testing::SmallTrainConfig());
-    ASSERT_TRUE(t.ok()) << t.status();
-    trainer_ = t->release();
-    ASSERT_TRUE(trainer_->Train().ok());
-    auto path = trainer::ExportVersion(*trainer_, *dir_ + "/models", "Flat", trainer_->Evaluate(), {});
+    model_ = new testing::SmallTrainedModel("recall_bad_input", nullptr, &AddNumericFeatures);
+    ASSERT_TRUE(model_->ok());
+    dir_ = &model_->dir;
+    dataset_ = &model_->dataset;
+    auto path = model_->Export(*dir_ + "/models");
     ASSERT_TRUE(path.ok()) << path.status();
     server_ = new testing::ServerProcess();
     // /bin/false as the trainer: a TriggerRetrain row that slipped through validation must
@@ -91,10 +88,7 @@ class BadInputTest : public ::testing::Test {
   static void TearDownTestSuite() {
     if (server_ != nullptr) server_->Stop();
     delete server_;
-    delete trainer_;
-    delete dataset_;
-    if (dir_ != nullptr) std::filesystem::remove_all(*dir_);
-    delete dir_;
+    delete model_;  // removes dir_
   }
 
   void SetUp() override {
@@ -173,9 +167,9 @@ class BadInputTest : public ::testing::Test {
     return info;
   }
 
-  static inline std::string* dir_ = nullptr;
-  static inline trainer::Dataset* dataset_ = nullptr;
-  static inline trainer::Trainer* trainer_ = nullptr;
+  static inline testing::SmallTrainedModel* model_ = nullptr;
+  static inline const std::string* dir_ = nullptr;
+  static inline const trainer::Dataset* dataset_ = nullptr;
   static inline testing::ServerProcess* server_ = nullptr;
   std::unique_ptr<v1::RecallService::Stub> recall_;
   std::unique_ptr<v1::TrainingService::Stub> training_;

@@ -3,14 +3,15 @@
 // products, and a raw item vector is checked for unit norm without its offset coordinate.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "tests/server/in_process_engine.h"
 #include "tests/server/server_process.h"
 #include "tests/server/small_model.h"
-#include "trainer/trainer.h"
 
 namespace recall::server {
 namespace {
@@ -49,31 +50,42 @@ class ScoreOffsetTest : public testing::ServedModelSuite<ScoreOffsetTest> {
 
 TEST_F(ScoreOffsetTest, RecallRanksByCosinePlusTheItemsOffset) {
   const int dim = model_->dim();
-  const torch::Tensor items = model_->trainer().EmbedAllItems();  // [n, dim + 1]
-  ASSERT_EQ(items.size(1), dim + 1);
-  const torch::Tensor offsets = items.select(1, dim);
-  ASSERT_GT(offsets.abs().max().item<float>(), 1e-3f) << "the offsets were learned";
+  const int width = model_->width();
+  ASSERT_EQ(width, dim + 1);
+  const std::vector<float> items = model_->ItemEmbeddings();  // [n, dim + 1], row-major
+  const int64_t n = static_cast<int64_t>(items.size()) / width;
+  ASSERT_EQ(n, dataset_->num_items);
+  float largest_offset = 0;
+  for (int64_t i = 0; i < n; ++i) largest_offset = std::max(largest_offset, std::abs(items[i * width + dim]));
+  ASSERT_GT(largest_offset, 1e-3f) << "the offsets were learned";
   for (int64_t user : {0, 17, 123}) {
     SCOPED_TRACE(user);
     const auto resp = RecallFor(user, 300);  // every item: compare the whole order
-    ASSERT_EQ(resp.user_embedding_size(), dim + 1);
+    ASSERT_EQ(resp.user_embedding_size(), width);
     EXPECT_EQ(resp.user_embedding(dim), 1.0f);
-    torch::Tensor u = torch::tensor(std::vector<float>(resp.user_embedding().begin(),
-                                                       resp.user_embedding().end()));
-    const torch::Tensor exact = items.matmul(u);  // cos + tau * b for every item
+    // cos + tau * b for every item (the user's last component is 1), and the cosine alone.
+    std::vector<float> exact(n), cosine(n);
+    for (int64_t i = 0; i < n; ++i) {
+      double c = 0;
+      for (int j = 0; j < dim; ++j) c += double{items[i * width + j]} * resp.user_embedding(j);
+      cosine[i] = static_cast<float>(c);
+      exact[i] = static_cast<float>(c + double{items[i * width + dim]} * resp.user_embedding(dim));
+    }
     ASSERT_EQ(resp.items_size(), dataset_->num_items);
     float previous = INFINITY;
     for (const auto& it : resp.items()) {
-      EXPECT_NEAR(it.score(), exact[it.item_id()].item<float>(), 1e-4) << it.item_id();
+      EXPECT_NEAR(it.score(), exact[it.item_id()], 1e-4) << it.item_id();
       EXPECT_LE(it.score(), previous + 1e-6f);
       previous = it.score();
     }
     // The offsets move the order: ranked by the cosine alone, the top-20 would differ.
-    const torch::Tensor cosine = items.narrow(1, 0, dim).matmul(u.narrow(0, 0, dim));
-    const torch::Tensor by_cos = std::get<1>(cosine.topk(20));
+    std::vector<int64_t> cos_top(n);
+    std::iota(cos_top.begin(), cos_top.end(), 0);
+    std::partial_sort(cos_top.begin(), cos_top.begin() + 20, cos_top.end(),
+                      [&](int64_t a, int64_t b) { return cosine[a] > cosine[b]; });
+    cos_top.resize(20);
     std::vector<int64_t> served;
     for (int j = 0; j < 20; ++j) served.push_back(resp.items(j).item_id());
-    std::vector<int64_t> cos_top(by_cos.data_ptr<int64_t>(), by_cos.data_ptr<int64_t>() + 20);
     EXPECT_NE(served, cos_top);
   }
 }

@@ -7,16 +7,17 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "recall/v1/recall.grpc.pb.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/metrics_scrape.h"
-#include "trainer/synthetic.h"
-#include "trainer/export.h"
-#include "trainer/trainer.h"
+#include "tests/server/small_model.h"
 
 namespace recall {
 namespace {
@@ -27,26 +28,11 @@ using recall::v1::RecallResponse;
 class ServerIntegrationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string((fs::temp_directory_path() /
-                            ("recall_it_" + std::to_string(::getpid()))).string());
-    fs::remove_all(*dir_);
-    fs::create_directories(*dir_);
-    trainer::SyntheticConfig sc;
-    sc.num_users = 400;
-    sc.num_items = 300;
-    sc.num_categories = 6;
-    sc.seed = 7;
-    dataset_ = new trainer::Dataset(trainer::GenerateSynthetic(sc));
-    trainer::TrainConfig tc = *LoadPreset("smoke");
-    tc.set_epochs(3);
-    tc.set_batch_size(128);
-    tc.set_history_length(20);
-    tc.set_seed(7);
-    auto t = trainer::Trainer::Create(*dataset_, tc);
-    ASSERT_TRUE(t.ok()) << t.status();
-    trainer_ = t->release();
-    ASSERT_TRUE(trainer_->Train().ok());
-    auto path = trainer::ExportVersion(*trainer_, *dir_ + "/models", "Flat", trainer_->Evaluate(), {});
+    model_ = new testing::SmallTrainedModel("recall_it");
+    ASSERT_TRUE(model_->ok());
+    dir_ = &model_->dir;
+    dataset_ = &model_->dataset;
+    auto path = model_->Export(*dir_ + "/models");
     ASSERT_TRUE(path.ok()) << path.status();
 
     server_ = new testing::ChildProcess();
@@ -68,10 +54,7 @@ class ServerIntegrationTest : public ::testing::Test {
       server_->Wait();
     }
     delete server_;
-    delete trainer_;
-    delete dataset_;
-    fs::remove_all(*dir_);
-    delete dir_;
+    delete model_;  // removes dir_
   }
 
   std::unique_ptr<recall::v1::RecallService::Stub> Stub() {
@@ -94,17 +77,17 @@ class ServerIntegrationTest : public ::testing::Test {
     return stub.Recall(&ctx, req, resp);
   }
 
-  static std::string* dir_;
-  static trainer::Dataset* dataset_;
-  static trainer::Trainer* trainer_;
+  static testing::SmallTrainedModel* model_;
+  static const std::string* dir_;
+  static const trainer::Dataset* dataset_;
   static testing::ChildProcess* server_;
   static std::shared_ptr<grpc::Channel>* channel_;
   static int grpc_port_, metrics_port_;
 };
 
-std::string* ServerIntegrationTest::dir_ = nullptr;
-trainer::Dataset* ServerIntegrationTest::dataset_ = nullptr;
-trainer::Trainer* ServerIntegrationTest::trainer_ = nullptr;
+testing::SmallTrainedModel* ServerIntegrationTest::model_ = nullptr;
+const std::string* ServerIntegrationTest::dir_ = nullptr;
+const trainer::Dataset* ServerIntegrationTest::dataset_ = nullptr;
 testing::ChildProcess* ServerIntegrationTest::server_ = nullptr;
 std::shared_ptr<grpc::Channel>* ServerIntegrationTest::channel_ = nullptr;
 int ServerIntegrationTest::grpc_port_ = 0;
@@ -133,11 +116,11 @@ TEST_F(ServerIntegrationTest, ServedUserTowerMatchesTrainer) {
     req.set_return_user_embedding(true);
     RecallResponse resp;
     ASSERT_TRUE(Call(*stub, req, &resp).ok());
-    torch::Tensor expected = trainer_->EmbedUsers({user});
-    ASSERT_EQ(resp.user_embedding_size(), expected.size(1));
+    const std::vector<float> expected = model_->UserEmbedding(user);
+    ASSERT_EQ(resp.user_embedding_size(), static_cast<int>(expected.size()));
     float max_diff = 0;
     for (int j = 0; j < resp.user_embedding_size(); ++j) {
-      max_diff = std::max(max_diff, std::abs(resp.user_embedding(j) - expected[0][j].item<float>()));
+      max_diff = std::max(max_diff, std::abs(resp.user_embedding(j) - expected[j]));
     }
     EXPECT_LT(max_diff, 1e-5) << "user " << user;
   }

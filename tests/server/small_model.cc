@@ -35,9 +35,29 @@ std::string FreshTempDir(const std::string& name) {
   return p.string();
 }
 
+namespace {
+
+trainer::Dataset SmallDataset(void (*edit_data)(trainer::Dataset&)) {
+  trainer::Dataset d = trainer::GenerateSynthetic(SmallSyntheticConfig());
+  if (edit_data != nullptr) edit_data(d);
+  return d;
+}
+
+std::vector<float> Flatten(const torch::Tensor& t) {
+  const torch::Tensor c = t.to(torch::kFloat32).contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+}  // namespace
+
 SmallTrainedModel::SmallTrainedModel(const std::string& name,
-                                     void (*edit)(trainer::TrainConfig&))
-    : dir(FreshTempDir(name)), dataset(trainer::GenerateSynthetic(SmallSyntheticConfig())) {
+                                     void (*edit)(trainer::TrainConfig&),
+                                     void (*edit_data)(trainer::Dataset&))
+    : dir(FreshTempDir(name)), dataset(SmallDataset(edit_data)) {
+  if (const absl::Status valid = dataset.Validate(); !valid.ok()) {
+    ADD_FAILURE() << "the edited dataset is invalid: " << valid;
+    return;
+  }
   trainer::TrainConfig config = SmallTrainConfig();
   if (edit != nullptr) edit(config);
   auto t = trainer::Trainer::Create(dataset, config);
@@ -92,5 +112,17 @@ absl::StatusOr<std::string> SmallTrainedModel::ExportEdited(
 }
 
 int SmallTrainedModel::dim() const { return trainer_->config().tower().dim(); }
+
+int SmallTrainedModel::width() const {
+  return static_cast<int>(trainer_->EmbedUsers({0}).size(1));
+}
+
+std::vector<float> SmallTrainedModel::ItemEmbeddings() const {
+  return Flatten(trainer_->EmbedAllItems());
+}
+
+std::vector<float> SmallTrainedModel::UserEmbedding(int64_t user) const {
+  return Flatten(trainer_->EmbedUsers({user}));
+}
 
 }  // namespace recall::testing

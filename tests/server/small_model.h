@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "recall/v1/model.pb.h"
@@ -41,9 +42,11 @@ std::string FreshTempDir(const std::string& name);
 // failure is recorded as a test failure and leaves ok() false.
 class SmallTrainedModel {
  public:
-  // `edit` (may be null) changes SmallTrainConfig() before training.
+  // `edit` (may be null) changes SmallTrainConfig() before training; `edit_data` (may be null)
+  // changes the synthetic dataset first (e.g. adds numeric side features).
   explicit SmallTrainedModel(const std::string& name,
-                             void (*edit)(trainer::TrainConfig&) = nullptr);
+                             void (*edit)(trainer::TrainConfig&) = nullptr,
+                             void (*edit_data)(trainer::Dataset&) = nullptr);
   ~SmallTrainedModel();
 
   bool ok() const { return trainer_ != nullptr; }
@@ -60,6 +63,12 @@ class SmallTrainedModel {
       const std::string& model_base, const std::string& index_factory,
       const std::function<void(recall::v1::ModelManifest&)>& edit, int64_t version = 0) const;
   int dim() const;  // the towers' output dimension
+  // The trained towers' outputs as the server must reproduce them, row-major: every item
+  // (num_items rows of width()) and one user. Plain floats keep LibTorch's front end out of
+  // the suites' files.
+  int width() const;  // an embedding's length: dim(), plus 1 with a score offset
+  std::vector<float> ItemEmbeddings() const;
+  std::vector<float> UserEmbedding(int64_t user) const;
   trainer::Trainer& trainer() const { return *trainer_; }
 
   const std::string dir;

@@ -26,7 +26,9 @@
 #include "trainer/synthetic.h"
 #include "trainer/trainer.h"
 
-namespace recall::trainer {
+// Built as one unit with the other trainer suites (CMakeLists.txt), so its helpers live in a
+// namespace of its own.
+namespace recall::trainer::data_parallel_tests {
 namespace {
 
 Dataset SmallSynthetic() {
@@ -337,4 +339,4 @@ TEST(DataParallel, KilledRankMakesTheOtherExitNamingIt) { KillOneRank(1); }
 TEST(DataParallel, KilledStoreHostMakesTheOtherExitNamingIt) { KillOneRank(0); }
 
 }  // namespace
-}  // namespace recall::trainer
+}  // namespace recall::trainer::data_parallel_tests

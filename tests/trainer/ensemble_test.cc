@@ -12,7 +12,9 @@
 #include "trainer/export.h"
 #include "trainer/synthetic.h"
 
-namespace recall::trainer {
+// Built as one unit with the other trainer suites (CMakeLists.txt), so its helpers live in a
+// namespace of its own.
+namespace recall::trainer::ensemble_tests {
 namespace {
 
 Dataset SmallSynthetic() {
@@ -156,4 +158,4 @@ TEST(Ensemble, CombinedTowersScoreTheMembersMeanAndPublishAsOneServableModel) {
 }
 
 }  // namespace
-}  // namespace recall::trainer
+}  // namespace recall::trainer::ensemble_tests

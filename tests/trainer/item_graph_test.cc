@@ -6,7 +6,9 @@
 #include <map>
 #include <numeric>
 
-namespace recall::trainer {
+// Built as one unit with the other trainer suites (CMakeLists.txt), so its helpers live in a
+// namespace of its own.
+namespace recall::trainer::item_graph_tests {
 namespace {
 
 // u0 {0, 1, 2}, u1 {0, 1} (1 listed twice: counts once), u2 {1, 3}, u3 {4}.
@@ -73,4 +75,4 @@ TEST(ItemNeighbors, DrawShareIsTheMixtureOfTheRowsNeighbourDistributions) {
 }
 
 }  // namespace
-}  // namespace recall::trainer
+}  // namespace recall::trainer::item_graph_tests

@@ -6,7 +6,9 @@
 #include <stdexcept>
 #include <vector>
 
-namespace recall::trainer {
+// Built as one unit with the other trainer suites (CMakeLists.txt), so its helpers live in a
+// namespace of its own.
+namespace recall::trainer::negatives_tests {
 namespace {
 
 torch::Tensor Ids(std::vector<int64_t> v) { return torch::tensor(v, torch::kInt64); }
@@ -203,4 +205,4 @@ TEST(CosineContrastiveLoss, HingeOverUniformNegativesWithoutTheRowsOwnPositive) 
 }
 
 }  // namespace
-}  // namespace recall::trainer
+}  // namespace recall::trainer::negatives_tests

@@ -5,7 +5,9 @@
 
 #include "model/encoder.h"
 
-namespace recall::trainer {
+// Built as one unit with the other trainer suites (CMakeLists.txt), so its helpers live in a
+// namespace of its own.
+namespace recall::trainer::towers_tests {
 namespace {
 
 std::shared_ptr<const FeatureEncoder> Encoder(int audience_length, int neighbor_length = 0) {
@@ -148,4 +150,4 @@ TEST(Towers, ItemBiasIsOneMoreCoordinateBesideTheUnitVector) {
 }
 
 }  // namespace
-}  // namespace recall::trainer
+}  // namespace recall::trainer::towers_tests

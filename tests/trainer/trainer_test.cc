@@ -19,7 +19,9 @@
 #include <set>
 #include <string>
 
-namespace recall::trainer {
+// Built as one unit with the other trainer suites (CMakeLists.txt), so its helpers live in a
+// namespace of its own.
+namespace recall::trainer::trainer_tests {
 namespace {
 
 Dataset SmallSynthetic() {
@@ -1004,4 +1006,4 @@ TEST(Trainer, RejectsBadConfig) {
 }
 
 }  // namespace
-}  // namespace recall::trainer
+}  // namespace recall::trainer::trainer_tests
