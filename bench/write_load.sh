@@ -8,7 +8,9 @@
 # usage: bench/write_load.sh [rates=1700,3400] [reps=2]   (after bench/serving.sh, whose WORK
 #        directory holds the version, requests.bin and topk.bin)
 # env: WORK (run/bench_serving), SERVER_CPUS (0), BENCH_CPUS (1), DURATION (10), WARMUP (2),
-#      UPSERT_RATE (5000), REPLACE_FRACTION (0.2), DELETE_FRACTION (0.1), WAL_SYNC (always)
+#      UPSERT_RATE (5000), REPLACE_FRACTION (0.2), DELETE_FRACTION (0.1), WAL_SYNC (always),
+#      SERVER_FLAGS (more recall-server flags, e.g. "--batch_max_wait_us=300", for side-by-side
+#      runs of an option)
 # output: one line per window on stdout
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +38,7 @@ for rep in $(seq 1 "$REPS"); do
     rm -f "$WORK/wal_write_load"
     start_server "$WORK/write_load_server.log" "$B/server/recall-server" --model_base="$MODELS" \
       --port=0 --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 \
-      --wal_path="$WORK/wal_write_load" --wal_sync="$WAL_SYNC" --max_k=1000
+      --wal_path="$WORK/wal_write_load" --wal_sync="$WAL_SYNC" --max_k=1000 ${SERVER_FLAGS:-}
     for writes in 0 "$UPSERT_RATE"; do
       t0=$(date +%s.%N); c0=$(cpu_ticks)
       line=$(taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \
