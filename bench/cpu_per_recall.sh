@@ -21,22 +21,20 @@ BENCH_CPUS=${BENCH_CPUS:-1}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 B=${BUILD_DIR:-build}
-MODELS=$(ls -d "$WORK"/models-* 2>/dev/null | head -1)
-[ -n "$MODELS" ] && [ -s "$WORK/requests.bin" ] || { echo "run bench/serving.sh first"; exit 1; }
-[ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-server recall-bench >/dev/null
 source bench/server_lib.sh
+serving_version
+[ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-server recall-bench >/dev/null
 start_server "$WORK/cpu_per_recall_server.log" "$B/server/recall-server" --model_base="$MODELS" \
   --port=0 --metrics_port=0 --port_file="$WORK/ports" --poll_interval_s=0 \
   --wal_path="$WORK/wal_cpu_per_recall" --max_k=1000 --recall_probe_interval_s=0 "$@"
 METRICS_PORT=$(cut -d' ' -f2 "$WORK/ports")
 scrape() { curl -s "http://127.0.0.1:$METRICS_PORT/metrics" >"$1"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 for rate in ${RATES//,/ }; do
-  scrape "$WORK/metrics_before"; c0=$(cpu_ticks); t0=$(date +%s.%N)
+  scrape "$WORK/metrics_before"; c0=$(server_cpu_ticks); t0=$(date +%s.%N)
   line=$(taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \
     --duration_s="$DURATION" --warmup_s="$WARMUP" --mode=open --rate="$rate" --recall_queries=0 \
     --addr="127.0.0.1:$PORT" 2>&1 | grep -E "open rate" | sed 's/  */ /g')
-  c1=$(cpu_ticks); t1=$(date +%s.%N); scrape "$WORK/metrics_after"
+  c1=$(server_cpu_ticks); t1=$(date +%s.%N); scrape "$WORK/metrics_after"
   # A metric's growth over the window.
   grown() {
     awk -v k="$1" '$1 == k {if (FNR == NR) a = $2; else b = $2} END {print b - a}' \

@@ -20,3 +20,11 @@ start_server() {
   done
   PORT=$(cut -d' ' -f1 "$WORK/ports")
 }
+# server_cpu_ticks: the running server's user + system CPU so far, in clock ticks (1/100 s).
+server_cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+# serving_version: sets MODELS to the version bench/serving.sh left under WORK, with its
+# requests.bin (the drivers that measure more on that version); exits if there is none.
+serving_version() {
+  MODELS=$(ls -d "$WORK"/models-* 2>/dev/null | head -1)
+  [ -n "$MODELS" ] && [ -s "$WORK/requests.bin" ] || { echo "run bench/serving.sh first"; exit 1; }
+}

@@ -26,12 +26,10 @@ REPLACE_FRACTION=${REPLACE_FRACTION:-0.2}
 DELETE_FRACTION=${DELETE_FRACTION:-0.1}
 WAL_SYNC=${WAL_SYNC:-always}
 B=${BUILD_DIR:-build}
-MODELS=$(ls -d "$WORK"/models-* 2>/dev/null | head -1)
-[ -n "$MODELS" ] && [ -s "$WORK/requests.bin" ] || { echo "run bench/serving.sh first"; exit 1; }
+source bench/server_lib.sh
+serving_version
 [ -n "${SKIP_BUILD:-}" ] || bash deploy/build.sh recall-server recall-bench >/dev/null
 
-source bench/server_lib.sh
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 echo "server on cpus $SERVER_CPUS, load on cpus $BENCH_CPUS; writes: $UPSERT_RATE/s, WAL sync $WAL_SYNC"
 for rep in $(seq 1 "$REPS"); do
   for rate in ${RATES//,/ }; do
@@ -40,13 +38,13 @@ for rep in $(seq 1 "$REPS"); do
       --port=0 --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 \
       --wal_path="$WORK/wal_write_load" --wal_sync="$WAL_SYNC" --max_k=1000 ${SERVER_FLAGS:-}
     for writes in 0 "$UPSERT_RATE"; do
-      t0=$(date +%s.%N); c0=$(cpu_ticks)
+      t0=$(date +%s.%N); c0=$(server_cpu_ticks)
       line=$(taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \
         --topk_file="$WORK/topk.bin" --duration_s="$DURATION" --warmup_s="$WARMUP" --mode=open \
         --rate="$rate" --recall_queries=0 --addr="127.0.0.1:$PORT" --upsert_rate="$writes" \
         --upsert_replace_fraction="$REPLACE_FRACTION" --delete_fraction="$DELETE_FRACTION" 2>&1 |
         grep -E "open rate" | sed 's/  */ /g')
-      c1=$(cpu_ticks); t1=$(date +%s.%N)
+      c1=$(server_cpu_ticks); t1=$(date +%s.%N)
       share=$(awk -v a="$c0" -v b="$c1" -v s="$t0" -v e="$t1" \
         'BEGIN {printf "%.0f", (b - a) / 100 / (e - s) * 100}')
       echo "rep $rep rate $rate writes/s $writes: server cpu ${share}% |$line"
