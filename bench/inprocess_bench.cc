@@ -21,6 +21,7 @@
 #include "client/bench_run.h"
 #include "model/mutex_mode.h"
 #include "model/openmp_env.h"
+#include "server/cpu_policy.h"
 #include "server/recall_batcher.h"
 #include "server/recall_engine.h"
 #include "server/usable_cpus.h"
@@ -46,6 +47,7 @@ DEFINE_int32(batch_max_size, 32, "as recall-server");
 DEFINE_int32(batch_max_wait_us, 0, "as recall-server");
 DEFINE_int32(batch_workers, 0, "as recall-server (0 = one per core of this process)");
 DEFINE_int32(torch_threads, 1, "as recall-server");
+DEFINE_string(cpu_sched, recall::server::kDefaultCpuPolicy, "as recall-server (normal | batch | auto)");
 DEFINE_int32(ef_search, 0, "HNSW efSearch (0 = the index's default)");
 
 namespace {
@@ -89,6 +91,12 @@ int main(int argc, char** argv) {
               << ", the top-K file is of version " << exact[0].model_version() << "\n";
   }
 
+  const absl::StatusOr<std::string> cpu_sched =
+      recall::server::SetProcessCpuPolicy(FLAGS_cpu_sched);
+  if (!cpu_sched.ok()) {
+    std::cerr << "error: --cpu_sched: " << cpu_sched.status().message() << "\n";
+    return 64;
+  }
   at::set_num_threads(std::max(1, FLAGS_torch_threads));
   recall::server::EngineLimits limits;
   for (const auto& r : *pool) limits.max_k = std::max(limits.max_k, r.k());

@@ -9,7 +9,8 @@
 //
 // Thread-safety: pure functions over read-only inputs; callers hold the index's shared lock.
 // Each call runs on the calling thread (BLAS's own threads only where the caller's OpenMP
-// settings allow them).
+// settings allow them). Memory: each thread keeps its largest score block (at most
+// 64 x nlist floats for the coarse step, one list's length for the scan) for its next call.
 #ifndef RECALL_INDEX_BLAS_IVF_SCAN_H_
 #define RECALL_INDEX_BLAS_IVF_SCAN_H_
 

@@ -22,6 +22,7 @@
 #include "model/whole_file.h"
 #include "absl/time/time.h"
 #include "server/grpc_services.h"
+#include "server/cpu_policy.h"
 #include "server/malloc_control.h"
 #include "server/metrics.h"
 #include "server/jetstream_control.h"
@@ -76,6 +77,10 @@ DEFINE_int32(recall_probe_queries, 64, "Recall queries the live recall probe sam
 DEFINE_int32(malloc_thread_cache_mb, 4, "cap on the free memory all threads' allocator caches "
              "hold together (MiB; tcmalloc's default is 32; 0 = keep it): serving threads are "
              "few, and the default let RSS grow 13 MiB under load (server/malloc_control.h)");
+DEFINE_string(cpu_sched, recall::server::kDefaultCpuPolicy, "scheduling policy of the server's "
+              "threads: normal | batch (SCHED_BATCH: a waking gRPC thread does not preempt a "
+              "running search; for a server on cores of its own) | auto (batch when the CPU "
+              "affinity leaves out some online CPUs, else normal; server/cpu_policy.h)");
 DEFINE_int32(shutdown_grace_s, 10, "seconds in-flight calls get to finish on SIGTERM");
 DEFINE_int32(keep_versions, 5, "newest model versions kept on disk after a swap (0 = keep all)");
 DEFINE_string(write_log, "", "the log of online upserts/deletes: empty = this process's local "
@@ -256,6 +261,12 @@ int main(int argc, char** argv) {
   if (FLAGS_malloc_thread_cache_mb > 0) {
     recall::server::SetMallocThreadCacheLimit(static_cast<size_t>(FLAGS_malloc_thread_cache_mb)
                                               << 20);
+  }
+  const absl::StatusOr<std::string> cpu_sched =
+      recall::server::SetProcessCpuPolicy(FLAGS_cpu_sched);
+  if (!cpu_sched.ok()) {
+    std::cerr << "error: --cpu_sched: " << cpu_sched.status().message() << "\n";
+    return 64;
   }
   at::set_num_threads(std::max(1, FLAGS_torch_threads));
   omp_set_num_threads(std::max(1, FLAGS_faiss_threads));
@@ -539,7 +550,9 @@ int main(int argc, char** argv) {
   if (probe) probe->Start();
 
   LOG(INFO) << "recall-server listening on " << FLAGS_host << ":" << grpc_port
-            << ", metrics on http://" << FLAGS_metrics_host << ":" << metrics_port << "/metrics";
+            << ", metrics on http://" << FLAGS_metrics_host << ":" << metrics_port << "/metrics"
+            << "; threads on " << recall::server::UsableCpus() << " CPUs, --cpu_sched="
+            << *cpu_sched;
   if (!FLAGS_port_file.empty()) {
     const std::string tmp = FLAGS_port_file + ".tmp";
     std::ofstream(tmp) << grpc_port << " " << metrics_port << "\n";

@@ -4,6 +4,7 @@
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 #include <glog/logging.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -232,8 +233,15 @@ void RecallProbe::Start() {
   absl::MutexLock lock(&thread_mu_);
   if (thread_.joinable() || stop_) return;
   thread_ = std::thread([this] {
-    // Lowest priority: the probe yields to requests (Linux: nice applies per thread).
-    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 19);
+    // Lowest priority: the probe yields to requests (Linux: nice and the policy apply per
+    // thread). SCHED_IDLE, because under --cpu_sched=batch a waking gRPC thread preempts only
+    // an idle-policy thread, so a probe would otherwise hold the core for its whole slice.
+    const auto tid = static_cast<pid_t>(syscall(SYS_gettid));
+    setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 19);
+    const sched_param idle{};
+    if (sched_setscheduler(tid, SCHED_IDLE, &idle) != 0) {
+      PLOG(WARNING) << "recall probe: SCHED_IDLE refused; running at nice 19";
+    }
     absl::MutexLock l(&thread_mu_);
     while (!thread_mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.interval)) {
       thread_mu_.Unlock();

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <glog/logging.h>
 #include <signal.h>
+#include <sched.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -263,8 +264,13 @@ void RetrainJobs::Supervise(std::shared_ptr<Job> job, std::vector<std::string> a
   posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);  // cancel kills the whole group
+  // The whole group, so that cancel kills it all; and the default scheduling policy, not the
+  // serving threads' (--cpu_sched=batch is for request threads, server/cpu_policy.h).
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSCHEDULER);
   posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER);
+  const sched_param normal{};
+  posix_spawnattr_setschedparam(&attr, &normal);
   std::vector<char*> cargv;
   for (auto& a : argv) cargv.push_back(a.data());
   cargv.push_back(nullptr);

@@ -770,6 +770,29 @@ TEST(EmbeddingIndexTest, TrainSharesTheCoarseQuantizer) {
   for (int q = 0; q < 20; ++q) EXPECT_EQ((*a)[q].ids, (*b)[q].ids) << q;
 }
 
+// An online Upsert files a vector in the list the search's coarse step picks first for it:
+// queried with its own vector at nprobe 1 (a query scans one list), every upserted item is found
+// among that list's items, replacements included (their new list, not the old one).
+TEST(EmbeddingIndexTest, IvfUpsertFilesInTheSearchesFirstList) {
+  const int n = 2000, added = 300;
+  auto index = EmbeddingIndex::Create(kDim, "IVF16,Flat");
+  ASSERT_TRUE(index.ok());
+  ASSERT_TRUE((*index)->Build(SequentialIds(n), RandomUnit(n, kDim, 61).data()).ok());
+  ASSERT_TRUE((*index)->SetSearchParameter("nprobe", 1).ok());
+  // New ids and replacements of built ones, in one batch as recall-server applies them.
+  std::vector<int64_t> ids;
+  for (int i = 0; i < added; ++i) ids.push_back(i % 3 == 0 ? i : n + i);
+  const auto vectors = RandomUnit(added, kDim, 62);
+  ASSERT_TRUE((*index)->Upsert(ids, vectors.data()).ok());
+  auto hits = (*index)->Search(vectors.data(), added, n + added);  // k covers any list
+  ASSERT_TRUE(hits.ok()) << hits.status();
+  for (int i = 0; i < added; ++i) {
+    const auto& found = (*hits)[i].ids;
+    EXPECT_NE(std::find(found.begin(), found.end(), ids[i]), found.end()) << "item " << ids[i];
+    EXPECT_LT(found.size(), static_cast<size_t>(n)) << "scanned more than one list";
+  }
+}
+
 // The BLAS kernels of the inner-product IVF search answer what FAISS's own loops answer: the
 // same lists, and the same top-k under a selector, up to float rounding.
 TEST(BlasIvfScanTest, MatchesFaissIvfFlat) {

@@ -8,6 +8,7 @@
 #include <glog/logging.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -467,6 +468,17 @@ std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
+// How many threads of process `pid` run under each scheduling policy.
+std::map<int, int> ThreadPolicies(pid_t pid) {
+  std::map<int, int> count;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    const int policy = sched_getscheduler(std::stoi(e.path().filename().string()));
+    if (policy >= 0) ++count[policy];  // a thread that exited meanwhile: -1, skipped
+  }
+  return count;
+}
+
 TEST_F(IndexParamsTest, ServerFlagsAndProbeMetrics) {
   const std::string work = FreshTestDir();
   const std::string base = work + "/models";
@@ -487,10 +499,18 @@ TEST_F(IndexParamsTest, ServerFlagsAndProbeMetrics) {
   EXPECT_NE(ReadAll(work + "/bad2.log").find("efSearch given twice"), std::string::npos)
       << ReadAll(work + "/bad2.log");
 
+  EXPECT_EQ(RunServer({"--model_base=" + base, wal, "--metrics_port=-1", "--port=0",
+                       "--cpu_sched=fifo"},
+                      work + "/bad3.log"),
+            64);
+  EXPECT_NE(ReadAll(work + "/bad3.log").find("--cpu_sched: unknown CPU scheduling policy"),
+            std::string::npos)
+      << ReadAll(work + "/bad3.log");
+
   testing::ServerProcess server;
   ASSERT_TRUE(server.Start(RECALL_SERVER_BIN, base, work,
                            {wal, "--poll_interval_s=0", "--index_params=nprobe=4,efSearch=50",
-                            "--recall_probe_interval_s=1"}));
+                            "--recall_probe_interval_s=1", "--cpu_sched=batch"}));
   v1::GetIndexInfoResponse info;
   ASSERT_TRUE(server.Recall()->GetIndexInfo(testing::Deadline().get(), {}, &info).ok());
   EXPECT_EQ(AsParams(info.search_params()), (Params{{"nprobe", 4}}));
@@ -509,6 +529,12 @@ TEST_F(IndexParamsTest, ServerFlagsAndProbeMetrics) {
     ASSERT_TRUE(stub->GetIndexInfo(testing::Deadline().get(), {}, &info).ok());
   }
   EXPECT_EQ(info.probe_queries(), 20);
+  // --cpu_sched=batch reached every thread, those gRPC and LibTorch started later included;
+  // the probe's thread (and any OpenMP worker it started) runs at the idle policy.
+  const std::map<int, int> policies = ThreadPolicies(server.pid());
+  EXPECT_GT(policies.count(SCHED_BATCH) ? policies.at(SCHED_BATCH) : 0, 3);
+  EXPECT_GE(policies.count(SCHED_IDLE) ? policies.at(SCHED_IDLE) : 0, 1);
+  EXPECT_EQ(policies.size(), 2u) << "a thread with another policy";
   EXPECT_GE(info.probe_recall(), 0.0);
   EXPECT_LE(info.probe_recall(), 1.0);
   const std::string metrics = testing::ScrapeMetrics(server.metrics_port());

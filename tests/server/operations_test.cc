@@ -1,12 +1,17 @@
 // Operating recall-server over a real loopback channel: hot swaps under load, pinning
 // (rollback) and unpinning, and retrain jobs (success, failure, cancel, quality gate).
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/server/server_process.h"
 #include "tests/server/small_model.h"
@@ -246,12 +251,32 @@ TEST_F(OperationsTest, ReloadVersionsServesANewVersionWithoutPolling) {
   EXPECT_TRUE(fs::exists(base + "/2"));
 }
 
+// The processes whose parent is `parent` (from /proc/<pid>/stat: "pid (comm) state ppid ...").
+std::vector<pid_t> ChildPids(pid_t parent) {
+  std::vector<pid_t> children;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(e.path() / "stat");
+    std::string stat;
+    std::getline(in, stat);
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 1));
+    std::string state;
+    pid_t ppid = 0;
+    if (rest >> state >> ppid && ppid == parent) children.push_back(std::stoi(name));
+  }
+  return children;
+}
+
 TEST_F(OperationsTest, RetrainJobsSucceedFailCancelAndAreGated) {
   const std::string base = ModelBase("retrain", 1);
   testing::ServerProcess server;
   ASSERT_TRUE(server.Start(RECALL_SERVER_BIN, base, *dir_,
                            {"--poll_interval_s=0", "--retrain_gate_margin=0.3",
-                            std::string("--retrain_command=") + RECALL_TRAIN_BIN}))
+                            std::string("--retrain_command=") + RECALL_TRAIN_BIN,
+                            "--cpu_sched=batch"}))
       << server.log();
   ASSERT_EQ(ServedVersion(server), 1);
 
@@ -285,6 +310,11 @@ TEST_F(OperationsTest, RetrainJobsSucceedFailCancelAndAreGated) {
     auto ctx = Deadline();
     return server.Training()->GetRetrainJob(ctx.get(), r, &j).ok() && j.progress() > 0;
   }));
+  // The trainer runs at the default scheduling policy, not the serving threads' batch one.
+  EXPECT_EQ(sched_getscheduler(server.pid()), SCHED_BATCH);
+  const std::vector<pid_t> trainers = ChildPids(server.pid());
+  ASSERT_EQ(trainers.size(), 1u);
+  EXPECT_EQ(sched_getscheduler(trainers[0]), SCHED_OTHER);
   grpc::Status second;
   Trigger(server, "synthetic", SmallRetrain(), &second);
   EXPECT_EQ(second.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << second.error_message();

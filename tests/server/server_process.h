@@ -67,6 +67,7 @@ class ServerProcess {
   }
   const std::string& log() const { return log_; }
   int metrics_port() const { return metrics_port_; }
+  pid_t pid() const { return child_ ? child_->pid() : -1; }
   int grpc_port() const { return grpc_port_; }
   ChildProcess* child() { return child_.get(); }
 
