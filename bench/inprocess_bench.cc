@@ -47,7 +47,8 @@ DEFINE_int32(batch_max_size, 32, "as recall-server");
 DEFINE_int32(batch_max_wait_us, 0, "as recall-server");
 DEFINE_int32(batch_workers, 0, "as recall-server (0 = one per core of this process)");
 DEFINE_int32(torch_threads, 1, "as recall-server");
-DEFINE_string(cpu_sched, recall::server::kDefaultCpuPolicy, "as recall-server (normal | batch | auto)");
+DEFINE_string(cpu_sched, recall::server::kDefaultCpuPolicy,
+              "as recall-server (normal | batch | auto)");
 DEFINE_int32(ef_search, 0, "HNSW efSearch (0 = the index's default)");
 
 namespace {

@@ -76,10 +76,10 @@ echo "$out" | grep -q "writes/s 500: server cpu"
 echo "write_load smoke ok"
 
 # bench/cpu_per_recall.sh on the same version: one window, its CPU split into the engine's stages
-# and the rest, and the answered Recalls.
+# and the rest, its context switches, and the answered Recalls.
 out=$(SKIP_BUILD=1 DURATION=1 WARMUP=0.3 SERVER_CPUS=0 BENCH_CPUS=$BENCH_CPUS \
   WORK="$TMP/run" bash bench/cpu_per_recall.sh 100)
 echo "$out"
-echo "$out" | grep -qE '^rate 100: server core [0-9]+%, [1-9][0-9]* batches of [0-9.]+ on average; per Recall: CPU [0-9]+ us = encode [0-9]+ \+ tower [0-9]+ \+ search [0-9]+ \+ rest -?[0-9]+ us$'
+echo "$out" | grep -qE '^rate 100: server core [0-9]+%, [1-9][0-9]* batches of [0-9.]+ on average, [0-9.]+ context switches per Recall; per Recall: CPU [0-9]+ us = encode [0-9]+ \+ tower [0-9]+ \+ search [0-9]+ \+ rest -?[0-9]+ us$'
 echo "$out" | grep -qE 'open rate= 100.0 qps= [1-9]'
 echo "cpu_per_recall smoke ok"
