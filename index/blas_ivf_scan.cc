@@ -28,6 +28,12 @@ void RowsDotQuery(const float* a, int64_t rows, int d, const float* x, float* y)
 
 // The top `k` of scores[0..n) into (dist, keys), best first; -1 past n.
 void TopK(const float* scores, int64_t n, int k, float* dist, int64_t* keys) {
+  if (k == 1 && n > 0) {  // an online write's list: a plain scan, as the heap's first entry
+    const float* best = std::max_element(scores, scores + n);
+    *dist = *best;
+    *keys = best - scores;
+    return;
+  }
   faiss::minheap_heapify(k, dist, keys);
   for (int64_t j = 0; j < n; ++j) {
     if (scores[j] > dist[0]) faiss::minheap_replace_top(k, dist, keys, scores[j], j);
