@@ -24,7 +24,9 @@ start_server() {
 server_cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
 # server_switches: context switches of all the running server's threads so far (voluntary and
 # involuntary; a thread that exited no longer counts).
-server_switches() { cat /proc/"$SERVER_PID"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+server_switches() {
+  cat /proc/"$SERVER_PID"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s}'
+}
 # serving_version: sets MODELS to the version bench/serving.sh left under WORK, with its
 # requests.bin (the drivers that measure more on that version); exits if there is none.
 serving_version() {

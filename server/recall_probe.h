@@ -22,9 +22,9 @@
 // queries, dim d: N Reconstructs + N*Q*d multiply-adds, plus the serving index's own search of
 // the Q queries; measured at 1M items x 64 dims x 64 queries on 2 cores with one Reconstruct
 // per item: 0.45 s of read-back (Ids included; ReconstructMany since, not re-measured), 0.1 s
-// of matrix products. Memory: Q*chunk_items floats and the id list
-// (8 bytes per item). The thread runs at the lowest CPU priority (SCHED_IDLE, else nice 19), and holds the
-// probed version for the probe's duration. Indexes above max_items are not probed (a warning).
+// of matrix products. Memory: Q*chunk_items floats and the id list (8 bytes per item). The
+// thread runs at the lowest CPU priority (SCHED_IDLE, else nice 19), and holds the probed
+// version for the probe's duration. Indexes above max_items are not probed (a warning).
 // "Exact" is over the stored vectors: for a lossy codec without ",RFlat" (HNSW32,SQ8,
 // IVF..,PQ..) those are its reconstructions, so the probe measures what the search structure
 // loses (graph, probing), not the codec's quantization.

@@ -60,7 +60,8 @@ std::vector<LogRecord> ReadAll(WriteLog& log, uint64_t after) {
 // Records after `after` until `n` have come or `timeout` has passed: Read may return before
 // every stored record has reached the reader (its contract), so one Read proves nothing about
 // how many there are.
-std::vector<LogRecord> ReadAtLeast(WriteLog& log, uint64_t after, size_t n, absl::Duration timeout) {
+std::vector<LogRecord> ReadAtLeast(WriteLog& log, uint64_t after, size_t n,
+                                   absl::Duration timeout) {
   std::vector<LogRecord> out;
   const absl::Time deadline = absl::Now() + timeout;
   while (out.size() < n && absl::Now() < deadline) {
