@@ -4,7 +4,9 @@
 # free, served by recall-server (gRPC) and by the in-process engine, each pinned to SERVER_CPUS,
 # the load generator on BENCH_CPUS; closed loop at CONCURRENCY, k = 100, 20-50 history items.
 # 1/QPS at each one's maximum is the CPU per Recall on that core; the difference is gRPC,
-# HTTP/2 over loopback TCP and the hand-off to the batch worker (README "Performance").
+# HTTP/2 over loopback TCP and the hand-off to the batch worker (README "Performance"). The
+# server is measured twice: unary Recall, and RecallStream (one stream per virtual user, one
+# request in flight on each), where a request is a message on an open call.
 # usage: bench/grpc_floor.sh   env: MODEL_BASE (run/demo/models), SERVER_CPUS (0),
 #        BENCH_CPUS (1), CONCURRENCY (1,4,16,32), DURATION (8), WORK (run/grpc_floor)
 set -euo pipefail
@@ -24,11 +26,13 @@ source bench/server_lib.sh
 start_server "$WORK/server.log" "$B/server/recall-server" --model_base="$WORK" --port=0 \
   --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 --wal_path="$WORK/wal" \
   --recall_probe_interval_s=0
-echo "== recall-server (gRPC), $MODEL_BASE version 1"
-taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \
-  --target=grpc --addr="127.0.0.1:$PORT" --mode=closed \
-  --concurrency="$CONCURRENCY" --duration_s="$DURATION" --warmup_s=1 --recall_queries=0 \
-  2>&1 | grep "closed c"
+for target in grpc stream; do
+  echo "== recall-server ($([ $target = grpc ] && echo "unary Recall" || echo RecallStream)), $MODEL_BASE version 1"
+  taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \
+    --target=$target --addr="127.0.0.1:$PORT" --mode=closed \
+    --concurrency="$CONCURRENCY" --duration_s="$DURATION" --warmup_s=1 --recall_queries=0 \
+    2>&1 | grep "closed c"
+done
 stop_server
 echo "== in-process engine"
 taskset -c "$SERVER_CPUS" "$B/bench/recall-inprocess-bench" --model_base="$WORK" \
