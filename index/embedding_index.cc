@@ -9,9 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <new>
-#include <numeric>
 #include <thread>
 #include <typeinfo>
 #include <utility>
@@ -24,25 +21,22 @@
 #include "faiss/Index.h"
 #include "faiss/IndexFlat.h"
 #include "faiss/IndexHNSW.h"
-#include "faiss/IndexIDMap.h"
 #include "faiss/IndexIVF.h"
-#include "faiss/IndexIVFFastScan.h"
 #include "faiss/IndexIVFFlat.h"
 #include "faiss/IndexIVFPQ.h"
-#include "faiss/IndexIVFPQR.h"
-#include "faiss/IndexRefine.h"
 #include "faiss/IndexScalarQuantizer.h"
 #include "faiss/clone_index.h"
 #include "faiss/impl/AuxIndexStructures.h"
-#include "faiss/impl/DistanceComputer.h"
-#include "faiss/impl/FaissException.h"
 #include "faiss/impl/HNSW.h"
 #include "faiss/impl/IDSelector.h"
 #include "faiss/impl/io.h"
 #include "faiss/index_factory.h"
-#include "faiss/index_io.h"
 #include "faiss/utils/distances.h"
 #include "index/blas_ivf_scan.h"
+#include "index/faiss_guard.h"
+#include "index/faiss_structures.h"
+#include "index/hnsw_inserter.h"
+#include "index/index_file.h"
 
 namespace recall {
 namespace {
@@ -67,23 +61,6 @@ void AddBulk(faiss::Index* index, int64_t n, const float* vectors) {
     throw;
   }
   if (hnsw) hnsw->hnsw.efConstruction = saved;
-}
-
-// Runs f() and turns any exception into a status. FAISS errors get `faiss_code`.
-template <typename F>
-absl::Status Guard(absl::StatusCode faiss_code, absl::string_view what, F&& f) {
-  try {
-    f();
-    return absl::OkStatus();
-  } catch (const faiss::FaissException& e) {
-    return absl::Status(faiss_code, absl::StrCat(what, ": ", e.what()));
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
-  } catch (...) {
-    return absl::UnknownError(absl::StrCat(what, ": unknown exception"));
-  }
 }
 
 // Runs fn(i) for i in [0, n) on min(n, threads) OpenMP threads (the calling thread alone when
@@ -139,10 +116,6 @@ class LiveSelector final : public faiss::IDSelector {
   const absl::flat_hash_set<int64_t>* excluded_;
 };
 
-bool IsFlat(const faiss::Index* index) {
-  return dynamic_cast<const faiss::IndexFlat*>(index) != nullptr;
-}
-
 absl::Status CheckFinite(const float* v, size_t count, absl::string_view what) {
   for (size_t i = 0; i < count; ++i) {
     if (!std::isfinite(v[i])) {
@@ -153,234 +126,7 @@ absl::Status CheckFinite(const float* v, size_t count, absl::string_view what) {
   return absl::OkStatus();
 }
 
-// "SQ8", "SQ4", "SQfp16", ... for the scalar quantizer types the factory string names; "" else.
-std::string SqName(const faiss::ScalarQuantizer& sq) {
-  switch (sq.qtype) {
-    case faiss::ScalarQuantizer::QT_8bit: return "SQ8";
-    case faiss::ScalarQuantizer::QT_4bit: return "SQ4";
-    case faiss::ScalarQuantizer::QT_6bit: return "SQ6";
-    case faiss::ScalarQuantizer::QT_fp16: return "SQfp16";
-    default: return "";
-  }
-}
-
-// Derives a factory string for the kinds whose structure determines it; "" otherwise.
-std::string DeriveFactory(const faiss::Index* index, bool reranks) {
-  std::string out;
-  if (IsFlat(index)) {
-    out = "Flat";
-  } else if (typeid(*index) == typeid(faiss::IndexHNSWFlat)) {
-    const auto* h = static_cast<const faiss::IndexHNSWFlat*>(index);
-    out = absl::StrCat("HNSW", h->hnsw.nb_neighbors(1));
-  } else if (typeid(*index) == typeid(faiss::IndexHNSWSQ)) {
-    const auto* h = static_cast<const faiss::IndexHNSWSQ*>(index);
-    const auto* sq = dynamic_cast<const faiss::IndexScalarQuantizer*>(h->storage);
-    const std::string q = sq ? SqName(sq->sq) : "";
-    if (!q.empty()) out = absl::StrCat("HNSW", h->hnsw.nb_neighbors(1), ",", q);
-  } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index);
-             ivf != nullptr && IsFlat(ivf->quantizer)) {
-    const std::string head = absl::StrCat("IVF", ivf->nlist, ",");
-    if (typeid(*index) == typeid(faiss::IndexIVFFlat)) {
-      out = head + "Flat";
-    } else if (typeid(*index) == typeid(faiss::IndexIVFScalarQuantizer)) {
-      const std::string q = SqName(static_cast<const faiss::IndexIVFScalarQuantizer*>(index)->sq);
-      if (!q.empty()) out = head + q;
-    } else if (typeid(*index) == typeid(faiss::IndexIVFPQ)) {
-      const auto* pq = static_cast<const faiss::IndexIVFPQ*>(index);
-      out = absl::StrCat(head, "PQ", pq->pq.M, pq->pq.nbits == 8 ? "" : absl::StrCat("x", pq->pq.nbits));
-    }
-  }
-  if (!out.empty() && reranks) out += ",RFlat";
-  return out;
-}
-
-// The suffix that asks for an exact re-rank (FAISS's own spelling for IndexRefineFlat).
-constexpr absl::string_view kRerankSuffix = ",RFlat";
-
-// True for the kinds whose codes are the exact vectors: a re-rank would only store them twice.
-bool StoresExactVectors(const faiss::Index* index) {
-  return IsFlat(index) || dynamic_cast<const faiss::IndexHNSWFlat*>(index) != nullptr ||
-         dynamic_cast<const faiss::IndexIVFFlat*>(index) != nullptr;
-}
-
-// An empty inner-product IndexFlat for the exact copies of a ",RFlat" kind.
-std::unique_ptr<faiss::Index> NewExactStore(int dim) {
-  return std::make_unique<faiss::IndexFlat>(dim, faiss::METRIC_INNER_PRODUCT);
-}
-
-// Drops the entries of an exact store past `n` (keeps it in step with the main structure after
-// a partial failure).
-void TruncateExact(faiss::Index* exact, int64_t n) {
-  auto* flat = static_cast<faiss::IndexFlat*>(exact);
-  if (flat->ntotal <= n) return;
-  flat->codes.resize(static_cast<size_t>(n) * flat->code_size);
-  flat->ntotal = n;
-}
-
-// Counts the bytes written to it (ByteSize).
-struct CountingWriter final : faiss::IOWriter {
-  size_t bytes = 0;
-  size_t operator()(const void*, size_t size, size_t nitems) override {
-    bytes += size * nitems;
-    return nitems;
-  }
-};
-
-// A new, empty index with the configuration and training state of `old` (HNSW graph
-// parameters, IVF coarse quantizer and codec training, direct map, search defaults).
-// Only reads `old`, so it is safe while other threads search it. Throws on failure.
-std::unique_ptr<faiss::Index> MakeEmptyLike(const faiss::Index& old) {
-  std::unique_ptr<faiss::Index> fresh;
-  if (IsFlat(&old)) {
-    fresh = std::make_unique<faiss::IndexFlat>(old.d, old.metric_type);
-  } else if (typeid(old) == typeid(faiss::IndexHNSWFlat)) {
-    const auto& h = static_cast<const faiss::IndexHNSWFlat&>(old);
-    auto n = std::make_unique<faiss::IndexHNSWFlat>(h.d, h.hnsw.nb_neighbors(1), h.metric_type);
-    n->hnsw.efConstruction = h.hnsw.efConstruction;
-    n->hnsw.efSearch = h.hnsw.efSearch;
-    n->hnsw.search_bounded_queue = h.hnsw.search_bounded_queue;
-    n->hnsw.check_relative_distance = h.hnsw.check_relative_distance;
-    fresh = std::move(n);
-  } else if (typeid(old) == typeid(faiss::IndexHNSWSQ)) {
-    // clone_index turns an IndexHNSWSQ into a plain IndexHNSW, which write_index refuses.
-    const auto& h = static_cast<const faiss::IndexHNSWSQ&>(old);
-    const auto& storage = dynamic_cast<const faiss::IndexScalarQuantizer&>(*h.storage);
-    auto n = std::make_unique<faiss::IndexHNSWSQ>(h.d, storage.sq.qtype, h.hnsw.nb_neighbors(1),
-                                                  h.metric_type);
-    auto& fresh_storage = static_cast<faiss::IndexScalarQuantizer&>(*n->storage);
-    fresh_storage.sq = storage.sq;  // the trained ranges
-    fresh_storage.is_trained = storage.is_trained;
-    n->is_trained = h.is_trained;
-    n->hnsw.efConstruction = h.hnsw.efConstruction;
-    n->hnsw.efSearch = h.hnsw.efSearch;
-    n->hnsw.search_bounded_queue = h.hnsw.search_bounded_queue;
-    n->hnsw.check_relative_distance = h.hnsw.check_relative_distance;
-    fresh = std::move(n);
-  } else if (typeid(old) == typeid(faiss::IndexIVFFlat)) {
-    // Keep the trained coarse quantizer without copying the inverted lists.
-    const auto& ivf = static_cast<const faiss::IndexIVFFlat&>(old);
-    std::unique_ptr<faiss::Index> q(faiss::clone_index(ivf.quantizer));
-    auto n = std::make_unique<faiss::IndexIVFFlat>(q.get(), ivf.d, ivf.nlist, ivf.metric_type);
-    q.release();
-    n->own_fields = true;
-    n->is_trained = ivf.is_trained;
-    n->nprobe = ivf.nprobe;
-    n->parallel_mode = ivf.parallel_mode;
-    fresh = std::move(n);
-  } else {
-    // Generic: a deep copy, emptied. Keeps every trained part (codecs, transforms).
-    fresh.reset(faiss::clone_index(&old));
-    fresh->reset();
-  }
-  if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(fresh.get())) {
-    if (ivf->direct_map.type != faiss::DirectMap::Array) ivf->make_direct_map(true);
-  }
-  return fresh;
-}
-
-// FAISS's flat and HNSW structures are std::vectors sized exactly to ntotal after read_index, so
-// the first online add reallocates and copies all of them (vectors + graph: ~0.5 GB at 1M x 64)
-// while Upsert holds the exclusive lock, and every search waits (measured: Recall p99 7 ms ->
-// 1.2 s for that request). Reserving headroom when a version is loaded moves that copy off the
-// serving path; untouched capacity is not resident memory (large allocations are fresh pages).
-// Headroom: an eighth of the index plus 64K items (190K at 1M: 38 s of upserts at 5,000/s, or
-// a day at 2/s); past it the vectors grow geometrically again, one copy per doubling.
-int64_t OnlineAddHeadroom(int64_t n) { return n / 8 + 65536; }
-
-void ReserveForOnlineAdds(faiss::Index* index, int64_t extra) {
-  if (extra <= 0 || index == nullptr) return;
-  const int64_t n = index->ntotal;
-  if (auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(index)) {
-    flat->codes.reserve((n + extra) * flat->code_size);
-    return;
-  }
-  if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index)) {
-    ReserveForOnlineAdds(h->storage, extra);
-    faiss::HNSW& g = h->hnsw;
-    g.levels.reserve(n + extra);
-    g.offsets.reserve(n + extra + 1);
-    const double per_item = n > 0 ? static_cast<double>(g.neighbors.size()) / n : 0.0;
-    g.neighbors.reserve(g.neighbors.size() + static_cast<size_t>(per_item * extra) + 1024);
-  }
-}
-
-// HNSW minimizes; for inner product FAISS searches and links on the negated similarity.
-struct NegatedDistance : faiss::DistanceComputer {
-  explicit NegatedDistance(faiss::DistanceComputer* d) : base(d) {}
-  void set_query(const float* x) override { base->set_query(x); }
-  float operator()(idx_t i) override { return -(*base)(i); }
-  float symmetric_dis(idx_t i, idx_t j) override { return -base->symmetric_dis(i, j); }
-  faiss::DistanceComputer* base;
-};
-
-// The quantizer of `ivf` when the BLAS coarse step (index/blas_ivf_scan.h) can replace it: a
-// flat inner-product index holding exactly the nlist centroids; null otherwise.
-const faiss::IndexFlat* BlasQuantizer(const faiss::IndexIVF& ivf) {
-  const auto* flat = dynamic_cast<const faiss::IndexFlat*>(ivf.quantizer);
-  return flat != nullptr && flat->metric_type == faiss::METRIC_INNER_PRODUCT &&
-                 flat->ntotal == static_cast<faiss::Index::idx_t>(ivf.nlist)
-             ? flat
-             : nullptr;
-}
-
 }  // namespace
-
-// Online insertion into an HNSW graph without IndexHNSW::add's per-call setup: FAISS 1.7.3's
-// hnsw_add_vertices creates and initializes one OpenMP lock per node of the whole index, and a
-// visited table as large, on every add call (~5.7 ms at 1.2M nodes, the cost of ~20 insertions:
-// upserts in chunks of 4 fell from ~2,100 to 558 items/s). Writers are serialized here, so both
-// are made once and grown geometrically; the insertion itself is FAISS's (HNSW::add_with_locks),
-// in FAISS's order (highest level first), with FAISS's negated inner product as the distance.
-struct EmbeddingIndex::HnswInserter {
-  std::vector<omp_lock_t> locks;
-  faiss::VisitedTable visited{0};
-
-  HnswInserter() = default;
-  HnswInserter(const HnswInserter&) = delete;
-  HnswInserter& operator=(const HnswInserter&) = delete;
-  ~HnswInserter() {
-    for (omp_lock_t& l : locks) omp_destroy_lock(&l);
-  }
-
-  void Grow(size_t n) {
-    if (locks.size() < n) {
-      // omp_lock_t may not be moved: destroy and make all anew (rare: capacity doubles).
-      for (omp_lock_t& l : locks) omp_destroy_lock(&l);
-      std::vector<omp_lock_t> more(std::max(n, 2 * locks.size()));
-      for (omp_lock_t& l : more) omp_init_lock(&l);
-      locks.swap(more);
-    }
-    // New entries are 0, never a current mark (visno >= 1).
-    if (visited.visited.size() < n) visited.visited.resize(std::max(n, 2 * visited.visited.size()));
-  }
-
-  // Same effect as index.add(n, x). Throws what FAISS throws.
-  void Insert(faiss::IndexHNSW& index, idx_t n, const float* x) {
-    if (n == 0) return;
-    FAISS_THROW_IF_NOT_MSG(index.storage != nullptr && index.is_trained,
-                           "HNSW index without trained storage");
-    const idx_t n0 = index.ntotal;
-    index.storage->add(n, x);
-    index.ntotal = index.storage->ntotal;
-    faiss::HNSW& g = index.hnsw;
-    g.prepare_level_tab(n, g.levels.size() == static_cast<size_t>(index.ntotal));
-    Grow(static_cast<size_t>(index.ntotal));
-    std::vector<idx_t> order(n);
-    std::iota(order.begin(), order.end(), n0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](idx_t a, idx_t b) { return g.levels[a] > g.levels[b]; });
-    std::unique_ptr<faiss::DistanceComputer> base(index.storage->get_distance_computer());
-    NegatedDistance negated(base.get());
-    faiss::DistanceComputer& dis =
-        index.metric_type == faiss::METRIC_INNER_PRODUCT
-            ? static_cast<faiss::DistanceComputer&>(negated)
-            : *base;
-    for (idx_t pt : order) {
-      dis.set_query(x + (pt - n0) * index.d);
-      g.add_with_locks(dis, g.levels[pt] - 1, static_cast<int>(pt), locks, visited);
-    }
-  }
-};
 
 EmbeddingIndex::EmbeddingIndex(int dim, std::string factory, std::unique_ptr<faiss::Index> index,
                                std::unique_ptr<faiss::Index> exact, Kind kind)
@@ -393,41 +139,6 @@ EmbeddingIndex::EmbeddingIndex(int dim, std::string factory, std::unique_ptr<fai
 
 EmbeddingIndex::~EmbeddingIndex() = default;
 
-namespace {
-
-// Kinds whose FAISS 1.7.3 search honors SearchParameters::sel. Others (IndexPQ, IndexLSH,
-// IndexIDMap, ...) reject or ignore search params, so exclusions could not be applied inside
-// the search.
-absl::StatusOr<int> KindOf(const faiss::Index* index) {
-  // Checked on 1.7.3: fast-scan search and IndexRefine throw for any SearchParameters,
-  // fast-scan remove_ids aborts from inside an OpenMP loop, and IndexIVFPQR re-ranks inside
-  // its own search with a selector-blind second stage.
-  const char* refused = nullptr;
-  if (dynamic_cast<const faiss::IndexIVFFastScan*>(index) != nullptr) {
-    refused = "fast-scan IVF kinds (PQ<m>x4fs) throw on SearchParameters";
-  } else if (dynamic_cast<const faiss::IndexRefine*>(index) != nullptr) {
-    refused = "IndexRefine throws on SearchParameters; use the \",RFlat\" suffix, which "
-              "EmbeddingIndex re-ranks itself";
-  } else if (dynamic_cast<const faiss::IndexIVFPQR*>(index) != nullptr) {
-    refused = "IndexIVFPQR re-ranks without the selector";
-  }
-  if (refused != nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("FAISS index type ", typeid(*index).name(),
-                                                   " cannot serve exclusions: ", refused));
-  }
-  if (IsFlat(index)) return 0;
-  if (dynamic_cast<const faiss::IndexHNSW*>(index) != nullptr) return 1;
-  if (dynamic_cast<const faiss::IndexIVF*>(index) != nullptr) return 2;
-  if (dynamic_cast<const faiss::IndexScalarQuantizer*>(index) != nullptr) return 3;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "FAISS index type ", typeid(*index).name(),
-      " does not support filtered search (SearchParameters::sel) in FAISS 1.7.3; supported: "
-      "Flat, HNSW<M>[,storage], IVF<n>[_quantizer],<codec>, SQ<bits>, each optionally followed "
-      "by \",RFlat\""));
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Create(int dim,
                                                                        std::string_view factory) {
   if (dim <= 0) return absl::InvalidArgumentError(absl::StrCat("dim must be > 0, got ", dim));
@@ -436,7 +147,7 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Create(int dim,
   const bool rerank = absl::EndsWith(fs, kRerankSuffix);
   const std::string base = rerank ? fs.substr(0, fs.size() - kRerankSuffix.size()) : fs;
   std::unique_ptr<faiss::Index> index;
-  absl::Status s = Guard(
+  absl::Status s = FaissGuard(
       absl::StatusCode::kInvalidArgument, absl::StrCat("invalid FAISS factory string \"", fs, "\""),
       [&] { index.reset(faiss::index_factory(dim, base.c_str(), faiss::METRIC_INNER_PRODUCT)); });
   if (!s.ok()) return s;
@@ -449,17 +160,18 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Create(int dim,
     return absl::InvalidArgumentError(
         absl::StrCat("factory string \"", fs, "\" does not build an inner-product index"));
   }
-  absl::StatusOr<int> kind = KindOf(index.get());
+  absl::StatusOr<FaissKind> kind = KindOf(index.get());
   if (!kind.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("factory string \"", fs, "\": ", kind.status().message()));
   }
   int ef = kDefaultEfSearch, nprobe = kDefaultNprobe;
-  s = Guard(absl::StatusCode::kInternal, "configuring the new index", [&] {
+  s = FaissGuard(absl::StatusCode::kInternal, "configuring the new index", [&] {
     if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index.get())) h->hnsw.efSearch = ef;
     // Polysemous training (the factory's default for IVF-PQ) only serves Hamming-distance
     // filtering, which this index never uses; it costs most of the training time.
-    if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(index.get())) pq->do_polysemous_training = false;
+    if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(index.get()))
+      pq->do_polysemous_training = false;
     if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index.get())) {
       nprobe = static_cast<int>(std::min<size_t>(nprobe, ivf->nlist));
       ivf->nprobe = nprobe;
@@ -468,7 +180,7 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Create(int dim,
   });
   if (!s.ok()) return s;
   std::unique_ptr<EmbeddingIndex> out(new EmbeddingIndex(
-      dim, fs, std::move(index), rerank ? NewExactStore(dim) : nullptr, static_cast<Kind>(*kind)));
+      dim, fs, std::move(index), rerank ? NewExactStore(dim) : nullptr, *kind));
   {
     absl::MutexLock lock(&out->mu_);
     out->ef_search_ = ef;
@@ -483,77 +195,30 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::
 
 absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::string& path,
                                                                      std::string_view factory) {
-  {
-    std::ifstream probe(path, std::ios::binary);
-    if (!probe.good()) {
-      return absl::NotFoundError(absl::StrCat("cannot open index file \"", path, "\""));
-    }
-  }
-  std::unique_ptr<faiss::Index> top;
-  absl::Status s =
-      Guard(absl::StatusCode::kDataLoss, absl::StrCat("cannot read FAISS index \"", path, "\""),
-            [&] { top.reset(faiss::read_index(path.c_str())); });
-  if (!s.ok()) return s;
-
-  std::unique_ptr<faiss::Index> inner;
-  std::vector<int64_t> ids;
-  if (auto* map = dynamic_cast<faiss::IndexIDMap*>(top.get())) {  // also IndexIDMap2
-    if (map->index == nullptr) {
-      return absl::DataLossError(absl::StrCat("\"", path, "\": IndexIDMap without sub-index"));
-    }
-    ids = std::move(map->id_map);
-    inner.reset(map->index);  // take ownership: the wrapper must not delete it
-    map->index = nullptr;
-    map->own_fields = false;
-    top.reset();
-  } else {
-    inner = std::move(top);
-    ids.resize(inner->ntotal);
-    for (int64_t i = 0; i < inner->ntotal; ++i) ids[i] = i;
-  }
-  // A ",RFlat" file: IndexRefine over the compressed index and a Flat store of exact vectors.
-  std::unique_ptr<faiss::Index> exact;
-  float k_factor = static_cast<float>(kDefaultKFactor);
-  if (auto* refine = dynamic_cast<faiss::IndexRefine*>(inner.get())) {
-    std::unique_ptr<faiss::Index> base(refine->base_index);
-    exact.reset(refine->refine_index);
-    refine->base_index = nullptr;
-    refine->refine_index = nullptr;
-    refine->own_fields = refine->own_refine_index = false;
-    k_factor = std::max(1.0f, refine->k_factor);
-    inner = std::move(base);
-    if (inner == nullptr || exact == nullptr || !IsFlat(exact.get()) ||
-        exact->ntotal != inner->ntotal || exact->d != inner->d ||
-        exact->metric_type != faiss::METRIC_INNER_PRODUCT) {
-      return absl::DataLossError(absl::StrCat(
-          "\"", path, "\": a re-rank index needs a base index and an inner-product Flat store of "
-          "the same size and dimension"));
-    }
-  }
-  if (static_cast<int64_t>(ids.size()) != inner->ntotal) {
-    return absl::DataLossError(absl::StrCat("\"", path, "\": id map has ", ids.size(),
-                                            " entries but the index holds ", inner->ntotal));
-  }
-  if (inner->d <= 0) return absl::DataLossError(absl::StrCat("\"", path, "\": bad dimension"));
+  absl::StatusOr<IndexFileContents> file = ReadIndexFile(path);
+  if (!file.ok()) return file.status();
+  std::unique_ptr<faiss::Index> inner = std::move(file->index);
+  std::unique_ptr<faiss::Index> exact = std::move(file->exact);
+  const float k_factor = exact != nullptr ? file->k_factor : static_cast<float>(kDefaultKFactor);
   if (inner->metric_type != faiss::METRIC_INNER_PRODUCT) {
     return absl::InvalidArgumentError(
         absl::StrCat("\"", path, "\": index metric is ", static_cast<int>(inner->metric_type),
                      ", EmbeddingIndex needs inner product (", faiss::METRIC_INNER_PRODUCT, ")"));
   }
-  absl::StatusOr<int> kind = KindOf(inner.get());
+  absl::StatusOr<FaissKind> kind = KindOf(inner.get());
   if (!kind.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("\"", path, "\": ", kind.status().message()));
   }
   int ef = kDefaultEfSearch, nprobe = kDefaultNprobe;
-  s = Guard(absl::StatusCode::kInvalidArgument,
-            absl::StrCat("\"", path, "\": IVF lists must hold the sequential labels 0..ntotal-1"),
-            [&] {
-              if (auto* h = dynamic_cast<faiss::IndexHNSW*>(inner.get())) ef = h->hnsw.efSearch;
-              if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(inner.get())) {
-                nprobe = static_cast<int>(std::max<size_t>(1, ivf->nprobe));
-                if (ivf->direct_map.type != faiss::DirectMap::Array) ivf->make_direct_map(true);
-              }
-            });
+  absl::Status s = FaissGuard(
+      absl::StatusCode::kInvalidArgument,
+      absl::StrCat("\"", path, "\": IVF lists must hold the sequential labels 0..ntotal-1"), [&] {
+        if (auto* h = dynamic_cast<faiss::IndexHNSW*>(inner.get())) ef = h->hnsw.efSearch;
+        if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(inner.get())) {
+          nprobe = static_cast<int>(std::max<size_t>(1, ivf->nprobe));
+          if (ivf->direct_map.type != faiss::DirectMap::Array) ivf->make_direct_map(true);
+        }
+      });
   if (!s.ok()) return s;
 
   ReserveForOnlineAdds(inner.get(), OnlineAddHeadroom(inner->ntotal));
@@ -562,56 +227,17 @@ absl::StatusOr<std::unique_ptr<EmbeddingIndex>> EmbeddingIndex::Load(const std::
       factory.empty() ? DeriveFactory(inner.get(), exact != nullptr) : std::string(factory);
   const int dim = inner->d;
   std::unique_ptr<EmbeddingIndex> out(new EmbeddingIndex(
-      dim, std::move(fs), std::move(inner), std::move(exact), static_cast<Kind>(*kind)));
+      dim, std::move(fs), std::move(inner), std::move(exact), *kind));
   {
     absl::MutexLock lock(&out->mu_);
     out->ef_search_ = ef;
     out->nprobe_ = nprobe;
     out->k_factor_ = k_factor;
     // A plain FAISS file may hold an external id twice: the later entry wins.
-    out->ids_ = IdMap::FromTable(std::move(ids));
+    out->ids_ = IdMap::FromTable(std::move(file->label_to_id));
   }
   return out;
 }
-
-namespace {
-
-// Writes IndexIDMap2(index) or, with an exact store, IndexIDMap2(IndexRefine(index, exact)),
-// borrowing the structures (no copy of the vectors). Throws what FAISS throws.
-void WriteWrapped(const faiss::Index* index, const faiss::Index* exact, float k_factor,
-                  const std::vector<int64_t>& label_to_id, faiss::IOWriter* writer) {
-  faiss::IndexRefine refine;  // borrows: own_fields / own_refine_index stay false
-  faiss::Index* top = const_cast<faiss::Index*>(index);
-  if (exact != nullptr) {
-    refine.base_index = top;
-    refine.refine_index = const_cast<faiss::Index*>(exact);
-    refine.d = index->d;
-    refine.ntotal = index->ntotal;
-    refine.is_trained = index->is_trained;
-    refine.metric_type = index->metric_type;
-    refine.k_factor = k_factor;
-    top = &refine;
-  }
-  faiss::IndexIDMap2 wrapper;  // borrows: own_fields stays false
-  wrapper.index = top;
-  wrapper.d = index->d;
-  wrapper.ntotal = index->ntotal;
-  wrapper.is_trained = index->is_trained;
-  wrapper.metric_type = index->metric_type;
-  wrapper.metric_arg = index->metric_arg;
-  wrapper.id_map = label_to_id;
-  try {
-    faiss::write_index(&wrapper, writer);
-  } catch (...) {
-    wrapper.index = nullptr;
-    refine.base_index = refine.refine_index = nullptr;
-    throw;
-  }
-  wrapper.index = nullptr;
-  refine.base_index = refine.refine_index = nullptr;
-}
-
-}  // namespace
 
 absl::Status EmbeddingIndex::Save(const std::string& path) const {
   absl::ReaderMutexLock lock(&mu_);
@@ -620,14 +246,12 @@ absl::Status EmbeddingIndex::Save(const std::string& path) const {
     const int err = errno;
     return absl::ErrnoToStatus(err, absl::StrCat("cannot open \"", path, "\" for writing"));
   }
-  absl::Status s =
-      Guard(absl::StatusCode::kInternal, absl::StrCat("cannot write FAISS index \"", path, "\""),
-            [&] {
-              mu_.AssertReaderHeld();
-              faiss::FileIOWriter writer(f);
-              WriteWrapped(index_.get(), exact_.get(), static_cast<float>(k_factor_),
-                           ids_.table(), &writer);
-            });
+  absl::Status s = FaissGuard(
+      absl::StatusCode::kInternal, absl::StrCat("cannot write FAISS index \"", path, "\""), [&] {
+        mu_.AssertReaderHeld();
+        faiss::FileIOWriter writer(f);
+        WriteIndexFile(*index_, exact_.get(), static_cast<float>(k_factor_), ids_.table(), &writer);
+      });
   if (std::fclose(f) != 0 && s.ok()) {
     const int err = errno;
     s = absl::ErrnoToStatus(err, absl::StrCat("cannot write \"", path, "\""));
@@ -637,13 +261,12 @@ absl::Status EmbeddingIndex::Save(const std::string& path) const {
 
 int64_t EmbeddingIndex::ByteSize() const {
   absl::ReaderMutexLock lock(&mu_);
-  CountingWriter counter;
-  absl::Status s = Guard(absl::StatusCode::kInternal, "sizing", [&] {
+  size_t bytes = 0;
+  absl::Status s = FaissGuard(absl::StatusCode::kInternal, "sizing", [&] {
     mu_.AssertReaderHeld();
-    WriteWrapped(index_.get(), exact_.get(), static_cast<float>(k_factor_), ids_.table(),
-                 &counter);
+    bytes = IndexFileBytes(*index_, exact_.get(), static_cast<float>(k_factor_), ids_.table());
   });
-  return s.ok() ? static_cast<int64_t>(counter.bytes) : -1;
+  return s.ok() ? static_cast<int64_t>(bytes) : -1;
 }
 
 absl::Status EmbeddingIndex::ValidateVectors(absl::Span<const int64_t> ids, const float* vectors,
@@ -680,8 +303,10 @@ absl::Status EmbeddingIndex::AddLocked(absl::Span<const int64_t> ids, const floa
   }
   faiss::Index* index = index_.get();
   auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index);
-  if (hnsw != nullptr && hnsw_inserter_ == nullptr) hnsw_inserter_ = std::make_unique<HnswInserter>();
-  absl::Status s = Guard(absl::StatusCode::kInternal, "adding vectors to FAISS", [&] {
+  if (hnsw != nullptr && hnsw_inserter_ == nullptr) {
+    hnsw_inserter_ = std::make_unique<HnswInserter>();
+  }
+  absl::Status s = FaissGuard(absl::StatusCode::kInternal, "adding vectors to FAISS", [&] {
     if (exact_ != nullptr) exact_->add(n, vectors);
     if (hnsw != nullptr) {
       hnsw_inserter_->Insert(*hnsw, n, vectors);
@@ -735,8 +360,8 @@ absl::Status EmbeddingIndex::Train(const float* sample, int64_t n,
                        index_->is_trained ? "trained" : "not empty"));
     }
     const faiss::Index& current = *index_;
-    absl::Status s = Guard(absl::StatusCode::kInternal, "creating the index",
-                           [&] { fresh = MakeEmptyLike(current); });
+    absl::Status s = FaissGuard(absl::StatusCode::kInternal, "creating the index",
+                                [&] { fresh = MakeEmptyLike(current); });
     if (!s.ok()) return s;
   }
   auto* ivf = dynamic_cast<faiss::IndexIVF*>(fresh.get());
@@ -745,7 +370,7 @@ absl::Status EmbeddingIndex::Train(const float* sample, int64_t n,
     const auto* donor = dynamic_cast<const faiss::IndexIVF*>(coarse_from->index_.get());
     if (donor != nullptr && donor->is_trained && donor->nlist == ivf->nlist &&
         donor->d == ivf->d && donor->quantizer->ntotal == static_cast<idx_t>(ivf->nlist)) {
-      absl::Status s = Guard(absl::StatusCode::kInternal, "copying the coarse quantizer", [&] {
+      absl::Status s = FaissGuard(absl::StatusCode::kInternal, "copying the coarse quantizer", [&] {
         std::unique_ptr<faiss::Index> q(faiss::clone_index(donor->quantizer));
         if (ivf->own_fields) delete ivf->quantizer;
         ivf->quantizer = q.release();
@@ -755,12 +380,12 @@ absl::Status EmbeddingIndex::Train(const float* sample, int64_t n,
     }
   }
   // IndexIVF::train skips k-means when the quantizer already holds nlist centroids.
-  absl::Status s = Guard(absl::StatusCode::kInvalidArgument,
-                         absl::StrCat("training \"", factory_, "\" on ", n, " vectors failed"),
-                         [&] {
-                           fresh->train(n, sample);
-                           if (ivf != nullptr) ivf->make_direct_map(true);
-                         });
+  absl::Status s =
+      FaissGuard(absl::StatusCode::kInvalidArgument,
+                 absl::StrCat("training \"", factory_, "\" on ", n, " vectors failed"), [&] {
+                   fresh->train(n, sample);
+                   if (ivf != nullptr) ivf->make_direct_map(true);
+                 });
   if (!s.ok()) return s;
   absl::WriterMutexLock lock(&mu_);
   std::swap(index_, fresh);
@@ -781,8 +406,8 @@ absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* v
                                                         " entries (use Upsert to add to it)"));
     }
     const faiss::Index& current = *index_;
-    absl::Status s = Guard(absl::StatusCode::kInternal, "creating the index",
-                           [&] { fresh = MakeEmptyLike(current); });
+    absl::Status s = FaissGuard(absl::StatusCode::kInternal, "creating the index",
+                                [&] { fresh = MakeEmptyLike(current); });
     if (!s.ok()) return s;
   }
   // Train and fill the new structure while searches keep using the (empty) current one.
@@ -794,17 +419,17 @@ absl::Status EmbeddingIndex::Build(absl::Span<const int64_t> ids, const float* v
           absl::StrCat("index \"", factory_, "\" needs training vectors; Build got none"));
     }
     absl::Status s =
-        Guard(absl::StatusCode::kInvalidArgument,
-              absl::StrCat("training \"", factory_, "\" on ", n, " vectors failed"), [&] {
-                fresh->train(n, vectors);
-                if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(fresh.get())) {
-                  ivf->make_direct_map(true);
-                }
-              });
+        FaissGuard(absl::StatusCode::kInvalidArgument,
+                   absl::StrCat("training \"", factory_, "\" on ", n, " vectors failed"), [&] {
+                     fresh->train(n, vectors);
+                     if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(fresh.get())) {
+                       ivf->make_direct_map(true);
+                     }
+                   });
     if (!s.ok()) return s;
   }
   if (n > 0) {
-    absl::Status s = Guard(absl::StatusCode::kInternal, "adding vectors to FAISS", [&] {
+    absl::Status s = FaissGuard(absl::StatusCode::kInternal, "adding vectors to FAISS", [&] {
       AddBulk(fresh.get(), n, vectors);
       if (exact != nullptr) exact->add(n, vectors);
     });
@@ -844,7 +469,7 @@ absl::Status EmbeddingIndex::Upsert(absl::Span<const int64_t> ids, const float* 
     absl::ReaderMutexLock lock(&mu_);
     const auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
     lists.resize(ids.size());
-    absl::Status s = Guard(absl::StatusCode::kInternal, "assigning IVF lists", [&] {
+    absl::Status s = FaissGuard(absl::StatusCode::kInternal, "assigning IVF lists", [&] {
       if (const faiss::IndexFlat* flat = BlasQuantizer(*ivf); flat != nullptr) {
         // FAISS's own path allocates a 16 MB score block per call and keeps a heap per vector:
         // at 5,000 writes/s in batches of 50 that was ~2/5 of the writes' CPU.
@@ -912,7 +537,7 @@ absl::Status EmbeddingIndex::Compact() {
       const faiss::Index& current = *index_;
       const int64_t* label_to_id = ids_.table().data();
       const int64_t num_labels = ids_.num_labels();
-      absl::Status s = Guard(absl::StatusCode::kInternal, "reconstructing live vectors", [&] {
+      absl::Status s = FaissGuard(absl::StatusCode::kInternal, "reconstructing live vectors", [&] {
         mu_.AssertReaderHeld();
         const auto* flat = exact_ != nullptr ? static_cast<const faiss::IndexFlat*>(exact_.get())
                                              : dynamic_cast<const faiss::IndexFlat*>(&current);
@@ -940,7 +565,7 @@ absl::Status EmbeddingIndex::Compact() {
   const int64_t n = static_cast<int64_t>(live_ids.size());
   std::unique_ptr<faiss::Index> exact = reranks_ ? NewExactStore(dim_) : nullptr;
   if (n > 0) {
-    absl::Status s = Guard(absl::StatusCode::kInternal, "re-adding live vectors", [&] {
+    absl::Status s = FaissGuard(absl::StatusCode::kInternal, "re-adding live vectors", [&] {
       AddBulk(fresh.get(), n, vectors.data());
       if (exact != nullptr) exact->add(n, vectors.data());
     });
@@ -981,8 +606,8 @@ absl::StatusOr<std::vector<float>> EmbeddingIndex::Reconstruct(int64_t id) const
   }
   std::vector<float> v(dim_);
   const faiss::Index& current = exact_ != nullptr ? *exact_ : *index_;
-  absl::Status s = Guard(absl::StatusCode::kInternal, absl::StrCat("reconstructing id ", id),
-                         [&] { current.reconstruct(label, v.data()); });
+  absl::Status s = FaissGuard(absl::StatusCode::kInternal, absl::StrCat("reconstructing id ", id),
+                              [&] { current.reconstruct(label, v.data()); });
   if (!s.ok()) return s;
   return v;
 }
@@ -997,7 +622,7 @@ absl::StatusOr<int64_t> EmbeddingIndex::ReconstructMany(absl::Span<const int64_t
   absl::ReaderMutexLock lock(&mu_);
   const faiss::Index& current = exact_ != nullptr ? *exact_ : *index_;
   const auto* flat = dynamic_cast<const faiss::IndexFlat*>(&current);
-  absl::Status s = Guard(absl::StatusCode::kInternal, "reconstructing vectors", [&] {
+  absl::Status s = FaissGuard(absl::StatusCode::kInternal, "reconstructing vectors", [&] {
     mu_.AssertReaderHeld();
     for (int64_t id : ids) {
       const int64_t label = ids_.LabelOf(id);
@@ -1195,12 +820,12 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
     mu_.AssertReaderHeld();
     CallParams p;
     const faiss::SearchParameters* params = make_params(&p, sel);
-    return Guard(absl::StatusCode::kInternal, "FAISS search", [&] {
+    return FaissGuard(absl::StatusCode::kInternal, "FAISS search", [&] {
       mu_.AssertReaderHeld();
       std::vector<float> dist(static_cast<size_t>(m) * kbase);
       std::vector<idx_t> labels(static_cast<size_t>(m) * kbase);
-      index_->search(m, queries + static_cast<size_t>(q0) * dim_, kbase, dist.data(),
-                     labels.data(), params);
+      index_->search(m, queries + static_cast<size_t>(q0) * dim_, kbase, dist.data(), labels.data(),
+                     params);
       for (int i = 0; i < m; ++i) {
         collect(q0 + i, labels.data() + static_cast<size_t>(i) * kbase,
                 dist.data() + static_cast<size_t>(i) * kbase);
@@ -1233,7 +858,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
     mu_.AssertReaderHeld();
     if (excludes.empty() || excludes[i].empty()) return search_one(shared_sel);
     absl::flat_hash_set<int64_t> excluded;
-    absl::Status s = Guard(absl::StatusCode::kInternal, "search exclusions", [&] {
+    absl::Status s = FaissGuard(absl::StatusCode::kInternal, "search exclusions", [&] {
       mu_.AssertReaderHeld();
       excluded.reserve(excludes[i].size());
       for (int64_t id : excludes[i]) {
@@ -1264,10 +889,10 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
     std::vector<float> coarse(static_cast<size_t>(n) * np);
     absl::Status qs;
     WithThreads(threads, [&] {
-      qs = Guard(absl::StatusCode::kInternal, "IVF coarse quantizer", [&] {
+      qs = FaissGuard(absl::StatusCode::kInternal, "IVF coarse quantizer", [&] {
         if (blas_coarse) {
-          BlasCoarseAssign(flat_quantizer->get_xb(), flat_quantizer->ntotal, dim_, queries, n,
-                           np, coarse.data(), keys.data());
+          BlasCoarseAssign(flat_quantizer->get_xb(), flat_quantizer->ntotal, dim_, queries, n, np,
+                           coarse.data(), keys.data());
         } else {
           ivf->quantizer->search(n, queries, np, coarse.data(), keys.data());
         }
@@ -1285,7 +910,7 @@ absl::StatusOr<std::vector<SearchHits>> EmbeddingIndex::Search(
         CallParams p;
         p.ivf.nprobe = static_cast<size_t>(np);
         p.ivf.sel = sel;
-        return Guard(absl::StatusCode::kInternal, "FAISS IVF search", [&] {
+        return FaissGuard(absl::StatusCode::kInternal, "FAISS IVF search", [&] {
           mu_.AssertReaderHeld();
           std::vector<float> dist(kbase);
           std::vector<idx_t> labels(kbase);

@@ -31,6 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "index/faiss_structures.h"
 #include "index/id_map.h"
 
 namespace faiss {
@@ -38,6 +39,8 @@ struct Index;
 }  // namespace faiss
 
 namespace recall {
+
+class HnswInserter;
 
 // Results of one query: external ids and inner-product scores, by descending score.
 // Size <= k; fewer when fewer live, non-excluded items exist (or the approximate index
@@ -183,7 +186,7 @@ class EmbeddingIndex {
   EmbeddingIndex& operator=(const EmbeddingIndex&) = delete;
 
  private:
-  enum class Kind { kFlat, kHnsw, kIvf, kOther };
+  using Kind = FaissKind;
 
   EmbeddingIndex(int dim, std::string factory, std::unique_ptr<faiss::Index> index,
                  std::unique_ptr<faiss::Index> exact, Kind kind);
@@ -217,8 +220,7 @@ class EmbeddingIndex {
   double k_factor_ ABSL_GUARDED_BY(mu_) = kDefaultKFactor;
 
   // Online HNSW insertion state (per-node locks, visited table), made at the first Upsert and
-  // kept; see HnswInserter in the .cc.
-  struct HnswInserter;
+  // kept (index/hnsw_inserter.h).
   std::unique_ptr<HnswInserter> hnsw_inserter_ ABSL_GUARDED_BY(mu_);
 
   // Written only while holding mu_ exclusively, so a reader holding mu_ sees a stable value.
