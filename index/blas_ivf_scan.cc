@@ -1,9 +1,13 @@
 #include "index/blas_ivf_scan.h"
 
-#include "faiss/utils/Heap.h"
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <algorithm>
 #include <vector>
+
+#include "faiss/utils/Heap.h"
 
 // The Fortran BLAS interface, declared as FAISS declares it (FAISS links the same library).
 extern "C" {
@@ -26,12 +30,34 @@ void RowsDotQuery(const float* a, int64_t rows, int d, const float* x, float* y)
   sgemv_(&trans, &m, &n, &one, a, &lda, x, &inc, &zero, y, &inc);
 }
 
+// The first position of the largest of s[0..n), n > 0, values not NaN. Two passes: the
+// maximum, 8 floats per step in two SSE registers (x86-64's baseline), then the first position
+// holding it. std::max_element is one dependent compare chain per element.
+int64_t ArgMax(const float* s, int64_t n) {
+  float m = s[0];
+  int64_t j = 0;
+#if defined(__SSE2__)
+  __m128 a = _mm_set1_ps(s[0]);
+  __m128 b = a;
+  for (; j + 8 <= n; j += 8) {
+    a = _mm_max_ps(_mm_loadu_ps(s + j), a);
+    b = _mm_max_ps(_mm_loadu_ps(s + j + 4), b);
+  }
+  float lanes[4];
+  _mm_storeu_ps(lanes, _mm_max_ps(a, b));
+  for (float v : lanes) m = v > m ? v : m;
+#endif
+  for (; j < n; ++j) m = s[j] > m ? s[j] : m;
+  int64_t i = 0;
+  while (s[i] != m) ++i;
+  return i;
+}
+
 // The top `k` of scores[0..n) into (dist, keys), best first; -1 past n.
 void TopK(const float* scores, int64_t n, int k, float* dist, int64_t* keys) {
   if (k == 1 && n > 0) {  // an online write's list: a plain scan, as the heap's first entry
-    const float* best = std::max_element(scores, scores + n);
-    *dist = *best;
-    *keys = best - scores;
+    *keys = ArgMax(scores, n);
+    *dist = scores[*keys];
     return;
   }
   faiss::minheap_heapify(k, dist, keys);

@@ -848,6 +848,47 @@ TEST(BlasIvfScanTest, MatchesFaissIvfFlat) {
   }
 }
 
+// An online write's list (nprobe 1) is the first centroid with the largest product, wherever it
+// sits: in the 8-wide part of the scan or in its tail, among exact ties, with one list.
+TEST(BlasIvfScanTest, NearestListIsTheFirstLargest) {
+  auto unit = [](int axis, float scale) {
+    std::vector<float> v(kDim, 0.0f);
+    v[axis] = scale;
+    return v;
+  };
+  struct Case {
+    int nlist;
+    int query_axis;
+    int64_t want;
+  };
+  // Row r is e_(r % 5), except the rows the cases below scale up. Products are 0, 1 or the scale:
+  // exact in any summation order, so ties are exact too.
+  for (const Case& c : {Case{1, 0, 0}, Case{13, 2, 2}, Case{13, 4, 4}, Case{13, 0, 12},
+                        Case{16, 3, 3}, Case{4099, 1, 4098}, Case{4099, 2, 2}}) {
+    SCOPED_TRACE(absl::StrCat("nlist ", c.nlist, ", query e_", c.query_axis));
+    std::vector<float> centroids;
+    for (int r = 0; r < c.nlist; ++r) {
+      const bool scaled = r == c.nlist - 1 && c.nlist > 1 && c.want == r;
+      const auto row = unit(scaled ? c.query_axis : r % 5, scaled ? 2.0f : 1.0f);
+      centroids.insert(centroids.end(), row.begin(), row.end());
+    }
+    const auto q = unit(c.query_axis, 1.0f);
+    float dist = 0;
+    int64_t key = -1;
+    BlasCoarseAssign(centroids.data(), c.nlist, kDim, q.data(), 1, 1, &dist, &key);
+    EXPECT_EQ(key, c.want);
+    EXPECT_EQ(dist, c.want == c.nlist - 1 && c.nlist > 1 ? 2.0f : 1.0f);
+    // The same vector in a batch of three goes through the GEMM path.
+    std::vector<float> batch;
+    for (int i = 0; i < 3; ++i) batch.insert(batch.end(), q.begin(), q.end());
+    std::vector<float> dists(3);
+    std::vector<int64_t> keys(3);
+    BlasCoarseAssign(centroids.data(), c.nlist, kDim, batch.data(), 3, 1, dists.data(),
+                     keys.data());
+    EXPECT_EQ(keys, std::vector<int64_t>(3, c.want));
+  }
+}
+
 // 7. Error cases map to the right status codes.
 TEST(EmbeddingIndexTest, ErrorCodes) {
   using absl::StatusCode;
