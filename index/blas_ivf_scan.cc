@@ -49,7 +49,7 @@ int64_t ArgMax(const float* s, int64_t n) {
 #endif
   for (; j < n; ++j) m = s[j] > m ? s[j] : m;
   int64_t i = 0;
-  while (s[i] != m) ++i;
+  while (i + 1 < n && s[i] != m) ++i;  // bounded: a NaN score must not run past the end
   return i;
 }
 
