@@ -5,6 +5,8 @@
 #endif
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "faiss/utils/Heap.h"
@@ -30,14 +32,15 @@ void RowsDotQuery(const float* a, int64_t rows, int d, const float* x, float* y)
   sgemv_(&trans, &m, &n, &one, a, &lda, x, &inc, &zero, y, &inc);
 }
 
-// The first position of the largest of s[0..n), n > 0, values not NaN. Two passes: the
-// maximum, 8 floats per step in two SSE registers (x86-64's baseline), then the first position
-// holding it. std::max_element is one dependent compare chain per element.
+// The first position of the largest of s[0..n), n > 0. Two passes: the maximum, 8 floats per
+// step in two SSE registers (x86-64's baseline), then the first position holding it.
+// std::max_element is one dependent compare chain per element. NaN scores are skipped (every
+// comparison with them is false); an all-NaN row gives its last position.
 int64_t ArgMax(const float* s, int64_t n) {
-  float m = s[0];
+  float m = -std::numeric_limits<float>::infinity();
   int64_t j = 0;
 #if defined(__SSE2__)
-  __m128 a = _mm_set1_ps(s[0]);
+  __m128 a = _mm_set1_ps(m);
   __m128 b = a;
   for (; j + 8 <= n; j += 8) {
     a = _mm_max_ps(_mm_loadu_ps(s + j), a);
@@ -119,11 +122,13 @@ void BlasScanFlatLists(const faiss::InvertedLists& lists, int d, const float* qu
     faiss::InvertedLists::ScopedIds ids(&lists, list);
     if (scores.size() < size) scores.resize(size);
     // The loop below reads the ids of the entries that beat the heap, which at the start of a
-    // scan is most of them: a separate array that is cold in cache. Fetch it while the GEMV
-    // streams the codes.
-    const char* id_bytes = reinterpret_cast<const char*>(ids.get());
-    for (size_t off = 0; off < size * sizeof(int64_t); off += 64) {
-      __builtin_prefetch(id_bytes + off);
+    // scan is most of them: a separate array that is cold in cache. Fetch its head while the
+    // GEMV streams the codes; capped, so a long list's prefetches cannot evict one another.
+    constexpr uintptr_t kLine = 64, kMaxPrefetchBytes = 4096;
+    const uintptr_t first = reinterpret_cast<uintptr_t>(ids.get()) & ~(kLine - 1);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(ids.get() + size);
+    for (uintptr_t a = first; a < end && a - first < kMaxPrefetchBytes; a += kLine) {
+      __builtin_prefetch(reinterpret_cast<const void*>(a));
     }
     RowsDotQuery(reinterpret_cast<const float*>(codes.get()), static_cast<int64_t>(size), d,
                  query, scores.data());

@@ -31,7 +31,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
-#include "index/faiss_structures.h"
+#include "index/faiss_kind.h"
 #include "index/id_map.h"
 
 namespace faiss {

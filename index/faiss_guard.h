@@ -4,6 +4,7 @@
 // Thread-safety: as the guarded code. Errors: FaissException -> `faiss_code`,
 // std::bad_alloc -> RESOURCE_EXHAUSTED, other std::exception -> INTERNAL, else UNKNOWN; the
 // message starts with `what`.
+
 #ifndef TOWER_RECALL_INDEX_FAISS_GUARD_H_
 #define TOWER_RECALL_INDEX_FAISS_GUARD_H_
 

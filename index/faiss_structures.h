@@ -6,6 +6,7 @@
 //
 // Thread-safety: functions that take a const index only read it (safe beside searches); the
 // others mutate their argument and need the caller's exclusive hold. Errors: as stated.
+
 #ifndef TOWER_RECALL_INDEX_FAISS_STRUCTURES_H_
 #define TOWER_RECALL_INDEX_FAISS_STRUCTURES_H_
 
@@ -15,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "index/faiss_kind.h"
 
 namespace faiss {
 struct Index;
@@ -24,13 +26,11 @@ struct IndexIVF;
 
 namespace recall {
 
-// How EmbeddingIndex searches and writes a structure.
-enum class FaissKind { kFlat, kHnsw, kIvf, kOther };
-
 // The kind of `index`, or INVALID_ARGUMENT naming why a structure cannot serve exclusions
 // (its search ignores or refuses SearchParameters::sel).
 absl::StatusOr<FaissKind> KindOf(const faiss::Index* index);
 
+// True for an IndexFlat (any metric): brute force, whose codes are the vectors.
 bool IsFlat(const faiss::Index* index);
 
 // The suffix that asks for an exact re-rank (FAISS's own spelling for IndexRefineFlat).
@@ -56,7 +56,8 @@ void TruncateExact(faiss::Index* exact, int64_t n);
 std::unique_ptr<faiss::Index> MakeEmptyLike(const faiss::Index& old);
 
 // Items of online headroom reserved for an index of n items when it is loaded, and the
-// reservation itself (flat codes; HNSW storage and graph). Why: faiss_structures.cc.
+// reservation itself (flat codes; HNSW storage and graph). Why: faiss_structures.cc. Throws
+// std::bad_alloc only.
 int64_t OnlineAddHeadroom(int64_t n);
 void ReserveForOnlineAdds(faiss::Index* index, int64_t extra);
 

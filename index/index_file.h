@@ -6,6 +6,7 @@
 //
 // Thread-safety: the writers only read their arguments (callers hold the index's shared lock).
 // Errors: as stated per function.
+
 #ifndef TOWER_RECALL_INDEX_INDEX_FILE_H_
 #define TOWER_RECALL_INDEX_INDEX_FILE_H_
 
@@ -34,7 +35,7 @@ struct IndexFileContents {
 
 // Reads `path`. A file without an id map (plain FAISS) gets the ids 0..ntotal-1. NOT_FOUND: it
 // cannot be opened; DATA_LOSS: FAISS cannot read it, or its parts disagree (id map size, the
-// exact store's size, dimension or metric).
+// exact store's size, dimension or metric); otherwise as FaissGuard (out of memory, ...).
 absl::StatusOr<IndexFileContents> ReadIndexFile(const std::string& path);
 
 // Writes the file of `index` (+ `exact`, nullable) to `writer`, borrowing the structures (no

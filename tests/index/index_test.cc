@@ -17,6 +17,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "faiss/IndexFlat.h"
 #include "faiss/IndexIDMap.h"
 #include "faiss/IndexIVFFlat.h"
@@ -851,33 +852,34 @@ TEST(BlasIvfScanTest, MatchesFaissIvfFlat) {
 // An online write's list (nprobe 1) is the first centroid with the largest product, wherever it
 // sits: in the 8-wide part of the scan or in its tail, among exact ties, with one list.
 TEST(BlasIvfScanTest, NearestListIsTheFirstLargest) {
-  auto unit = [](int axis, float scale) {
-    std::vector<float> v(kDim, 0.0f);
-    v[axis] = scale;
-    return v;
-  };
   struct Case {
     int nlist;
     int query_axis;
+    std::vector<int> raised;  // rows e_(query_axis) * 2: the largest products
     int64_t want;
   };
-  // Row r is e_(r % 5), except the rows the cases below scale up. Products are 0, 1 or the scale:
-  // exact in any summation order, so ties are exact too.
-  for (const Case& c : {Case{1, 0, 0}, Case{13, 2, 2}, Case{13, 4, 4}, Case{13, 0, 12},
-                        Case{16, 3, 3}, Case{4099, 1, 4098}, Case{4099, 2, 2}}) {
-    SCOPED_TRACE(absl::StrCat("nlist ", c.nlist, ", query e_", c.query_axis));
-    std::vector<float> centroids;
+  // Row r is e_(r % 5) unless raised. Products are 0, 1 or 2, exact in any summation order, so
+  // ties are exact too. Without raised rows the ties are the rows r % 5 == query_axis.
+  for (const Case& c : {Case{1, 0, {}, 0}, Case{13, 2, {}, 2}, Case{13, 4, {}, 4},
+                        Case{13, 0, {12}, 12}, Case{13, 0, {10, 12}, 10},
+                        Case{16, 3, {}, 3}, Case{40, 3, {21}, 21}, Case{40, 3, {21, 37}, 21},
+                        Case{4099, 1, {4098}, 4098}, Case{4099, 2, {}, 2}}) {
+    SCOPED_TRACE(absl::StrCat("nlist ", c.nlist, ", query e_", c.query_axis, ", raised ",
+                              absl::StrJoin(c.raised, ",")));
+    std::vector<float> centroids(static_cast<size_t>(c.nlist) * kDim, 0.0f);
     for (int r = 0; r < c.nlist; ++r) {
-      const bool scaled = r == c.nlist - 1 && c.nlist > 1 && c.want == r;
-      const auto row = unit(scaled ? c.query_axis : r % 5, scaled ? 2.0f : 1.0f);
-      centroids.insert(centroids.end(), row.begin(), row.end());
+      const bool raised = std::find(c.raised.begin(), c.raised.end(), r) != c.raised.end();
+      centroids[static_cast<size_t>(r) * kDim + (raised ? c.query_axis : r % 5)] =
+          raised ? 2.0f : 1.0f;
     }
-    const auto q = unit(c.query_axis, 1.0f);
+    std::vector<float> q(kDim, 0.0f);
+    q[c.query_axis] = 1.0f;
+    const float want_dist = c.raised.empty() ? 1.0f : 2.0f;
     float dist = 0;
     int64_t key = -1;
     BlasCoarseAssign(centroids.data(), c.nlist, kDim, q.data(), 1, 1, &dist, &key);
     EXPECT_EQ(key, c.want);
-    EXPECT_EQ(dist, c.want == c.nlist - 1 && c.nlist > 1 ? 2.0f : 1.0f);
+    EXPECT_EQ(dist, want_dist);
     // The same vector in a batch of three goes through the GEMM path.
     std::vector<float> batch;
     for (int i = 0; i < 3; ++i) batch.insert(batch.end(), q.begin(), q.end());
@@ -886,6 +888,7 @@ TEST(BlasIvfScanTest, NearestListIsTheFirstLargest) {
     BlasCoarseAssign(centroids.data(), c.nlist, kDim, batch.data(), 3, 1, dists.data(),
                      keys.data());
     EXPECT_EQ(keys, std::vector<int64_t>(3, c.want));
+    EXPECT_EQ(dists, std::vector<float>(3, want_dist));
   }
 }
 
