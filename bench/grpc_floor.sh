@@ -26,10 +26,10 @@ source bench/server_lib.sh
 start_server "$WORK/server.log" "$B/server/recall-server" --model_base="$WORK" --port=0 \
   --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 --wal_path="$WORK/wal" \
   --recall_probe_interval_s=0
-for target in grpc stream; do
-  echo "== recall-server ($([ $target = grpc ] && echo "unary Recall" || echo RecallStream)), $MODEL_BASE version 1"
+for target in "grpc:unary Recall" "stream:RecallStream"; do
+  echo "== recall-server (${target#*:}), $MODEL_BASE version 1"
   taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \
-    --target=$target --addr="127.0.0.1:$PORT" --mode=closed \
+    --target="${target%%:*}" --addr="127.0.0.1:$PORT" --mode=closed \
     --concurrency="$CONCURRENCY" --duration_s="$DURATION" --warmup_s=1 --recall_queries=0 \
     2>&1 | grep "closed c"
 done

@@ -58,7 +58,7 @@ int64_t ArgMax(const float* s, int64_t n) {
 
 // The top `k` of scores[0..n) into (dist, keys), best first; -1 past n.
 void TopK(const float* scores, int64_t n, int k, float* dist, int64_t* keys) {
-  if (k == 1 && n > 0) {  // an online write's list: a plain scan, as the heap's first entry
+  if (k == 1 && n > 0) {  // nprobe 1, e.g. an online write's list: a scan, not a heap
     *keys = ArgMax(scores, n);
     *dist = scores[*keys];
     return;

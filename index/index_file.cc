@@ -7,12 +7,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "faiss/Index.h"
-#include "faiss/IndexFlat.h"
 #include "faiss/IndexIDMap.h"
 #include "faiss/IndexRefine.h"
 #include "faiss/impl/io.h"
 #include "faiss/index_io.h"
 #include "index/faiss_guard.h"
+#include "index/faiss_structures.h"
 
 namespace recall {
 namespace {
@@ -67,8 +67,7 @@ absl::StatusOr<IndexFileContents> ReadIndexFile(const std::string& path) {
     out.index = std::move(base);
     const faiss::Index* inner = out.index.get();
     const faiss::Index* exact = out.exact.get();
-    if (inner == nullptr || exact == nullptr ||
-        dynamic_cast<const faiss::IndexFlat*>(exact) == nullptr ||
+    if (inner == nullptr || exact == nullptr || !IsFlat(exact) ||
         exact->ntotal != inner->ntotal || exact->d != inner->d ||
         exact->metric_type != faiss::METRIC_INNER_PRODUCT) {
       return absl::DataLossError(absl::StrCat(
