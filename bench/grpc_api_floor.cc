@@ -10,6 +10,7 @@
 //                   would run it: the callback queue's threads exist and poll too.
 // bench/grpc_api_floor.sh runs the three side by side.
 #include <gflags/gflags.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -31,6 +32,8 @@ DEFINE_int32(threads, 1, "async: threads, each with its own completion queue");
 DEFINE_int32(k, 100, "items in the canned answer");
 DEFINE_bool(handoff, false,
             "async: answer on a worker thread (as recall-server's batcher does), not inline");
+DEFINE_bool(health, false, "also gRPC's default health service, as recall-server has");
+DEFINE_bool(reflection, false, "also server reflection, as recall-server has");
 DEFINE_string(port_file, "", "where the bound port is written");
 
 namespace {
@@ -185,6 +188,8 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   std::signal(SIGTERM, [](int) { g_stop.store(true); });
   std::signal(SIGINT, [](int) { g_stop.store(true); });
+  if (FLAGS_health) grpc::EnableDefaultHealthCheckService(true);
+  if (FLAGS_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);

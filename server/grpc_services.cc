@@ -22,34 +22,33 @@ absl::Status Guarded(Body&& body) {
 }
 
 // Records the call's metrics (it entered in flight at `start`) and finishes it with `s`.
-void FinishCall(grpc::ServerUnaryReactor* reactor, Metrics* metrics, const char* method,
-                Clock::time_point start, const absl::Status& s) {
+template <typename Call>
+void FinishCall(Call* call, Metrics* metrics, const char* method, Clock::time_point start,
+                const absl::Status& s) {
   grpc::Status gs = ToGrpcStatus(s);
   metrics->in_flight().Decrement();
   metrics->ObserveRequest(method, GrpcCodeName(gs.error_code()),
                           std::chrono::duration<double>(Clock::now() - start).count());
-  reactor->Finish(gs);
+  call->Finish(gs);
 }
 
 // Runs `body` (returning absl::Status) on this thread and finishes the call; a call that
 // fails `gate` (authorization) finishes with that status without running body.
-template <typename Body>
-grpc::ServerUnaryReactor* Handle(grpc::CallbackServerContext* ctx, Metrics* metrics,
-                                 const char* method, const absl::Status& gate, Body&& body) {
+template <typename Call, typename Body>
+void Handle(Call* call, Metrics* metrics, const char* method, const absl::Status& gate,
+            Body&& body) {
   const auto start = Clock::now();
   metrics->in_flight().Increment();
-  auto* reactor = ctx->DefaultReactor();
-  FinishCall(reactor, metrics, method, start, gate.ok() ? Guarded(body) : gate);
-  return reactor;
+  FinishCall(call, metrics, method, start, gate.ok() ? Guarded(body) : gate);
 }
 
 // Finishes a call refused before any work (authorization), recording it like any other.
-grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, Metrics* metrics,
-                                 const char* method, const absl::Status& why) {
-  return Handle(ctx, metrics, method, why, [] { return absl::OkStatus(); });
+template <typename Call>
+void Refuse(Call* call, Metrics* metrics, const char* method, const absl::Status& why) {
+  Handle(call, metrics, method, why, [] { return absl::OkStatus(); });
 }
 
-absl::Status Authorize(const CallAuthorizer* auth, const grpc::CallbackServerContext* ctx,
+absl::Status Authorize(const CallAuthorizer* auth, const grpc::ServerContext* ctx,
                        CallAuthorizer::Scope scope) {
   return auth == nullptr ? absl::OkStatus() : auth->Check(ctx->client_metadata(), scope);
 }
@@ -58,7 +57,7 @@ constexpr auto kRead = CallAuthorizer::Scope::kRead;
 constexpr auto kAdmin = CallAuthorizer::Scope::kAdmin;
 
 // The call's deadline on the steady clock (max() = none).
-Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx) {
+Clock::time_point SteadyDeadline(const grpc::ServerContext* ctx) {
   const auto deadline = ctx->deadline();
   const auto now = std::chrono::system_clock::now();
   // gRPC reports "no deadline" as a far-future time; anything beyond a day counts as none.
@@ -127,286 +126,322 @@ std::string GrpcCodeName(grpc::StatusCode code) {
   return c >= 0 && c <= 16 ? kNames[c] : "UNKNOWN";
 }
 
-grpc::ServerUnaryReactor* RecallServiceImpl::Recall(grpc::CallbackServerContext* ctx,
-                                                    const recall::v1::RecallRequest* req,
-                                                    recall::v1::RecallResponse* resp) {
+
+RecallServiceImpl::RecallServiceImpl(const RecallEngine* engine, Metrics* metrics,
+                                     RecallBatcher* batcher, const CallAuthorizer* auth,
+                                     ServiceLimits limits)
+    : engine_(engine),
+      metrics_(metrics),
+      batcher_(batcher),
+      auth_(auth),
+      limits_(limits),
+      recalls_(limits.max_in_flight_recalls),
+      writes_(limits.max_in_flight_writes),
+      on_recall_([this](RecallCall* call) { Recall(call); }),
+      on_upsert_([this](UpsertCall* call) {
+        const absl::Time deadline =
+            WaitDeadline(SteadyDeadline(call->context()), limits_.max_write_wait);
+        HandleWrite(call, "UpsertItems", [this, call, deadline] {
+          absl::Status s = engine_->UpsertItems(call->request(), call->response(), deadline);
+          if (s.ok()) {
+            metrics_->AddUpserts(call->response()->upserted());
+            engine_->ReportIndexSize(metrics_);
+          }
+          return s;
+        });
+      }),
+      on_delete_([this](DeleteCall* call) {
+        const absl::Time deadline =
+            WaitDeadline(SteadyDeadline(call->context()), limits_.max_write_wait);
+        HandleWrite(call, "DeleteItems", [this, call, deadline] {
+          absl::Status s = engine_->DeleteItems(call->request(), call->response(), deadline);
+          if (s.ok()) {
+            metrics_->AddDeletes(call->response()->deleted());
+            engine_->ReportIndexSize(metrics_);
+          }
+          return s;
+        });
+      }),
+      on_info_([this](InfoCall* call) {
+        Handle(call, metrics_, "GetIndexInfo", Authorize(auth_, call->context(), kRead), [&] {
+          absl::Status s = engine_->GetIndexInfo(call->request(), call->response());
+          if (s.ok()) {
+            metrics_->SetIndexItems(call->response()->num_items(), call->response()->num_hidden());
+          }
+          return s;
+        });
+      }),
+      write_pool_(limits.max_in_flight_writes > 0 ? limits.max_in_flight_writes : 64) {}
+
+void RecallServiceImpl::Recall(RecallCall* call) {
+  grpc::ServerContext* ctx = call->context();
   if (absl::Status gate = Authorize(auth_, ctx, kRead); !gate.ok()) {
-    return Refuse(ctx, metrics_, "Recall", gate);
+    return Refuse(call, metrics_, "Recall", gate);
   }
   const Clock::time_point deadline = SteadyDeadline(ctx);
-  if (req->min_write_sequence() > 0) {
-    // Read-your-writes: the call waits (without a thread) until this replica has applied the
-    // sequence, then runs as any other.
-    const auto start = Clock::now();
-    metrics_->in_flight().Increment();
-    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-    engine_->WhenApplied(
-        req->min_write_sequence(), WaitDeadline(deadline, limits_.max_sequence_wait),
-        [this, reactor, req, resp, start, deadline](const absl::Status& s) {
-          if (!s.ok()) return FinishCall(reactor, metrics_, "Recall", start, s);
-          RunRecall(reactor, req, resp, start, deadline);
-        });
-    return reactor;
-  }
-  if (batcher_ == nullptr) {
-    if (absl::Status admit = Admit(metrics_, recalls_, "--max_in_flight_recalls", deadline);
-        !admit.ok()) {
-      return Refuse(ctx, metrics_, "Recall", admit);
-    }
-    auto* reactor = Handle(ctx, metrics_, "Recall", absl::OkStatus(), [&] {
-      RecallTimings t;
-      absl::Status s = engine_->Recall(*req, resp, &t);
-      if (s.ok()) {
-        metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
-        metrics_->ObserveBatch(1);
-      }
-      return s;
-    });
-    recalls_.Release();
-    return reactor;
-  }
   const auto start = Clock::now();
   metrics_->in_flight().Increment();
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  RunRecall(reactor, req, resp, start, deadline);
-  return reactor;
+  if (call->request().min_write_sequence() > 0) {
+    // Read-your-writes: the call waits (without a thread) until this replica has applied the
+    // sequence, then runs as any other.
+    engine_->WhenApplied(call->request().min_write_sequence(),
+                         WaitDeadline(deadline, limits_.max_sequence_wait),
+                         [this, call, start, deadline](const absl::Status& s) {
+                           if (!s.ok()) return FinishCall(call, metrics_, "Recall", start, s);
+                           RunRecall(call, start, deadline);
+                         });
+    return;
+  }
+  RunRecall(call, start, deadline);
 }
 
-void RecallServiceImpl::RunRecall(grpc::ServerUnaryReactor* reactor,
-                                  const recall::v1::RecallRequest* req,
-                                  recall::v1::RecallResponse* resp, Clock::time_point start,
+void RecallServiceImpl::RunRecall(RecallCall* call, Clock::time_point start,
                                   Clock::time_point deadline) {
   if (batcher_ != nullptr) {
     batcher_->Submit(
-        req, resp,
-        [this, reactor, start](const absl::Status& s, const RecallTimings& t, int) {
+        &call->request(), call->response(),
+        [this, call, start](const absl::Status& s, const RecallTimings& t, int) {
           if (s.ok()) metrics_->ObserveQueueWait(t.queue_sec);
-          FinishCall(reactor, metrics_, "Recall", start, s);
+          FinishCall(call, metrics_, "Recall", start, s);
         },
         deadline);
     return;
   }
-  // Without the batcher (after a write-sequence wait): admitted like any other call.
   absl::Status s = Admit(metrics_, recalls_, "--max_in_flight_recalls", deadline);
   if (s.ok()) {
     RecallTimings t;
-    s = Guarded([&] { return engine_->Recall(*req, resp, &t); });
+    s = Guarded([&] { return engine_->Recall(call->request(), call->response(), &t); });
     recalls_.Release();
     if (s.ok()) {
       metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
       metrics_->ObserveBatch(1);
     }
   }
-  FinishCall(reactor, metrics_, "Recall", start, s);
+  FinishCall(call, metrics_, "Recall", start, s);
 }
 
-// An admin write (UpsertItems, DeleteItems): authorized, admitted under --max_in_flight_writes,
-// then run on this thread.
-template <typename Body>
-grpc::ServerUnaryReactor* RecallServiceImpl::HandleWrite(grpc::CallbackServerContext* ctx,
-                                                         const char* method, Body&& body) {
-  if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
-    return Refuse(ctx, metrics_, method, gate);
+template <typename Call, typename Body>
+void RecallServiceImpl::HandleWrite(Call* call, const char* method, Body body) {
+  if (absl::Status gate = Authorize(auth_, call->context(), kAdmin); !gate.ok()) {
+    return Refuse(call, metrics_, method, gate);
   }
   if (absl::Status admit = Admit(metrics_, writes_, "--max_in_flight_writes",
                                  Clock::time_point::max());
       !admit.ok()) {
-    return Refuse(ctx, metrics_, method, admit);
+    return Refuse(call, metrics_, method, admit);
   }
-  grpc::ServerUnaryReactor* reactor = Handle(ctx, metrics_, method, absl::OkStatus(), body);
-  writes_.Release();
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* RecallServiceImpl::UpsertItems(
-    grpc::CallbackServerContext* ctx, const recall::v1::UpsertItemsRequest* req,
-    recall::v1::UpsertItemsResponse* resp) {
-  const absl::Time deadline = WaitDeadline(SteadyDeadline(ctx), limits_.max_write_wait);
-  return HandleWrite(ctx, "UpsertItems", [&] {
-    absl::Status s = engine_->UpsertItems(*req, resp, deadline);
-    if (s.ok()) {
-      metrics_->AddUpserts(resp->upserted());
-      engine_->ReportIndexSize(metrics_);
-    }
-    return s;
+  const auto start = Clock::now();
+  metrics_->in_flight().Increment();
+  write_pool_.Run([this, call, method, start, body = std::move(body)] {
+    const absl::Status s = Guarded(body);
+    writes_.Release();
+    FinishCall(call, metrics_, method, start, s);
   });
 }
 
-grpc::ServerUnaryReactor* RecallServiceImpl::DeleteItems(
-    grpc::CallbackServerContext* ctx, const recall::v1::DeleteItemsRequest* req,
-    recall::v1::DeleteItemsResponse* resp) {
-  const absl::Time deadline = WaitDeadline(SteadyDeadline(ctx), limits_.max_write_wait);
-  return HandleWrite(ctx, "DeleteItems", [&] {
-    absl::Status s = engine_->DeleteItems(*req, resp, deadline);
-    if (s.ok()) {
-      metrics_->AddDeletes(resp->deleted());
-      engine_->ReportIndexSize(metrics_);
-    }
-    return s;
-  });
-}
-
-grpc::ServerUnaryReactor* RecallServiceImpl::GetIndexInfo(
-    grpc::CallbackServerContext* ctx, const recall::v1::GetIndexInfoRequest* req,
-    recall::v1::GetIndexInfoResponse* resp) {
-  return Handle(ctx, metrics_, "GetIndexInfo", Authorize(auth_, ctx, kRead), [&] {
-    absl::Status s = engine_->GetIndexInfo(*req, resp);
-    if (s.ok()) metrics_->SetIndexItems(resp->num_items(), resp->num_hidden());
-    return s;
-  });
-}
-
-// One reactor per stream: read a request, answer it, write the response, read the next. One
-// request is in flight per stream at a time, so responses leave in request order.
-class RecallStreamReactor
-    : public grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse> {
+// One RecallStream call: read a request, answer it, write the response, read the next. One
+// request is in flight per stream at a time, so responses leave in request order, and one
+// operation is pending on the call at a time, so `this` is its only tag. A cancelled call
+// shows as a failed read or write; the call then finishes, and goes when that tag is back.
+class RecallServiceImpl::StreamCall final : public AsyncOp {
  public:
-  RecallStreamReactor(const RecallEngine* engine, Metrics* metrics, RecallBatcher* batcher,
-                      InFlightLimit* limit, const absl::Status& gate, Clock::time_point deadline,
-                      absl::Duration max_sequence_wait)
-      : engine_(engine),
-        metrics_(metrics),
-        batcher_(batcher),
-        limit_(limit),
-        deadline_(deadline),
-        max_sequence_wait_(max_sequence_wait) {
-    if (!gate.ok()) {
-      metrics_->ObserveRequest("RecallStream", GrpcCodeName(ToGrpcStatus(gate).error_code()), 0);
-      Finish(ToGrpcStatus(gate));
-      return;
-    }
-    StartRead(&req_);
+  StreamCall(RecallServiceImpl* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), stream_(&ctx_) {
+    service_->service_.RequestRecallStream(&ctx_, &stream_, cq_, cq_, this);
   }
 
-  void OnReadDone(bool ok) override {
-    if (!ok) {  // the client half-closed: every request has been answered
-      Finish(grpc::Status::OK);
-      return;
+  void Proceed(bool ok) override {
+    switch (state_) {
+      case State::kRequested:
+        if (!ok) break;  // no call came (shutdown)
+        new StreamCall(service_, cq_);
+        if (absl::Status gate = Authorize(service_->auth_, &ctx_, kRead); !gate.ok()) {
+          service_->metrics_->ObserveRequest(
+              "RecallStream", GrpcCodeName(ToGrpcStatus(gate).error_code()), 0);
+          return Finish(ToGrpcStatus(gate));
+        }
+        deadline_ = SteadyDeadline(&ctx_);
+        return Read();
+      case State::kReading:
+        if (!ok) return Finish(grpc::Status::OK);  // half-closed: every request was answered
+        return OnRequest();
+      case State::kWriting:
+        if (!ok) return Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream write failed"));
+        return Read();
+      case State::kFinishing:
+        break;
     }
+    delete this;
+  }
+
+ private:
+  enum class State { kRequested, kReading, kWriting, kFinishing };
+
+  void Read() {
+    state_ = State::kReading;
+    stream_.Read(&req_, this);
+  }
+
+  void Finish(const grpc::Status& status) {
+    state_ = State::kFinishing;
+    stream_.Finish(status, this);
+  }
+
+  void OnRequest() {
     const auto start = Clock::now();
     resp_.Clear();
     if (req_.min_write_sequence() > 0) {
-      engine_->WhenApplied(req_.min_write_sequence(), WaitDeadline(deadline_, max_sequence_wait_),
-                           [this, start](const absl::Status& s) {
-                             if (!s.ok()) return Answer(s, start);
-                             Run(start);
-                           });
+      service_->engine_->WhenApplied(
+          req_.min_write_sequence(),
+          WaitDeadline(deadline_, service_->limits_.max_sequence_wait),
+          [this, start](const absl::Status& s) {
+            if (!s.ok()) return Answer(s, start);
+            Run(start);
+          });
       return;
     }
     Run(start);
   }
 
   void Run(Clock::time_point start) {
-    if (batcher_ != nullptr) {
+    Metrics* metrics = service_->metrics_;
+    if (service_->batcher_ != nullptr) {
       // req_ and resp_ stay untouched until the answer: the next read starts after the write.
-      batcher_->Submit(
+      service_->batcher_->Submit(
           &req_, &resp_,
-          [this, start](const absl::Status& s, const RecallTimings& t, int) {
-            if (s.ok()) metrics_->ObserveQueueWait(t.queue_sec);
+          [this, start, metrics](const absl::Status& s, const RecallTimings& t, int) {
+            if (s.ok()) metrics->ObserveQueueWait(t.queue_sec);
             Answer(s, start);
           },
           deadline_);
       return;
     }
-    if (absl::Status admit = Admit(metrics_, *limit_, "--max_in_flight_recalls", deadline_);
+    InFlightLimit& limit = service_->recalls_;
+    if (absl::Status admit = Admit(metrics, limit, "--max_in_flight_recalls", deadline_);
         !admit.ok()) {
-      Answer(admit, start);
-      return;
+      return Answer(admit, start);
     }
     RecallTimings t;
-    const absl::Status s = Guarded([&] { return engine_->Recall(req_, &resp_, &t); });
-    limit_->Release();
+    const absl::Status s = Guarded([&] { return service_->engine_->Recall(req_, &resp_, &t); });
+    limit.Release();
     if (s.ok()) {
-      metrics_->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
-      metrics_->ObserveBatch(1);
+      metrics->ObserveStages(t.encode_sec, t.tower_sec, t.search_sec);
+      metrics->ObserveBatch(1);
     }
     Answer(s, start);
   }
 
   void Answer(const absl::Status& s, Clock::time_point start) {
     grpc::Status gs = ToGrpcStatus(s);
-    metrics_->ObserveRequest("RecallStream", GrpcCodeName(gs.error_code()),
-                             std::chrono::duration<double>(Clock::now() - start).count());
-    if (!s.ok()) {
-      Finish(gs);  // an invalid request ends the stream with its status
-      return;
-    }
-    StartWrite(&resp_);
+    service_->metrics_->ObserveRequest("RecallStream", GrpcCodeName(gs.error_code()),
+                                       std::chrono::duration<double>(Clock::now() - start).count());
+    if (!s.ok()) return Finish(gs);  // an invalid request ends the stream with its status
+    state_ = State::kWriting;
+    stream_.Write(resp_, this);
   }
 
-  void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream write failed"));
-      return;
-    }
-    StartRead(&req_);
-  }
-
-  void OnDone() override { delete this; }
-  void OnCancel() override {}
-
- private:
-  const RecallEngine* engine_;
-  Metrics* metrics_;
-  RecallBatcher* batcher_;
-  InFlightLimit* limit_;
-  const Clock::time_point deadline_;
-  const absl::Duration max_sequence_wait_;
+  RecallServiceImpl* const service_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncReaderWriter<recall::v1::RecallResponse, recall::v1::RecallRequest> stream_;
+  State state_ = State::kRequested;
+  Clock::time_point deadline_ = Clock::time_point::max();
   recall::v1::RecallRequest req_;
   recall::v1::RecallResponse resp_;
 };
 
-grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse>*
-RecallServiceImpl::RecallStream(grpc::CallbackServerContext* ctx) {
-  return new RecallStreamReactor(engine_, metrics_, batcher_, &recalls_,
-                                 Authorize(auth_, ctx, kRead), SteadyDeadline(ctx),
-                                 limits_.max_sequence_wait);
+void RecallServiceImpl::Arm(const CompletionQueueThreads& queues) {
+  for (const auto& q : queues.queues()) {
+    grpc::ServerCompletionQueue* cq = q.get();
+    RecallCall::Arm(&service_, &Proto::RequestRecall, cq, &on_recall_);
+    UpsertCall::Arm(&service_, &Proto::RequestUpsertItems, cq, &on_upsert_);
+    DeleteCall::Arm(&service_, &Proto::RequestDeleteItems, cq, &on_delete_);
+    InfoCall::Arm(&service_, &Proto::RequestGetIndexInfo, cq, &on_info_);
+    new StreamCall(this, cq);
+  }
 }
 
 TrainingServiceImpl::TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs,
                                          Metrics* metrics, const CallAuthorizer* auth,
                                          ReplicaSet* replicas)
-    : versions_(versions), jobs_(jobs), metrics_(metrics), auth_(auth), replicas_(replicas) {
-  admin_ = std::thread([this] {
-    absl::MutexLock lock(&mu_);
-    while (true) {
-      mu_.Await(absl::Condition(
-          +[](TrainingServiceImpl* t) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return t->stop_ || !t->queue_.empty();
-          },
-          this));
-      if (queue_.empty()) return;  // stop_ and drained
-      auto f = std::move(queue_.front());
-      queue_.pop_front();
-      mu_.Unlock();
-      f();
-      mu_.Lock();
-    }
-  });
+    : versions_(versions),
+      jobs_(jobs),
+      metrics_(metrics),
+      auth_(auth),
+      replicas_(replicas),
+      on_trigger_([this](TriggerCall* call) {
+        Handle(call, metrics_, "TriggerRetrain", Authorize(auth_, call->context(), kAdmin), [&] {
+          auto id = jobs_->Trigger(call->request());
+          if (!id.ok()) return id.status();
+          call->response()->set_job_id(*id);
+          return absl::OkStatus();
+        });
+      }),
+      on_get_job_([this](GetJobCall* call) {
+        Handle(call, metrics_, "GetRetrainJob", Authorize(auth_, call->context(), kRead), [&] {
+          auto job = jobs_->Get(call->request().job_id());
+          if (!job.ok()) return job.status();
+          *call->response() = *std::move(job);
+          return absl::OkStatus();
+        });
+      }),
+      on_cancel_([this](CancelCall* call) {
+        OnAdminThread(call, "CancelRetrain", [this, call] {
+          auto job = jobs_->Cancel(call->request().job_id());
+          if (!job.ok()) return job.status();
+          *call->response()->mutable_job() = *std::move(job);
+          return absl::OkStatus();
+        });
+      }),
+      on_list_([this](ListCall* call) {
+        Handle(call, metrics_, "ListVersions", Authorize(auth_, call->context(), kRead), [&] {
+          FillVersions(call->response());
+          return absl::OkStatus();
+        });
+      }),
+      on_set_([this](SetCall* call) {
+        OnAdminThread(call, "SetServingVersion", [this, call] {
+          const int64_t version = call->request().version();
+          absl::Status s = replicas_ != nullptr ? replicas_->SetServingVersion(version)
+                                                : versions_->SetServingVersion(version);
+          if (!s.ok()) return s;
+          call->response()->set_serving_version(versions_->serving_version());
+          return absl::OkStatus();
+        });
+      }),
+      on_reload_([this](ReloadCall* call) {
+        OnAdminThread(call, "ReloadVersions", [this, call] {
+          absl::Status s = versions_->Reconcile();
+          FillVersions(call->response());
+          return s;
+        });
+      }) {}
+
+TrainingServiceImpl::~TrainingServiceImpl() = default;
+
+void TrainingServiceImpl::Arm(const CompletionQueueThreads& queues) {
+  for (const auto& q : queues.queues()) {
+    grpc::ServerCompletionQueue* cq = q.get();
+    TriggerCall::Arm(&service_, &Proto::RequestTriggerRetrain, cq, &on_trigger_);
+    GetJobCall::Arm(&service_, &Proto::RequestGetRetrainJob, cq, &on_get_job_);
+    CancelCall::Arm(&service_, &Proto::RequestCancelRetrain, cq, &on_cancel_);
+    ListCall::Arm(&service_, &Proto::RequestListVersions, cq, &on_list_);
+    SetCall::Arm(&service_, &Proto::RequestSetServingVersion, cq, &on_set_);
+    ReloadCall::Arm(&service_, &Proto::RequestReloadVersions, cq, &on_reload_);
+  }
 }
 
-TrainingServiceImpl::~TrainingServiceImpl() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
+template <typename Call>
+void TrainingServiceImpl::OnAdminThread(Call* call, const char* method,
+                                        std::function<absl::Status()> body) {
+  if (absl::Status gate = Authorize(auth_, call->context(), kAdmin); !gate.ok()) {
+    return Refuse(call, metrics_, method, gate);
   }
-  admin_.join();
-}
-
-grpc::ServerUnaryReactor* TrainingServiceImpl::OnAdminThread(grpc::CallbackServerContext* ctx,
-                                                             const char* method,
-                                                             std::function<absl::Status()> body) {
-  if (absl::Status gate = Authorize(auth_, ctx, kAdmin); !gate.ok()) {
-    return Refuse(ctx, metrics_, method, gate);
-  }
-  auto* reactor = ctx->DefaultReactor();
   const auto start = Clock::now();
   metrics_->in_flight().Increment();
-  absl::MutexLock lock(&mu_);
-  queue_.push_back([this, reactor, method, start, body = std::move(body)] {
-    FinishCall(reactor, metrics_, method, start, Guarded(body));
+  admin_.Run([this, call, method, start, body = std::move(body)] {
+    FinishCall(call, metrics_, method, start, Guarded(body));
   });
-  return reactor;
 }
 
 void TrainingServiceImpl::FillVersions(recall::v1::ListVersionsResponse* resp) const {
@@ -432,70 +467,6 @@ void TrainingServiceImpl::FillVersions(recall::v1::ListVersionsResponse* resp) c
   if (replicas_ != nullptr) {
     for (auto& r : replicas_->Replicas()) *resp->add_replicas() = std::move(r);
   }
-}
-
-grpc::ServerUnaryReactor* TrainingServiceImpl::TriggerRetrain(
-    grpc::CallbackServerContext* ctx, const recall::v1::TriggerRetrainRequest* req,
-    recall::v1::TriggerRetrainResponse* resp) {
-  return Handle(ctx, metrics_, "TriggerRetrain", Authorize(auth_, ctx, kAdmin), [&] {
-    auto id = jobs_->Trigger(*req);
-    if (!id.ok()) return id.status();
-    resp->set_job_id(*id);
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* TrainingServiceImpl::GetRetrainJob(
-    grpc::CallbackServerContext* ctx, const recall::v1::GetRetrainJobRequest* req,
-    recall::v1::RetrainJob* resp) {
-  return Handle(ctx, metrics_, "GetRetrainJob", Authorize(auth_, ctx, kRead), [&] {
-    auto job = jobs_->Get(req->job_id());
-    if (!job.ok()) return job.status();
-    *resp = *std::move(job);
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* TrainingServiceImpl::CancelRetrain(
-    grpc::CallbackServerContext* ctx, const recall::v1::CancelRetrainRequest* req,
-    recall::v1::CancelRetrainResponse* resp) {
-  return OnAdminThread(ctx, "CancelRetrain", [this, req, resp] {
-    auto job = jobs_->Cancel(req->job_id());
-    if (!job.ok()) return job.status();
-    *resp->mutable_job() = *std::move(job);
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* TrainingServiceImpl::ListVersions(
-    grpc::CallbackServerContext* ctx, const recall::v1::ListVersionsRequest*,
-    recall::v1::ListVersionsResponse* resp) {
-  return Handle(ctx, metrics_, "ListVersions", Authorize(auth_, ctx, kRead), [&] {
-    FillVersions(resp);
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* TrainingServiceImpl::SetServingVersion(
-    grpc::CallbackServerContext* ctx, const recall::v1::SetServingVersionRequest* req,
-    recall::v1::SetServingVersionResponse* resp) {
-  return OnAdminThread(ctx, "SetServingVersion", [this, req, resp] {
-    absl::Status s = replicas_ != nullptr ? replicas_->SetServingVersion(req->version())
-                                          : versions_->SetServingVersion(req->version());
-    if (!s.ok()) return s;
-    resp->set_serving_version(versions_->serving_version());
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* TrainingServiceImpl::ReloadVersions(
-    grpc::CallbackServerContext* ctx, const recall::v1::ReloadVersionsRequest*,
-    recall::v1::ListVersionsResponse* resp) {
-  return OnAdminThread(ctx, "ReloadVersions", [this, resp] {
-    absl::Status s = versions_->Reconcile();
-    FillVersions(resp);
-    return s;
-  });
 }
 
 }  // namespace recall::server

@@ -1,18 +1,23 @@
-// gRPC edge of recall-server (callback API): maps requests to RecallEngine, statuses to gRPC
-// codes, and records metrics. No request can crash the process: every handler turns
-// exceptions into INTERNAL.
+// gRPC edge of recall-server, on the completion-queue API (server/async_calls.h says why): maps
+// requests to RecallEngine, statuses to gRPC codes, and records metrics. No request can crash
+// the process: every handler turns exceptions into INTERNAL. A handler never blocks the queue's
+// thread: Recalls go to the batcher, writes to a pool of their own, slow admin calls to the
+// admin thread.
+//
+// Use: register service() with the builder, BuildAndStart, Arm(queues), then start the queues'
+// threads (CompletionQueueThreads). Shut the server down before these objects go.
 #ifndef RECALL_SERVER_GRPC_SERVICES_H_
 #define RECALL_SERVER_GRPC_SERVICES_H_
 
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <deque>
+#include <chrono>
 #include <functional>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "recall/v1/recall.grpc.pb.h"
+#include "server/async_calls.h"
 #include "server/call_auth.h"
 #include "server/metrics.h"
 #include "server/recall_batcher.h"
@@ -59,45 +64,40 @@ struct ServiceLimits {
   absl::Duration max_write_wait = absl::Seconds(30);
 };
 
-class RecallServiceImpl final : public recall::v1::RecallService::CallbackService {
+class RecallServiceImpl {
  public:
+  using Proto = recall::v1::RecallService::AsyncService;
+
   // `batcher` (nullable): Recall and RecallStream requests go through it; without it each
-  // request runs alone on the gRPC thread that received it. `auth` (nullable = every call
+  // request runs alone on the queue's thread that received it. `auth` (nullable = every call
   // allowed): Recall, RecallStream and GetIndexInfo need the read scope, writes the admin one.
   RecallServiceImpl(const RecallEngine* engine, Metrics* metrics,
                     RecallBatcher* batcher = nullptr, const CallAuthorizer* auth = nullptr,
-                    ServiceLimits limits = {})
-      : engine_(engine),
-        metrics_(metrics),
-        batcher_(batcher),
-        auth_(auth),
-        limits_(limits),
-        recalls_(limits.max_in_flight_recalls),
-        writes_(limits.max_in_flight_writes) {}
+                    ServiceLimits limits = {});
+  RecallServiceImpl(const RecallServiceImpl&) = delete;
+  RecallServiceImpl& operator=(const RecallServiceImpl&) = delete;
 
-  grpc::ServerUnaryReactor* Recall(grpc::CallbackServerContext* ctx,
-                                   const recall::v1::RecallRequest* req,
-                                   recall::v1::RecallResponse* resp) override;
-  grpc::ServerBidiReactor<recall::v1::RecallRequest, recall::v1::RecallResponse>* RecallStream(
-      grpc::CallbackServerContext* ctx) override;
-  grpc::ServerUnaryReactor* UpsertItems(grpc::CallbackServerContext* ctx,
-                                        const recall::v1::UpsertItemsRequest* req,
-                                        recall::v1::UpsertItemsResponse* resp) override;
-  grpc::ServerUnaryReactor* DeleteItems(grpc::CallbackServerContext* ctx,
-                                        const recall::v1::DeleteItemsRequest* req,
-                                        recall::v1::DeleteItemsResponse* resp) override;
-  grpc::ServerUnaryReactor* GetIndexInfo(grpc::CallbackServerContext* ctx,
-                                         const recall::v1::GetIndexInfoRequest* req,
-                                         recall::v1::GetIndexInfoResponse* resp) override;
+  Proto* service() { return &service_; }
+  // Requests the first call of every method on every queue.
+  void Arm(const CompletionQueueThreads& queues);
 
  private:
+  class StreamCall;
+  using RecallCall = UnaryCall<Proto, recall::v1::RecallRequest, recall::v1::RecallResponse>;
+  using UpsertCall =
+      UnaryCall<Proto, recall::v1::UpsertItemsRequest, recall::v1::UpsertItemsResponse>;
+  using DeleteCall =
+      UnaryCall<Proto, recall::v1::DeleteItemsRequest, recall::v1::DeleteItemsResponse>;
+  using InfoCall =
+      UnaryCall<Proto, recall::v1::GetIndexInfoRequest, recall::v1::GetIndexInfoResponse>;
+
+  void Recall(RecallCall* call);
   // Runs an admitted Recall (through the batcher, or on this thread) and finishes the call.
-  void RunRecall(grpc::ServerUnaryReactor* reactor, const recall::v1::RecallRequest* req,
-                 recall::v1::RecallResponse* resp, std::chrono::steady_clock::time_point start,
+  void RunRecall(RecallCall* call, std::chrono::steady_clock::time_point start,
                  std::chrono::steady_clock::time_point deadline);
-  template <typename Body>
-  grpc::ServerUnaryReactor* HandleWrite(grpc::CallbackServerContext* ctx, const char* method,
-                                        Body&& body);
+  // An admin write: authorized, admitted under --max_in_flight_writes, run on the write pool.
+  template <typename Call, typename Body>
+  void HandleWrite(Call* call, const char* method, Body body);
 
   const RecallEngine* engine_;
   Metrics* metrics_;
@@ -106,43 +106,53 @@ class RecallServiceImpl final : public recall::v1::RecallService::CallbackServic
   const ServiceLimits limits_;
   InFlightLimit recalls_;  // only without the batcher
   InFlightLimit writes_;
+  Proto service_;
+  const RecallCall::Handler on_recall_;
+  const UpsertCall::Handler on_upsert_;
+  const DeleteCall::Handler on_delete_;
+  const InfoCall::Handler on_info_;
+  // Writes wait for their log's acknowledgement and application: they run here, as many at
+  // once as --max_in_flight_writes admits (64 when unbounded).
+  BlockingCallPool write_pool_;
 };
 
 // Training and version RPCs. Those that wait for a model load or a child process
 // (SetServingVersion, ReloadVersions, CancelRetrain) run on an admin thread of their own, so a
-// slow load never holds a gRPC thread that requests need.
-class TrainingServiceImpl final : public recall::v1::TrainingService::CallbackService {
+// slow load never holds a thread that requests need.
+class TrainingServiceImpl {
  public:
+  using Proto = recall::v1::TrainingService::AsyncService;
+
   // `auth` (nullable): TriggerRetrain, CancelRetrain, SetServingVersion and ReloadVersions need
   // the admin scope; GetRetrainJob and ListVersions the read scope. `replicas` (nullable: a
   // lone server): SetServingVersion pins the whole replica set, ListVersions lists it.
   TrainingServiceImpl(VersionManager* versions, RetrainJobs* jobs, Metrics* metrics,
                       const CallAuthorizer* auth = nullptr, ReplicaSet* replicas = nullptr);
-  ~TrainingServiceImpl() override;  // finishes queued admin calls, joins the admin thread
+  ~TrainingServiceImpl();  // finishes queued admin calls, joins the admin thread
+  TrainingServiceImpl(const TrainingServiceImpl&) = delete;
+  TrainingServiceImpl& operator=(const TrainingServiceImpl&) = delete;
 
-  grpc::ServerUnaryReactor* TriggerRetrain(grpc::CallbackServerContext* ctx,
-                                           const recall::v1::TriggerRetrainRequest*,
-                                           recall::v1::TriggerRetrainResponse*) override;
-  grpc::ServerUnaryReactor* GetRetrainJob(grpc::CallbackServerContext* ctx,
-                                          const recall::v1::GetRetrainJobRequest*,
-                                          recall::v1::RetrainJob*) override;
-  grpc::ServerUnaryReactor* CancelRetrain(grpc::CallbackServerContext* ctx,
-                                          const recall::v1::CancelRetrainRequest*,
-                                          recall::v1::CancelRetrainResponse*) override;
-  grpc::ServerUnaryReactor* ListVersions(grpc::CallbackServerContext* ctx,
-                                         const recall::v1::ListVersionsRequest*,
-                                         recall::v1::ListVersionsResponse*) override;
-  grpc::ServerUnaryReactor* SetServingVersion(grpc::CallbackServerContext* ctx,
-                                              const recall::v1::SetServingVersionRequest*,
-                                              recall::v1::SetServingVersionResponse*) override;
-  grpc::ServerUnaryReactor* ReloadVersions(grpc::CallbackServerContext* ctx,
-                                           const recall::v1::ReloadVersionsRequest*,
-                                           recall::v1::ListVersionsResponse*) override;
+  Proto* service() { return &service_; }
+  void Arm(const CompletionQueueThreads& queues);
 
  private:
+  template <typename Call>
+  using Handler = typename Call::Handler;
+  using TriggerCall = UnaryCall<Proto, recall::v1::TriggerRetrainRequest,
+                                recall::v1::TriggerRetrainResponse>;
+  using GetJobCall = UnaryCall<Proto, recall::v1::GetRetrainJobRequest, recall::v1::RetrainJob>;
+  using CancelCall =
+      UnaryCall<Proto, recall::v1::CancelRetrainRequest, recall::v1::CancelRetrainResponse>;
+  using ListCall =
+      UnaryCall<Proto, recall::v1::ListVersionsRequest, recall::v1::ListVersionsResponse>;
+  using SetCall = UnaryCall<Proto, recall::v1::SetServingVersionRequest,
+                            recall::v1::SetServingVersionResponse>;
+  using ReloadCall =
+      UnaryCall<Proto, recall::v1::ReloadVersionsRequest, recall::v1::ListVersionsResponse>;
+
   // Runs `body` on the admin thread and finishes the call from there.
-  grpc::ServerUnaryReactor* OnAdminThread(grpc::CallbackServerContext* ctx, const char* method,
-                                          std::function<absl::Status()> body);
+  template <typename Call>
+  void OnAdminThread(Call* call, const char* method, std::function<absl::Status()> body);
   void FillVersions(recall::v1::ListVersionsResponse* resp) const;
 
   VersionManager* const versions_;
@@ -150,10 +160,14 @@ class TrainingServiceImpl final : public recall::v1::TrainingService::CallbackSe
   Metrics* const metrics_;
   const CallAuthorizer* const auth_;
   ReplicaSet* const replicas_;
-  absl::Mutex mu_;
-  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread admin_;
+  Proto service_;
+  const Handler<TriggerCall> on_trigger_;
+  const Handler<GetJobCall> on_get_job_;
+  const Handler<CancelCall> on_cancel_;
+  const Handler<ListCall> on_list_;
+  const Handler<SetCall> on_set_;
+  const Handler<ReloadCall> on_reload_;
+  BlockingCallPool admin_{1};  // last: its destructor runs what is queued before the rest goes
 };
 
 }  // namespace recall::server

@@ -4,7 +4,6 @@
 #include <glog/logging.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <omp.h>
 #include <signal.h>
 #include <unistd.h>
@@ -23,6 +22,7 @@
 #include "absl/time/time.h"
 #include "server/cpu_policy.h"
 #include "server/grpc_services.h"
+#include "server/health_service.h"
 #include "server/malloc_control.h"
 #include "server/metrics.h"
 #include "server/jetstream_control.h"
@@ -47,7 +47,8 @@ DEFINE_string(port_file, "", "write 'grpc_port metrics_port' here once listening
 DEFINE_int32(poll_interval_s, 10, "seconds between checks of --model_base for a newer version (0 = off)");
 DEFINE_int32(torch_threads, 1, "LibTorch intra-op threads per forward (requests run in parallel)");
 DEFINE_int32(faiss_threads, 1, "OpenMP threads for FAISS batch searches");
-DEFINE_int32(grpc_threads, 0, "max gRPC server threads (0 = gRPC default)");
+DEFINE_int32(grpc_threads, 0, "threads that poll gRPC's completion queues and run the handlers, "
+             "each with a queue of its own (0 = one per usable CPU)");
 DEFINE_bool(batching, true, "coalesce concurrent Recall requests into one tower forward and one "
             "index search (false: each request runs alone on its gRPC thread)");
 DEFINE_int32(batch_max_size, 32, "most requests in one batch");
@@ -410,6 +411,7 @@ int main(int argc, char** argv) {
     return 64;
   }
   recall::server::VersionManager versions(vo);
+  recall::server::HealthService health;
   std::unique_ptr<grpc::Server> server;
   versions.set_installer([w = writes.get()](recall::server::Servable& c,
                                             const std::function<void()>& swap) {
@@ -419,7 +421,7 @@ int main(int argc, char** argv) {
   versions.set_on_swap([&](const recall::server::Servable& s) {
     metrics.SetServingVersion(s.version(), s.model->manifest().index_factory(), s.index->size(),
                               s.index->num_hidden());
-    if (server) server->GetHealthCheckService()->SetServingStatus(true);
+    health.SetServing(true);
   });
   std::unique_ptr<recall::server::JetStreamControl> control;
   std::unique_ptr<recall::server::ReplicaSet> replica_set;
@@ -523,7 +525,8 @@ int main(int argc, char** argv) {
   recall::server::TrainingServiceImpl training_service(&versions, &jobs, &metrics, &*auth,
                                                        replica_set.get());
 
-  grpc::EnableDefaultHealthCheckService(true);
+  // grpc.health.v1 is served by `health`: gRPC's own is a callback service (async_calls.h).
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   auto credentials = ServerCredentialsFromFlags();
   if (!credentials.ok()) {
@@ -533,19 +536,21 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(absl::StrCat(FLAGS_host, ":", FLAGS_port), *credentials, &grpc_port);
-  builder.RegisterService(&recall_service);
-  builder.RegisterService(&training_service);
-  if (FLAGS_grpc_threads > 0) {
-    grpc::ResourceQuota quota("recall-server");
-    quota.SetMaxThreads(FLAGS_grpc_threads);
-    builder.SetResourceQuota(quota);
-  }
+  builder.RegisterService(recall_service.service());
+  builder.RegisterService(training_service.service());
+  builder.RegisterService(health.service());
+  recall::server::CompletionQueueThreads queues(
+      builder, FLAGS_grpc_threads > 0 ? FLAGS_grpc_threads : recall::server::UsableCpus());
   server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {
     LOG(ERROR) << "cannot listen on " << FLAGS_host << ":" << FLAGS_port;
     return 1;
   }
-  server->GetHealthCheckService()->SetServingStatus(versions.Current() != nullptr);
+  recall_service.Arm(queues);
+  training_service.Arm(queues);
+  health.Arm(queues);
+  queues.Start();
+  health.SetServing(versions.Current() != nullptr);
   if (FLAGS_poll_interval_s > 0) versions.StartPolling(absl::Seconds(FLAGS_poll_interval_s));
   if (probe) probe->Start();
 
@@ -564,11 +569,12 @@ int main(int argc, char** argv) {
   LOG(INFO) << "signal " << sig << ": refusing new calls, draining "
             << metrics.in_flight().Value() << " in-flight calls (up to " << FLAGS_shutdown_grace_s
             << "s)";
-  server->GetHealthCheckService()->SetServingStatus(false);
+  health.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::seconds(FLAGS_shutdown_grace_s));
   versions.Stop();
   server->Wait();
+  queues.Shutdown();
   if (probe) probe->Stop();
   std::move(stop_appliers).Invoke();
   // Every accepted call has been answered by now (a handler finishes its call before it leaves

@@ -290,10 +290,14 @@ TEST_F(IndexParamsTest, GrpcIndexInfoAndVersionsReportParamsAndTuning) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&recall_service);
-  builder.RegisterService(&training_service);
+  builder.RegisterService(recall_service.service());
+  builder.RegisterService(training_service.service());
+  CompletionQueueThreads queues(builder, 1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ASSERT_NE(server, nullptr);
+  recall_service.Arm(queues);
+  training_service.Arm(queues);
+  queues.Start();
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
                                      grpc::InsecureChannelCredentials());
 
@@ -340,6 +344,7 @@ TEST_F(IndexParamsTest, GrpcIndexInfoAndVersionsReportParamsAndTuning) {
   EXPECT_EQ(info.probe_queries(), 10);
   EXPECT_DOUBLE_EQ(info.probe_recall(), r->recall);
   server->Shutdown();
+  queues.Shutdown();
 }
 
 TEST_F(IndexParamsTest, ProbeOfAnExactIndexFindsRecallOne) {

@@ -1,0 +1,78 @@
+#include "server/async_calls.h"
+
+namespace recall::server {
+
+CompletionQueueThreads::CompletionQueueThreads(grpc::ServerBuilder& builder, int n) {
+  for (int i = 0; i < std::max(1, n); ++i) queues_.push_back(builder.AddCompletionQueue());
+}
+
+void CompletionQueueThreads::Start() {
+  for (auto& q : queues_) {
+    threads_.emplace_back([cq = q.get()] {
+      void* tag = nullptr;
+      bool ok = false;
+      while (cq->Next(&tag, &ok)) static_cast<AsyncOp*>(tag)->Proceed(ok);
+    });
+  }
+}
+
+void CompletionQueueThreads::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  for (auto& q : queues_) q->Shutdown();
+  for (auto& t : threads_) t.join();
+  if (threads_.empty()) {  // never started: free what the services armed
+    for (auto& q : queues_) {
+      void* tag = nullptr;
+      bool ok = false;
+      while (q->Next(&tag, &ok)) static_cast<AsyncOp*>(tag)->Proceed(false);
+    }
+  }
+  threads_.clear();
+}
+
+BlockingCallPool::~BlockingCallPool() {
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+    threads.swap(threads_);
+  }
+  for (auto& t : threads) t.join();
+}
+
+void BlockingCallPool::Run(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  queue_.push_back(std::move(task));
+  // A thread that went idle is counted until it takes a task; start one more only when every
+  // idle thread is already spoken for.
+  if (idle_ < static_cast<int>(queue_.size()) && static_cast<int>(threads_.size()) < max_threads_) {
+    threads_.emplace_back([this] { Work(); });
+  }
+}
+
+int BlockingCallPool::threads() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(threads_.size());
+}
+
+void BlockingCallPool::Work() {
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    ++idle_;
+    mu_.Await(absl::Condition(
+        +[](BlockingCallPool* p) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          return p->stop_ || !p->queue_.empty();
+        },
+        this));
+    --idle_;
+    if (queue_.empty()) return;  // stopping, and nothing left to run
+    std::function<void()> task = std::move(queue_.front());
+    queue_.pop_front();
+    mu_.Unlock();
+    task();
+    mu_.Lock();
+  }
+}
+
+}  // namespace recall::server
