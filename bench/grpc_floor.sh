@@ -8,7 +8,8 @@
 # server is measured twice: unary Recall, and RecallStream (one stream per virtual user, one
 # request in flight on each), where a request is a message on an open call.
 # usage: bench/grpc_floor.sh   env: MODEL_BASE (run/demo/models), SERVER_CPUS (0),
-#        BENCH_CPUS (1), CONCURRENCY (1,4,16,32), DURATION (8), WORK (run/grpc_floor)
+#        BENCH_CPUS (1), CONCURRENCY (1,4,16,32), DURATION (8), WORK (run/grpc_floor),
+#        SERVER_FLAGS (more recall-server flags, for side-by-side runs of an option)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL_BASE=${MODEL_BASE:-run/demo/models}
@@ -25,7 +26,7 @@ rm -rf "$WORK"; mkdir -p "$WORK"; cp -r "$MODEL_BASE/1" "$WORK/1"
 source bench/server_lib.sh
 start_server "$WORK/server.log" "$B/server/recall-server" --model_base="$WORK" --port=0 \
   --metrics_port=-1 --port_file="$WORK/ports" --poll_interval_s=0 --wal_path="$WORK/wal" \
-  --recall_probe_interval_s=0
+  --recall_probe_interval_s=0 ${SERVER_FLAGS:-}
 for target in "grpc:unary Recall" "stream:RecallStream"; do
   echo "== recall-server (${target#*:}), $MODEL_BASE version 1"
   taskset -c "$BENCH_CPUS" "$B/client/recall-bench" --requests_file="$WORK/requests.bin" \

@@ -6,12 +6,35 @@ CompletionQueueThreads::CompletionQueueThreads(grpc::ServerBuilder& builder, int
   for (int i = 0; i < std::max(1, n); ++i) queues_.push_back(builder.AddCompletionQueue());
 }
 
+namespace {
+// Which queue thread this is: its owner and the queue's index.
+thread_local const CompletionQueueThreads* current_owner = nullptr;
+thread_local int current_queue = -1;
+}  // namespace
+
+int CompletionQueueThreads::CurrentQueue() const {
+  return current_owner == this ? current_queue : -1;
+}
+
 void CompletionQueueThreads::Start() {
-  for (auto& q : queues_) {
-    threads_.emplace_back([cq = q.get()] {
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    threads_.emplace_back([this, i, cq = queues_[i].get()] {
+      current_owner = this;
+      current_queue = static_cast<int>(i);
       void* tag = nullptr;
       bool ok = false;
-      while (cq->Next(&tag, &ok)) static_cast<AsyncOp*>(tag)->Proceed(ok);
+      while (cq->Next(&tag, &ok)) {
+        static_cast<AsyncOp*>(tag)->Proceed(ok);
+        // The rest of what is ready now, without blocking.
+        for (int n = 1; n < kMaxTagsPerPoll; ++n) {
+          if (cq->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_REALTIME)) !=
+              grpc::CompletionQueue::GOT_EVENT) {
+            break;
+          }
+          static_cast<AsyncOp*>(tag)->Proceed(ok);
+        }
+        for (const auto& hook : hooks_) hook(static_cast<int>(i));
+      }
     });
   }
 }

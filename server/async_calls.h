@@ -12,7 +12,10 @@
 // The pieces:
 //   - AsyncOp: what every tag on a queue is. The queue's thread calls Proceed(ok).
 //   - CompletionQueueThreads: the threads, one per queue; each runs Proceed for its tags. A
-//     Proceed must not block: work that waits goes to a BlockingCallPool.
+//     Proceed must not block: work that waits goes to a BlockingCallPool. After each poll, once
+//     the tags that were ready have run, the thread runs the idle hooks: what a handler
+//     deferred to the end of the poll (a batch of the Recalls it brought in) runs there, on the
+//     same thread.
 //   - UnaryCall: one unary method's pending call: requested, handled (now or later, from any
 //     thread, by Finish), answered, freed. It re-arms its method before its handler runs, so a
 //     method always has a request outstanding while the server runs.
@@ -54,6 +57,12 @@ class CompletionQueueThreads {
   const std::vector<std::unique_ptr<grpc::ServerCompletionQueue>>& queues() const {
     return queues_;
   }
+  // `hook(i)` runs on queue i's thread whenever a poll's ready tags have run (at most
+  // kMaxTagsPerPoll of them). Add hooks before Start.
+  void AddIdleHook(std::function<void(int queue)> hook) { hooks_.push_back(std::move(hook)); }
+  static constexpr int kMaxTagsPerPoll = 64;
+  // The index of this object's queue whose thread is calling, or -1 on any other thread.
+  int CurrentQueue() const;
   // Starts the threads (after BuildAndStart and after the services armed their requests).
   void Start();
   // Shuts the queues down, runs every tag left with ok = false, joins. Call after the server's
@@ -62,6 +71,7 @@ class CompletionQueueThreads {
 
  private:
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
+  std::vector<std::function<void(int)>> hooks_;
   std::vector<std::thread> threads_;
   bool shut_down_ = false;
 };

@@ -198,7 +198,7 @@ void RecallServiceImpl::Recall(RecallCall* call) {
 void RecallServiceImpl::RunRecall(RecallCall* call, Clock::time_point start,
                                   Clock::time_point deadline) {
   if (batcher_ != nullptr) {
-    batcher_->Submit(
+    Batch(
         &call->request(), call->response(),
         [this, call, start](const absl::Status& s, const RecallTimings& t, int) {
           if (s.ok()) metrics_->ObserveQueueWait(t.queue_sec);
@@ -218,6 +218,17 @@ void RecallServiceImpl::RunRecall(RecallCall* call, Clock::time_point start,
     }
   }
   FinishCall(call, metrics_, "Recall", start, s);
+}
+
+void RecallServiceImpl::Batch(const recall::v1::RecallRequest* req,
+                              recall::v1::RecallResponse* resp, RecallBatcher::Done done,
+                              Clock::time_point deadline) {
+  const int q = queues_ != nullptr ? queues_->CurrentQueue() : -1;
+  if (q >= 0 && q < static_cast<int>(collected_.size())) {
+    batcher_->Collect(*collected_[q], req, resp, std::move(done), deadline);
+  } else {
+    batcher_->Submit(req, resp, std::move(done), deadline);
+  }
 }
 
 template <typename Call, typename Body>
@@ -307,7 +318,7 @@ class RecallServiceImpl::StreamCall final : public AsyncOp {
     Metrics* metrics = service_->metrics_;
     if (service_->batcher_ != nullptr) {
       // req_ and resp_ stay untouched until the answer: the next read starts after the write.
-      service_->batcher_->Submit(
+      service_->Batch(
           &req_, &resp_,
           [this, start, metrics](const absl::Status& s, const RecallTimings& t, int) {
             if (s.ok()) metrics->ObserveQueueWait(t.queue_sec);
@@ -350,7 +361,17 @@ class RecallServiceImpl::StreamCall final : public AsyncOp {
   recall::v1::RecallResponse resp_;
 };
 
-void RecallServiceImpl::Arm(const CompletionQueueThreads& queues) {
+void RecallServiceImpl::Arm(CompletionQueueThreads& queues) {
+  if (batcher_ != nullptr && limits_.batch_on_queue_threads &&
+      batcher_->options().max_wait_us == 0) {
+    queues_ = &queues;
+    for (size_t i = 0; i < queues.queues().size(); ++i) {
+      collected_.push_back(std::make_unique<RecallBatcher::Collected>());
+    }
+    queues.AddIdleHook([this](int q) {
+      if (!collected_[q]->empty()) batcher_->RunCollected(*collected_[q]);
+    });
+  }
   for (const auto& q : queues.queues()) {
     grpc::ServerCompletionQueue* cq = q.get();
     RecallCall::Arm(&service_, &Proto::RequestRecall, cq, &on_recall_);

@@ -14,6 +14,8 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "recall/v1/recall.grpc.pb.h"
@@ -62,6 +64,10 @@ struct ServiceLimits {
   absl::Duration max_sequence_wait = absl::Seconds(5);
   // Longest a write waits for its log acknowledgement and application, likewise.
   absl::Duration max_write_wait = absl::Seconds(30);
+  // A Recall that arrives on a completion-queue thread joins the batch that thread runs once
+  // its poll is done (RecallBatcher::Collect), instead of waking a batcher worker. Only with a
+  // batch wait of 0 (a wait needs the workers' timed waits).
+  bool batch_on_queue_threads = true;
 };
 
 class RecallServiceImpl {
@@ -78,8 +84,9 @@ class RecallServiceImpl {
   RecallServiceImpl& operator=(const RecallServiceImpl&) = delete;
 
   Proto* service() { return &service_; }
-  // Requests the first call of every method on every queue.
-  void Arm(const CompletionQueueThreads& queues);
+  // Requests the first call of every method on every queue, and adds the hook that runs the
+  // Recalls each queue's thread collected (ServiceLimits::batch_on_queue_threads).
+  void Arm(CompletionQueueThreads& queues);
 
  private:
   class StreamCall;
@@ -92,6 +99,10 @@ class RecallServiceImpl {
       UnaryCall<Proto, recall::v1::GetIndexInfoRequest, recall::v1::GetIndexInfoResponse>;
 
   void Recall(RecallCall* call);
+  // Hands an admitted request to the batcher: collected by this queue thread, or queued for a
+  // worker.
+  void Batch(const recall::v1::RecallRequest* req, recall::v1::RecallResponse* resp,
+             RecallBatcher::Done done, std::chrono::steady_clock::time_point deadline);
   // Runs an admitted Recall (through the batcher, or on this thread) and finishes the call.
   void RunRecall(RecallCall* call, std::chrono::steady_clock::time_point start,
                  std::chrono::steady_clock::time_point deadline);
@@ -111,6 +122,9 @@ class RecallServiceImpl {
   const UpsertCall::Handler on_upsert_;
   const DeleteCall::Handler on_delete_;
   const InfoCall::Handler on_info_;
+  // Per queue thread: the Recalls it collected during its current poll.
+  const CompletionQueueThreads* queues_ = nullptr;
+  std::vector<std::unique_ptr<RecallBatcher::Collected>> collected_;
   // Writes wait for their log's acknowledgement and application: they run here, as many at
   // once as --max_in_flight_writes admits (64 when unbounded).
   BlockingCallPool write_pool_;

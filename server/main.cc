@@ -56,6 +56,9 @@ DEFINE_int32(batch_max_wait_us, 0, "longest a queued request waits for its batch
              "(microseconds, counted from its arrival; 0 = never wait: a batch is what queued "
              "while the workers were busy)");
 DEFINE_int32(batch_workers, 0, "threads that run batches (0 = one per CPU this process may use)");
+DEFINE_bool(batch_on_queue_threads, true, "a Recall that a gRPC queue thread receives joins the "
+            "batch that thread runs itself once its poll is done, instead of waking a batch "
+            "worker (with --batch_max_wait_us=0 only; the workers still run the rest)");
 DEFINE_int32(max_queued_requests, 0, "overload bound: most Recall requests waiting for a batch "
              "worker; beyond it a request is refused RESOURCE_EXHAUSTED at once (0 = one full "
              "batch per worker, --batch_max_size x workers)");
@@ -509,6 +512,7 @@ int main(int argc, char** argv) {
   service_limits.max_in_flight_writes = std::max(0, FLAGS_max_in_flight_writes);
   service_limits.max_sequence_wait = absl::Milliseconds(std::max(0, FLAGS_max_sequence_wait_ms));
   service_limits.max_write_wait = absl::Milliseconds(std::max(1, FLAGS_max_write_wait_ms));
+  service_limits.batch_on_queue_threads = FLAGS_batch_on_queue_threads;
   // The server is shut down (every call answered) before the batcher and the engine go away.
   recall::server::RecallServiceImpl recall_service(&engine, &metrics, batcher.get(), &*auth,
                                                     service_limits);

@@ -24,24 +24,69 @@ RecallBatcher::~RecallBatcher() {
   for (auto& w : workers_) w.join();
 }
 
+absl::Status RecallBatcher::Refusal(Clock::time_point now, Clock::time_point deadline,
+                                    size_t queued) const {
+  if (deadline <= now) {
+    return absl::DeadlineExceededError("the call's deadline passed before it was queued");
+  }
+  if (options_.max_queued > 0 && queued >= static_cast<size_t>(options_.max_queued)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "server overloaded: ", queued, " requests already queued (--max_queued_requests)"));
+  }
+  return absl::OkStatus();
+}
+
 void RecallBatcher::Submit(const recall::v1::RecallRequest* req,
                            recall::v1::RecallResponse* resp, Done done,
                            Clock::time_point deadline) {
   const auto now = Clock::now();
   absl::Status refused;
-  if (deadline <= now) {
-    refused = absl::DeadlineExceededError("the call's deadline passed before it was queued");
-  } else {
+  {
     absl::MutexLock lock(&mu_);
-    if (options_.max_queued <= 0 || static_cast<int>(queue_.size()) < options_.max_queued) {
+    refused = Refusal(now, deadline, queue_.size());
+    if (refused.ok()) {
       queue_.push_back(Pending{req, resp, std::move(done), now, deadline});
       return;
     }
-    refused = absl::ResourceExhaustedError(absl::StrCat(
-        "server overloaded: ", queue_.size(), " requests already queued (--max_queued_requests)"));
   }
   if (on_shed_) on_shed_(absl::IsDeadlineExceeded(refused) ? Shed::kDeadline : Shed::kQueueFull);
   done(refused, RecallTimings{}, 0);
+}
+
+void RecallBatcher::Collect(Collected& c, const recall::v1::RecallRequest* req,
+                            recall::v1::RecallResponse* resp, Done done,
+                            Clock::time_point deadline) {
+  const auto now = Clock::now();
+  size_t queued;
+  {
+    absl::MutexLock lock(&mu_);
+    queued = queue_.size();
+  }
+  // What c holds joins the workers' queue at RunCollected, so it counts against the same bound.
+  if (absl::Status refused = Refusal(now, deadline, queued + c.items_.size()); !refused.ok()) {
+    if (on_shed_) on_shed_(absl::IsDeadlineExceeded(refused) ? Shed::kDeadline : Shed::kQueueFull);
+    done(refused, RecallTimings{}, 0);
+    return;
+  }
+  c.items_.push_back(Pending{req, resp, std::move(done), now, deadline});
+}
+
+void RecallBatcher::RunCollected(Collected& c) {
+  if (c.items_.empty()) return;
+  std::vector<Pending> lone;
+  {
+    absl::MutexLock lock(&mu_);
+    if (c.items_.size() > 1 || busy_ > 0 || !queue_.empty()) {
+      // The workers take them: while this thread goes back to reading requests, a worker's batch
+      // grows with what arrives meanwhile (run here, each poll's few requests became a batch of
+      // their own: 8.6 requests per batch against 23.7 at concurrency 32 on the demo version).
+      for (Pending& p : c.items_) queue_.push_back(std::move(p));
+      c.items_.clear();
+      return;
+    }
+    lone.swap(c.items_);
+  }
+  RunBatch(lone);
 }
 
 int RecallBatcher::queued() const {
@@ -56,9 +101,6 @@ bool RecallBatcher::QueueFullOrStopping() const {
 void RecallBatcher::Work() {
   const size_t max_batch = static_cast<size_t>(std::max(1, options_.max_batch_size));
   std::vector<Pending> batch;
-  std::vector<const recall::v1::RecallRequest*> reqs;
-  std::vector<recall::v1::RecallResponse*> resps;
-  std::vector<absl::Status> statuses;
   while (true) {
     batch.clear();
     {
@@ -84,46 +126,56 @@ void RecallBatcher::Work() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      ++busy_;
     }
-    const auto start = Clock::now();
-    // Requests whose caller gave up while they waited are answered without work: under overload
-    // that work would only delay the requests somebody still waits for.
-    size_t live = 0;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (batch[i].deadline <= start) {
-        if (on_shed_) on_shed_(Shed::kDeadline);
-        RecallTimings t;
-        t.queue_sec = std::chrono::duration<double>(start - batch[i].arrived).count();
-        batch[i].done(absl::DeadlineExceededError("the call's deadline passed while it was queued"),
-                      t, 0);
-      } else {
-        if (live != i) batch[live] = std::move(batch[i]);
-        ++live;
-      }
+    RunBatch(batch);
+    absl::MutexLock lock(&mu_);
+    --busy_;
+  }
+}
+
+void RecallBatcher::RunBatch(std::vector<Pending>& batch) const {
+  std::vector<const recall::v1::RecallRequest*> reqs;
+  std::vector<recall::v1::RecallResponse*> resps;
+  std::vector<absl::Status> statuses;
+  const auto start = Clock::now();
+  // Requests whose caller gave up while they waited are answered without work: under overload
+  // that work would only delay the requests somebody still waits for.
+  size_t live = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].deadline <= start) {
+      if (on_shed_) on_shed_(Shed::kDeadline);
+      RecallTimings t;
+      t.queue_sec = std::chrono::duration<double>(start - batch[i].arrived).count();
+      batch[i].done(absl::DeadlineExceededError("the call's deadline passed while it was queued"),
+                    t, 0);
+    } else {
+      if (live != i) batch[live] = std::move(batch[i]);
+      ++live;
     }
-    batch.resize(live);
-    if (batch.empty()) continue;
-    reqs.clear();
-    resps.clear();
-    for (const Pending& p : batch) {
-      reqs.push_back(p.req);
-      resps.push_back(p.resp);
-    }
-    statuses.assign(batch.size(), absl::OkStatus());
-    RecallTimings t;
-    try {
-      engine_->RecallBatch(reqs, resps, absl::MakeSpan(statuses), &t);
-    } catch (const std::exception& e) {
-      statuses.assign(batch.size(),
-                      absl::InternalError(absl::StrCat("unexpected exception: ", e.what())));
-    }
-    const int n = static_cast<int>(batch.size());
-    if (options_.on_batch) options_.on_batch(n, t);
-    for (size_t i = 0; i < batch.size(); ++i) {
-      RecallTimings mine = t;
-      mine.queue_sec = std::chrono::duration<double>(start - batch[i].arrived).count();
-      batch[i].done(statuses[i], mine, n);
-    }
+  }
+  batch.resize(live);
+  if (batch.empty()) return;
+  reqs.reserve(batch.size());
+  resps.reserve(batch.size());
+  for (const Pending& p : batch) {
+    reqs.push_back(p.req);
+    resps.push_back(p.resp);
+  }
+  statuses.assign(batch.size(), absl::OkStatus());
+  RecallTimings t;
+  try {
+    engine_->RecallBatch(reqs, resps, absl::MakeSpan(statuses), &t);
+  } catch (const std::exception& e) {
+    statuses.assign(batch.size(),
+                    absl::InternalError(absl::StrCat("unexpected exception: ", e.what())));
+  }
+  const int n = static_cast<int>(batch.size());
+  if (options_.on_batch) options_.on_batch(n, t);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    RecallTimings mine = t;
+    mine.queue_sec = std::chrono::duration<double>(start - batch[i].arrived).count();
+    batch[i].done(statuses[i], mine, n);
   }
 }
 

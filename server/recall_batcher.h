@@ -16,7 +16,15 @@
 // DEADLINE_EXCEEDED and never reaches the tower or the index.
 //
 // Completion: `done` runs on a worker thread once the response is filled (or with the error);
-// it must not block for long (gRPC reactors only schedule a write or finish).
+// it must not block for long (gRPC calls only schedule a write or finish).
+//
+// Requests collected by the caller (Collect / RunCollected): a thread that polls for requests
+// (a gRPC completion-queue thread) collects what one poll brought in, then hands it over at
+// once. A lone request, while no worker is busy and none is queued, runs on the calling thread
+// itself: at low load that saves the hand-off, two context switches per request on a core of
+// its own (README "Performance"). Anything more goes to the workers, whose batches grow while
+// the caller reads more. Collect refuses like Submit: a passed deadline, and max_queued counted
+// over the workers' queue and what the Collected holds.
 //
 // Thread-safety: Submit may be called from any number of threads. The destructor answers what
 // is queued, then joins the workers; no Submit may run concurrently with it.
@@ -72,12 +80,6 @@ class RecallBatcher {
   void Submit(const recall::v1::RecallRequest* req, recall::v1::RecallResponse* resp, Done done,
               Clock::time_point deadline = Clock::time_point::max());
 
-  // Requests waiting for a worker now.
-  int queued() const;
-  void set_on_shed(OnShed f) { on_shed_ = std::move(f); }
-
-  const Options& options() const { return options_; }
-
  private:
   struct Pending {
     const recall::v1::RecallRequest* req;
@@ -87,7 +89,38 @@ class RecallBatcher {
     Clock::time_point deadline;
   };
 
+ public:
+  // What one thread collected and has not run yet (Collect / RunCollected). Not thread-safe:
+  // one per collecting thread.
+  class Collected {
+   public:
+    bool empty() const { return items_.empty(); }
+
+   private:
+    friend class RecallBatcher;
+    std::vector<Pending> items_;
+  };
+  // As Submit, but the request waits in `c` until this thread calls RunCollected(c); refusals
+  // run `done` before Collect returns.
+  void Collect(Collected& c, const recall::v1::RecallRequest* req,
+               recall::v1::RecallResponse* resp, Done done,
+               Clock::time_point deadline = Clock::time_point::max());
+  // Empties `c`: a lone request runs on this thread if no worker is busy and none is queued;
+  // otherwise everything goes to the workers' queue.
+  void RunCollected(Collected& c);
+
+  // Requests waiting for a worker now.
+  int queued() const;
+  void set_on_shed(OnShed f) { on_shed_ = std::move(f); }
+
+  const Options& options() const { return options_; }
+
+ private:
   void Work();
+  // Answers `batch` on this thread: expired requests without work, the rest as one batch.
+  void RunBatch(std::vector<Pending>& batch) const;
+  // The refusal for a request arriving now with `deadline` into a queue of `queued` (OK: none).
+  absl::Status Refusal(Clock::time_point now, Clock::time_point deadline, size_t queued) const;
   bool QueueFullOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RecallEngine* const engine_;
@@ -96,6 +129,7 @@ class RecallBatcher {
   mutable absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int busy_ ABSL_GUARDED_BY(mu_) = 0;  // workers running a batch
   std::vector<std::thread> workers_;
 };
 

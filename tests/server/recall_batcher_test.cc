@@ -218,6 +218,109 @@ TEST_F(RecallBatcherTest, NoVersionLoadedIsUnavailableForEveryRequest) {
 }
 
 
+// Requests collected by a gRPC queue thread during one poll: nothing runs until RunCollected; a
+// lone request then runs on the calling thread, several go to a worker (as one batch), and so
+// does a lone one while the workers' queue holds something; refusals come at once, counting
+// the workers' queue and what was collected.
+TEST_F(RecallBatcherTest, CollectedRequestsRunHereWhenAloneAndOnAWorkerOtherwise) {
+  RecallBatcher::Options o;
+  o.max_batch_size = 32;
+  o.num_workers = 1;
+  o.max_queued = 7;
+  std::mutex mu;
+  std::vector<int> batch_sizes;
+  o.on_batch = [&](int n, const RecallTimings&) {
+    std::lock_guard<std::mutex> l(mu);
+    batch_sizes.push_back(n);
+  };
+  constexpr int kN = 10;
+  std::vector<RecallRequest> reqs;
+  for (int i = 0; i < kN; ++i) reqs.push_back(Request(i));
+  std::vector<RecallResponse> resps(kN);
+  std::vector<absl::Status> got(kN, absl::UnknownError("not answered"));
+  std::vector<std::thread::id> on(kN);
+  std::vector<absl::Notification> answered(kN);
+  int shed_full = 0, shed_deadline = 0;
+  RecallBatcher batcher(engine_, o);
+  batcher.set_on_shed([&](RecallBatcher::Shed why) {
+    ++(why == RecallBatcher::Shed::kQueueFull ? shed_full : shed_deadline);
+  });
+  auto collect = [&](RecallBatcher::Collected& c, int i, RecallBatcher::Clock::time_point deadline) {
+    batcher.Collect(c, &reqs[i], &resps[i],
+                    [&, i](const absl::Status& s, const RecallTimings&, int) {
+                      got[i] = s;
+                      on[i] = std::this_thread::get_id();
+                      answered[i].Notify();
+                    },
+                    deadline);
+  };
+  const auto none = RecallBatcher::Clock::time_point::max();
+  const std::thread::id here = std::this_thread::get_id();
+
+  // A lone request: answered on this thread before RunCollected returns.
+  RecallBatcher::Collected c;
+  collect(c, 0, none);
+  EXPECT_FALSE(answered[0].HasBeenNotified());
+  batcher.RunCollected(c);
+  EXPECT_TRUE(c.empty());
+  ASSERT_TRUE(answered[0].HasBeenNotified());
+  EXPECT_TRUE(got[0].ok()) << got[0];
+  EXPECT_EQ(on[0], here);
+
+  // Several: one batch on the worker. Request 2's deadline had passed (refused at once).
+  collect(c, 1, none);
+  collect(c, 2, RecallBatcher::Clock::now() - std::chrono::seconds(1));
+  ASSERT_TRUE(answered[2].HasBeenNotified());
+  EXPECT_EQ(got[2].code(), absl::StatusCode::kDeadlineExceeded) << got[2];
+  for (int i = 3; i <= 9; ++i) collect(c, i, none);
+  // 7 collected (1, 3..8), the bound: request 9 was refused at once.
+  ASSERT_TRUE(answered[9].HasBeenNotified());
+  EXPECT_EQ(got[9].code(), absl::StatusCode::kResourceExhausted) << got[9];
+  EXPECT_EQ(shed_full, 1);
+  EXPECT_EQ(shed_deadline, 1);
+  batcher.RunCollected(c);
+  EXPECT_TRUE(c.empty());
+  for (int i : {1, 3, 4, 5, 6, 7, 8}) {
+    ASSERT_TRUE(answered[i].WaitForNotificationWithTimeout(absl::Seconds(30))) << i;
+    ASSERT_TRUE(got[i].ok()) << i << ": " << got[i];
+    EXPECT_NE(on[i], here) << i;
+    RecallResponse alone;
+    ASSERT_TRUE(engine_->Recall(reqs[i], &alone).ok());
+    ExpectSameAnswer(resps[i], alone, i);
+  }
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(batch_sizes, (std::vector<int>{1, 7}));
+}
+
+// A lone collected request goes to the workers while their queue holds something (here a
+// worker holds its batch open for a 300 ms wait), so it does not overtake the queued ones.
+TEST_F(RecallBatcherTest, ALoneCollectedRequestQueuesBehindWaitingOnes) {
+  RecallBatcher::Options o;
+  o.max_batch_size = 32;
+  o.max_wait_us = 300000;
+  o.num_workers = 1;
+  RecallBatcher batcher(engine_, o);
+  RecallRequest first = Request(1), lone = Request(2);
+  RecallResponse first_resp, lone_resp;
+  absl::Notification first_done, lone_done;
+  std::thread::id lone_on;
+  batcher.Submit(&first, &first_resp,
+                 [&](const absl::Status&, const RecallTimings&, int) { first_done.Notify(); });
+  RecallBatcher::Collected c;
+  batcher.Collect(c, &lone, &lone_resp,
+                  [&](const absl::Status& s, const RecallTimings&, int n) {
+                    EXPECT_TRUE(s.ok()) << s;
+                    EXPECT_EQ(n, 2);  // in the same batch as `first`
+                    lone_on = std::this_thread::get_id();
+                    lone_done.Notify();
+                  });
+  batcher.RunCollected(c);
+  EXPECT_FALSE(lone_done.HasBeenNotified());
+  ASSERT_TRUE(lone_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(first_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_NE(lone_on, std::this_thread::get_id());
+}
+
 // Overload: a full queue refuses at once (on the caller's thread, before Submit returns) instead
 // of growing; the queued requests are still answered.
 TEST_F(RecallBatcherTest, FullQueueRefusesResourceExhaustedAtOnce) {
