@@ -1,5 +1,7 @@
 #include "server/async_calls.h"
 
+#include <glog/logging.h>
+
 namespace recall::server {
 
 CompletionQueueThreads::CompletionQueueThreads(grpc::ServerBuilder& builder, int n) {
@@ -42,6 +44,10 @@ void CompletionQueueThreads::Start() {
 void CompletionQueueThreads::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (!threads_.empty() && !live_.WaitForNone(absl::Minutes(1))) {
+    LOG(ERROR) << live_.count() << " gRPC calls still pending a minute after the server's "
+               << "shutdown; shutting their queues down anyway";
+  }
   for (auto& q : queues_) q->Shutdown();
   for (auto& t : threads_) t.join();
   if (threads_.empty()) {  // never started: free what the services armed

@@ -23,12 +23,16 @@
 //     acknowledgement): grown on demand up to a cap, never shrunk.
 //
 // Shutdown order (the owner's): grpc::Server::Shutdown (finishes or cancels every call, while
-// the queues' threads still run), then CompletionQueueThreads::Shutdown (drains and joins).
+// the queues' threads still run), then CompletionQueueThreads::Shutdown, which waits until no
+// AsyncOp is left before it shuts the queues down: an operation started on a shut-down queue
+// aborts the process (a cancelled call's end-of-call notice can still be queued after the
+// server's Shutdown returned, and its handler then finishes the call).
 #ifndef RECALL_SERVER_ASYNC_CALLS_H_
 #define RECALL_SERVER_ASYNC_CALLS_H_
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -37,15 +41,59 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace recall::server {
 
+// How many AsyncOps are alive on a set of queues. Thread-safe.
+class LiveOps {
+ public:
+  void Add() {
+    absl::MutexLock lock(&mu_);
+    ++n_;
+  }
+  void Remove() {
+    absl::MutexLock lock(&mu_);
+    --n_;
+  }
+  int count() const {
+    absl::MutexLock lock(&mu_);
+    return n_;
+  }
+  // True once none is alive; false if `timeout` passed first.
+  bool WaitForNone(absl::Duration timeout) const {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(
+                                    +[](const int* n) { return *n == 0; }, &n_),
+                                timeout);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  int n_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 // A tag on a completion queue. Proceed runs on the queue's thread; `ok` is gRPC's: false when
-// the operation failed (the call was cancelled, or the server is shutting down).
+// the operation failed (the call was cancelled, or the server is shutting down). An op that
+// owns a call counts in its queues' LiveOps (`live`, nullable for a tag that is part of
+// another op) from construction to destruction.
 class AsyncOp {
  public:
-  virtual ~AsyncOp() = default;
+  explicit AsyncOp(LiveOps* live) : live_(live) {
+    if (live_ != nullptr) live_->Add();
+  }
+  virtual ~AsyncOp() {
+    if (live_ != nullptr) live_->Remove();
+  }
+  AsyncOp(const AsyncOp&) = delete;
+  AsyncOp& operator=(const AsyncOp&) = delete;
   virtual void Proceed(bool ok) = 0;
+
+ protected:
+  LiveOps* live() const { return live_; }
+
+ private:
+  LiveOps* const live_;
 };
 
 // Threads that drive completion queues, one thread per queue. Thread-safe.
@@ -65,12 +113,15 @@ class CompletionQueueThreads {
   int CurrentQueue() const;
   // Starts the threads (after BuildAndStart and after the services armed their requests).
   void Start();
-  // Shuts the queues down, runs every tag left with ok = false, joins. Call after the server's
-  // Shutdown. Idempotent.
+  // What the services' ops count in (pass it to UnaryCall::Arm and the like).
+  LiveOps* live_ops() { return &live_; }
+  // Waits (up to a minute) until no op is alive, shuts the queues down, runs every tag left
+  // with ok = false, joins. Call after the server's Shutdown. Idempotent.
   void Shutdown();
 
  private:
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
+  LiveOps live_;
   std::vector<std::function<void(int)>> hooks_;
   std::vector<std::thread> threads_;
   bool shut_down_ = false;
@@ -112,17 +163,21 @@ class UnaryCall final : public AsyncOp {
                                           void*);
   using Handler = std::function<void(UnaryCall*)>;
 
-  // Requests the method's next call on `cq`; `handler` must outlive the server.
+  // Requests the method's next call on `cq`, counted in `live`; `handler` must outlive the
+  // server.
   static void Arm(Service* service, RequestMethod method, grpc::ServerCompletionQueue* cq,
-                  const Handler* handler) {
-    new UnaryCall(service, method, cq, handler);
+                  LiveOps* live, const Handler* handler) {
+    new UnaryCall(service, method, cq, live, handler);
   }
 
   grpc::ServerContext* context() { return &ctx_; }
   const Request& request() const { return request_; }
   Response* response() { return &response_; }
   void Finish(const grpc::Status& status) {
-    finishing_ = true;
+    // Release: Finish may run on another thread than the queue's, and the queue thread that
+    // gets the answer's tag reads this and frees the call (gRPC's own hand-off is invisible to
+    // TSan: Debian's libgrpc is not instrumented).
+    finishing_.store(true, std::memory_order_release);
     if (status.ok()) {
       writer_.Finish(response_, status, this);
     } else {
@@ -131,18 +186,23 @@ class UnaryCall final : public AsyncOp {
   }
 
   void Proceed(bool ok) override {
-    if (finishing_ || !ok) {  // answered, or no call came (shutdown)
+    if (finishing_.load(std::memory_order_acquire) || !ok) {  // answered, or no call (shutdown)
       delete this;
       return;
     }
-    Arm(service_, method_, cq_, handler_);
+    Arm(service_, method_, cq_, live(), handler_);
     (*handler_)(this);
   }
 
  private:
   UnaryCall(Service* service, RequestMethod method, grpc::ServerCompletionQueue* cq,
-            const Handler* handler)
-      : service_(service), method_(method), cq_(cq), handler_(handler), writer_(&ctx_) {
+            LiveOps* live, const Handler* handler)
+      : AsyncOp(live),
+        service_(service),
+        method_(method),
+        cq_(cq),
+        handler_(handler),
+        writer_(&ctx_) {
     (service_->*method_)(&ctx_, &request_, &writer_, cq_, cq_, this);
   }
 
@@ -154,7 +214,7 @@ class UnaryCall final : public AsyncOp {
   Request request_;
   Response response_;
   grpc::ServerAsyncResponseWriter<Response> writer_;
-  bool finishing_ = false;
+  std::atomic<bool> finishing_{false};
 };
 
 }  // namespace recall::server

@@ -1,6 +1,7 @@
 #include "server/grpc_services.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -256,16 +257,16 @@ void RecallServiceImpl::HandleWrite(Call* call, const char* method, Body body) {
 // shows as a failed read or write; the call then finishes, and goes when that tag is back.
 class RecallServiceImpl::StreamCall final : public AsyncOp {
  public:
-  StreamCall(RecallServiceImpl* service, grpc::ServerCompletionQueue* cq)
-      : service_(service), cq_(cq), stream_(&ctx_) {
+  StreamCall(RecallServiceImpl* service, grpc::ServerCompletionQueue* cq, LiveOps* live)
+      : AsyncOp(live), service_(service), cq_(cq), stream_(&ctx_) {
     service_->service_.RequestRecallStream(&ctx_, &stream_, cq_, cq_, this);
   }
 
   void Proceed(bool ok) override {
-    switch (state_) {
+    switch (state_.load(std::memory_order_acquire)) {
       case State::kRequested:
         if (!ok) break;  // no call came (shutdown)
-        new StreamCall(service_, cq_);
+        new StreamCall(service_, cq_, live());
         if (absl::Status gate = Authorize(service_->auth_, &ctx_, kRead); !gate.ok()) {
           service_->metrics_->ObserveRequest(
               "RecallStream", GrpcCodeName(ToGrpcStatus(gate).error_code()), 0);
@@ -288,13 +289,15 @@ class RecallServiceImpl::StreamCall final : public AsyncOp {
  private:
   enum class State { kRequested, kReading, kWriting, kFinishing };
 
+  // The state is stored with release before each operation starts: Answer runs on a batch
+  // worker, and the queue thread that gets the operation's tag reads it (and the response).
   void Read() {
-    state_ = State::kReading;
+    state_.store(State::kReading, std::memory_order_release);
     stream_.Read(&req_, this);
   }
 
   void Finish(const grpc::Status& status) {
-    state_ = State::kFinishing;
+    state_.store(State::kFinishing, std::memory_order_release);
     stream_.Finish(status, this);
   }
 
@@ -347,7 +350,7 @@ class RecallServiceImpl::StreamCall final : public AsyncOp {
     service_->metrics_->ObserveRequest("RecallStream", GrpcCodeName(gs.error_code()),
                                        std::chrono::duration<double>(Clock::now() - start).count());
     if (!s.ok()) return Finish(gs);  // an invalid request ends the stream with its status
-    state_ = State::kWriting;
+    state_.store(State::kWriting, std::memory_order_release);
     stream_.Write(resp_, this);
   }
 
@@ -355,7 +358,7 @@ class RecallServiceImpl::StreamCall final : public AsyncOp {
   grpc::ServerCompletionQueue* const cq_;
   grpc::ServerContext ctx_;
   grpc::ServerAsyncReaderWriter<recall::v1::RecallResponse, recall::v1::RecallRequest> stream_;
-  State state_ = State::kRequested;
+  std::atomic<State> state_{State::kRequested};
   Clock::time_point deadline_ = Clock::time_point::max();
   recall::v1::RecallRequest req_;
   recall::v1::RecallResponse resp_;
@@ -372,13 +375,14 @@ void RecallServiceImpl::Arm(CompletionQueueThreads& queues) {
       if (!collected_[q]->empty()) batcher_->RunCollected(*collected_[q]);
     });
   }
+  LiveOps* live = queues.live_ops();
   for (const auto& q : queues.queues()) {
     grpc::ServerCompletionQueue* cq = q.get();
-    RecallCall::Arm(&service_, &Proto::RequestRecall, cq, &on_recall_);
-    UpsertCall::Arm(&service_, &Proto::RequestUpsertItems, cq, &on_upsert_);
-    DeleteCall::Arm(&service_, &Proto::RequestDeleteItems, cq, &on_delete_);
-    InfoCall::Arm(&service_, &Proto::RequestGetIndexInfo, cq, &on_info_);
-    new StreamCall(this, cq);
+    RecallCall::Arm(&service_, &Proto::RequestRecall, cq, live, &on_recall_);
+    UpsertCall::Arm(&service_, &Proto::RequestUpsertItems, cq, live, &on_upsert_);
+    DeleteCall::Arm(&service_, &Proto::RequestDeleteItems, cq, live, &on_delete_);
+    InfoCall::Arm(&service_, &Proto::RequestGetIndexInfo, cq, live, &on_info_);
+    new StreamCall(this, cq, live);
   }
 }
 
@@ -440,15 +444,16 @@ TrainingServiceImpl::TrainingServiceImpl(VersionManager* versions, RetrainJobs* 
 
 TrainingServiceImpl::~TrainingServiceImpl() = default;
 
-void TrainingServiceImpl::Arm(const CompletionQueueThreads& queues) {
+void TrainingServiceImpl::Arm(CompletionQueueThreads& queues) {
+  LiveOps* live = queues.live_ops();
   for (const auto& q : queues.queues()) {
     grpc::ServerCompletionQueue* cq = q.get();
-    TriggerCall::Arm(&service_, &Proto::RequestTriggerRetrain, cq, &on_trigger_);
-    GetJobCall::Arm(&service_, &Proto::RequestGetRetrainJob, cq, &on_get_job_);
-    CancelCall::Arm(&service_, &Proto::RequestCancelRetrain, cq, &on_cancel_);
-    ListCall::Arm(&service_, &Proto::RequestListVersions, cq, &on_list_);
-    SetCall::Arm(&service_, &Proto::RequestSetServingVersion, cq, &on_set_);
-    ReloadCall::Arm(&service_, &Proto::RequestReloadVersions, cq, &on_reload_);
+    TriggerCall::Arm(&service_, &Proto::RequestTriggerRetrain, cq, live, &on_trigger_);
+    GetJobCall::Arm(&service_, &Proto::RequestGetRetrainJob, cq, live, &on_get_job_);
+    CancelCall::Arm(&service_, &Proto::RequestCancelRetrain, cq, live, &on_cancel_);
+    ListCall::Arm(&service_, &Proto::RequestListVersions, cq, live, &on_list_);
+    SetCall::Arm(&service_, &Proto::RequestSetServingVersion, cq, live, &on_set_);
+    ReloadCall::Arm(&service_, &Proto::RequestReloadVersions, cq, live, &on_reload_);
   }
 }
 

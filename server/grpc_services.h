@@ -64,10 +64,10 @@ struct ServiceLimits {
   absl::Duration max_sequence_wait = absl::Seconds(5);
   // Longest a write waits for its log acknowledgement and application, likewise.
   absl::Duration max_write_wait = absl::Seconds(30);
-  // A Recall that arrives on a completion-queue thread joins the batch that thread runs once
-  // its poll is done (RecallBatcher::Collect), instead of waking a batcher worker. Only with a
-  // batch wait of 0 (a wait needs the workers' timed waits).
-  bool batch_on_queue_threads = true;
+  // A Recall that arrives on a completion-queue thread is collected there
+  // (RecallBatcher::Collect): alone and with the workers idle it runs on that thread, else it
+  // goes to the workers. Only with a batch wait of 0. Off by default (--batch_on_queue_threads).
+  bool batch_on_queue_threads = false;
 };
 
 class RecallServiceImpl {
@@ -147,7 +147,7 @@ class TrainingServiceImpl {
   TrainingServiceImpl& operator=(const TrainingServiceImpl&) = delete;
 
   Proto* service() { return &service_; }
-  void Arm(const CompletionQueueThreads& queues);
+  void Arm(CompletionQueueThreads& queues);
 
  private:
   template <typename Call>

@@ -11,8 +11,8 @@ using grpc::health::v1::HealthCheckResponse;
 // is guarded by the service's mutex: SetServing writes from any thread.
 class HealthService::Watch final : public AsyncOp {
  public:
-  Watch(HealthService* health, grpc::ServerCompletionQueue* cq)
-      : health_(health), cq_(cq), writer_(&ctx_), done_(this) {
+  Watch(HealthService* health, grpc::ServerCompletionQueue* cq, LiveOps* live)
+      : AsyncOp(live), health_(health), cq_(cq), writer_(&ctx_), done_(this) {
     ctx_.AsyncNotifyWhenDone(&done_);
     health_->service_.RequestWatch(&ctx_, &request_, &writer_, cq_, cq_, this);
   }
@@ -26,7 +26,7 @@ class HealthService::Watch final : public AsyncOp {
           release = true;
         } else {
           matched_ = true;
-          if (!health_->shut_down_) health_->ArmWatch(cq_);
+          if (!health_->shut_down_) health_->ArmWatch(cq_, live());
           health_->watches_.insert(this);
           NextLocked();
         }
@@ -53,7 +53,7 @@ class HealthService::Watch final : public AsyncOp {
 
  private:
   struct Done final : AsyncOp {
-    explicit Done(Watch* w) : watch(w) {}
+    explicit Done(Watch* w) : AsyncOp(nullptr), watch(w) {}
     void Proceed(bool) override { watch->Ended(); }
     Watch* const watch;
   };
@@ -126,15 +126,17 @@ HealthService::HealthService()
 
 HealthService::~HealthService() = default;
 
-void HealthService::Arm(const CompletionQueueThreads& queues) {
+void HealthService::Arm(CompletionQueueThreads& queues) {
   for (const auto& cq : queues.queues()) {
-    CheckCall::Arm(&service_, &Proto::RequestCheck, cq.get(), &check_);
+    CheckCall::Arm(&service_, &Proto::RequestCheck, cq.get(), queues.live_ops(), &check_);
     absl::MutexLock lock(&mu_);
-    ArmWatch(cq.get());
+    ArmWatch(cq.get(), queues.live_ops());
   }
 }
 
-void HealthService::ArmWatch(grpc::ServerCompletionQueue* cq) { new Watch(this, cq); }
+void HealthService::ArmWatch(grpc::ServerCompletionQueue* cq, LiveOps* live) {
+  new Watch(this, cq, live);
+}
 
 int HealthService::StatusOf(const std::string& name) const {
   if (!name.empty()) return HealthCheckResponse::SERVICE_UNKNOWN;

@@ -29,7 +29,7 @@ class HealthService {
   ~HealthService();
   Proto* service() { return &service_; }  // register it with the builder
   // Requests the first calls on every queue (after BuildAndStart, before the queues' threads).
-  void Arm(const CompletionQueueThreads& queues);
+  void Arm(CompletionQueueThreads& queues);
   void SetServing(bool serving);
   void Shutdown();
 
@@ -37,7 +37,7 @@ class HealthService {
   friend class Watch;
   using CheckCall = UnaryCall<Proto, grpc::health::v1::HealthCheckRequest,
                               grpc::health::v1::HealthCheckResponse>;
-  void ArmWatch(grpc::ServerCompletionQueue* cq);
+  void ArmWatch(grpc::ServerCompletionQueue* cq, LiveOps* live);
   int StatusOf(const std::string& name) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Proto service_;

@@ -56,9 +56,10 @@ DEFINE_int32(batch_max_wait_us, 0, "longest a queued request waits for its batch
              "(microseconds, counted from its arrival; 0 = never wait: a batch is what queued "
              "while the workers were busy)");
 DEFINE_int32(batch_workers, 0, "threads that run batches (0 = one per CPU this process may use)");
-DEFINE_bool(batch_on_queue_threads, true, "a Recall that a gRPC queue thread receives joins the "
-            "batch that thread runs itself once its poll is done, instead of waking a batch "
-            "worker (with --batch_max_wait_us=0 only; the workers still run the rest)");
+DEFINE_bool(batch_on_queue_threads, false, "run a lone Recall on the gRPC queue thread that read "
+            "it when no batch worker is busy, instead of waking a worker (with "
+            "--batch_max_wait_us=0 only). Off: under a flood the polling thread, busy with a "
+            "Recall, answers refusals late (README \"Request batching\")");
 DEFINE_int32(max_queued_requests, 0, "overload bound: most Recall requests waiting for a batch "
              "worker; beyond it a request is refused RESOURCE_EXHAUSTED at once (0 = one full "
              "batch per worker, --batch_max_size x workers)");
