@@ -14,10 +14,6 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <functional>
-#include <mutex>
 #include <csignal>
 #include <fstream>
 #include <iostream>
@@ -26,6 +22,7 @@
 #include <vector>
 
 #include "recall/v1/recall.grpc.pb.h"
+#include "server/async_calls.h"
 
 DEFINE_string(api, "callback", "callback, async or mixed");
 DEFINE_int32(threads, 1, "async: threads, each with its own completion queue");
@@ -74,111 +71,39 @@ using MixedBase = RecallService::WithAsyncMethod_Recall<RecallService::WithCallb
     RecallService::WithCallbackMethod_UpsertItems<RecallService::WithCallbackMethod_DeleteItems<
         RecallService::WithCallbackMethod_GetIndexInfo<RecallService::Service>>>>>;
 
-// A worker thread that runs what it is given in order: the batcher's hand-off, without batching.
-class Worker {
- public:
-  Worker() : thread_([this] { Run(); }) {}
-  ~Worker() {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      stop_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-  void Post(std::function<void()> f) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      queue_.push_back(std::move(f));
-    }
-    cv_.notify_one();
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> l(mu_);
-    for (;;) {
-      cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      auto f = std::move(queue_.front());
-      queue_.pop_front();
-      l.unlock();
-      f();
-      l.lock();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stop_ = false;
-  std::thread thread_;
-};
-Worker* g_worker = nullptr;
-
-// One pending Recall on a completion queue: requested, then answered, then freed.
-template <typename Service>
-class AsyncCall {
- public:
-  AsyncCall(Service* service, grpc::ServerCompletionQueue* cq, const RecallResponse* canned)
-      : service_(service), cq_(cq), canned_(canned), writer_(&ctx_) {
-    service_->RequestRecall(&ctx_, &req_, &writer_, cq_, cq_, this);
-  }
-  // The queue delivered this call's tag: `ok` false = shutting down.
-  void Proceed(bool ok) {
-    if (!answered_ && ok) {
-      new AsyncCall(service_, cq_, canned_);  // keep one request outstanding
-      answered_ = true;
-      auto answer = [this] {
-        resp_ = *canned_;
-        writer_.Finish(resp_, grpc::Status::OK, this);
-      };
-      if (g_worker != nullptr) {
-        g_worker->Post(answer);
-      } else {
-        answer();
-      }
-      return;
-    }
-    delete this;
-  }
-
- private:
-  Service* const service_;
-  grpc::ServerCompletionQueue* const cq_;
-  const RecallResponse* const canned_;
-  grpc::ServerContext ctx_;
-  RecallRequest req_;
-  RecallResponse resp_;
-  grpc::ServerAsyncResponseWriter<RecallResponse> writer_;
-  bool answered_ = false;
-};
-
-template <typename Service>
-void Poll(Service* service, grpc::ServerCompletionQueue* cq, const RecallResponse* canned) {
-  new AsyncCall<Service>(service, cq, canned);
-  void* tag;
-  bool ok;
-  while (cq->Next(&tag, &ok)) static_cast<AsyncCall<Service>*>(tag)->Proceed(ok);
-}
-
 std::atomic<bool> g_stop{false};
 
+// The async variants are served by recall-server's own pieces (server/async_calls.h), so what
+// is measured is what the server runs.
 template <typename Service, typename Started>
 int ServeAsync(Service* service, grpc::ServerBuilder& builder, Started started) {
-  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs;
-  for (int i = 0; i < FLAGS_threads; ++i) cqs.push_back(builder.AddCompletionQueue());
+  using Call = recall::server::UnaryCall<Service, RecallRequest, RecallResponse>;
+  recall::server::CompletionQueueThreads queues(builder, FLAGS_threads);
   builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   started();
   const RecallResponse canned = CannedAnswer();
-  std::unique_ptr<Worker> worker;
-  if (FLAGS_handoff) g_worker = (worker = std::make_unique<Worker>()).get();
-  std::vector<std::thread> threads;
-  for (auto& cq : cqs) threads.emplace_back(Poll<Service>, service, cq.get(), &canned);
+  // --handoff: the batcher's hand-off to a worker thread, without batching.
+  std::unique_ptr<recall::server::BlockingCallPool> worker;
+  if (FLAGS_handoff) worker = std::make_unique<recall::server::BlockingCallPool>(1);
+  const typename Call::Handler answer = [&](Call* call) {
+    auto finish = [&canned, call] {
+      *call->response() = canned;
+      call->Finish(grpc::Status::OK);
+    };
+    if (worker) {
+      worker->Run(finish);
+    } else {
+      finish();
+    }
+  };
+  for (const auto& cq : queues.queues()) {
+    Call::Arm(service, &Service::RequestRecall, cq.get(), queues.live_ops(), &answer);
+  }
+  queues.Start();
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   server->Shutdown();
-  for (auto& cq : cqs) cq->Shutdown();
-  for (auto& t : threads) t.join();
+  queues.Shutdown();
   return 0;
 }
 

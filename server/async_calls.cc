@@ -27,6 +27,7 @@ void CompletionQueueThreads::Start() {
       bool ok = false;
       while (cq->Next(&tag, &ok)) {
         static_cast<AsyncOp*>(tag)->Proceed(ok);
+        if (hooks_.empty()) continue;  // nothing waits for the poll's end: no extra syscall
         // The rest of what is ready now, without blocking.
         for (int n = 1; n < kMaxTagsPerPoll; ++n) {
           if (cq->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_REALTIME)) !=

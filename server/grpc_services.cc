@@ -140,9 +140,7 @@ RecallServiceImpl::RecallServiceImpl(const RecallEngine* engine, Metrics* metric
       writes_(limits.max_in_flight_writes),
       on_recall_([this](RecallCall* call) { Recall(call); }),
       on_upsert_([this](UpsertCall* call) {
-        const absl::Time deadline =
-            WaitDeadline(SteadyDeadline(call->context()), limits_.max_write_wait);
-        HandleWrite(call, "UpsertItems", [this, call, deadline] {
+        HandleWrite(call, "UpsertItems", [this, call](absl::Time deadline) {
           absl::Status s = engine_->UpsertItems(call->request(), call->response(), deadline);
           if (s.ok()) {
             metrics_->AddUpserts(call->response()->upserted());
@@ -152,9 +150,7 @@ RecallServiceImpl::RecallServiceImpl(const RecallEngine* engine, Metrics* metric
         });
       }),
       on_delete_([this](DeleteCall* call) {
-        const absl::Time deadline =
-            WaitDeadline(SteadyDeadline(call->context()), limits_.max_write_wait);
-        HandleWrite(call, "DeleteItems", [this, call, deadline] {
+        HandleWrite(call, "DeleteItems", [this, call](absl::Time deadline) {
           absl::Status s = engine_->DeleteItems(call->request(), call->response(), deadline);
           if (s.ok()) {
             metrics_->AddDeletes(call->response()->deleted());
@@ -244,8 +240,10 @@ void RecallServiceImpl::HandleWrite(Call* call, const char* method, Body body) {
   }
   const auto start = Clock::now();
   metrics_->in_flight().Increment();
-  write_pool_.Run([this, call, method, start, body = std::move(body)] {
-    const absl::Status s = Guarded(body);
+  const absl::Time deadline =
+      WaitDeadline(SteadyDeadline(call->context()), limits_.max_write_wait);
+  write_pool_.Run([this, call, method, start, deadline, body = std::move(body)] {
+    const absl::Status s = Guarded([&] { return body(deadline); });
     writes_.Release();
     FinishCall(call, metrics_, method, start, s);
   });

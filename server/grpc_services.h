@@ -106,7 +106,8 @@ class RecallServiceImpl {
   // Runs an admitted Recall (through the batcher, or on this thread) and finishes the call.
   void RunRecall(RecallCall* call, std::chrono::steady_clock::time_point start,
                  std::chrono::steady_clock::time_point deadline);
-  // An admin write: authorized, admitted under --max_in_flight_writes, run on the write pool.
+  // An admin write: authorized, admitted under --max_in_flight_writes, then body(deadline) on
+  // the write pool, `deadline` being how long it may wait for the log (ServiceLimits).
   template <typename Call, typename Body>
   void HandleWrite(Call* call, const char* method, Body body);
 

@@ -86,7 +86,8 @@ void RecallBatcher::RunCollected(Collected& c) {
     }
     lone.swap(c.items_);
   }
-  RunBatch(lone);
+  Scratch scratch;
+  RunBatch(lone, scratch);
 }
 
 int RecallBatcher::queued() const {
@@ -101,6 +102,7 @@ bool RecallBatcher::QueueFullOrStopping() const {
 void RecallBatcher::Work() {
   const size_t max_batch = static_cast<size_t>(std::max(1, options_.max_batch_size));
   std::vector<Pending> batch;
+  Scratch scratch;  // kept across batches: no allocation per batch
   while (true) {
     batch.clear();
     {
@@ -128,16 +130,14 @@ void RecallBatcher::Work() {
       }
       ++busy_;
     }
-    RunBatch(batch);
+    RunBatch(batch, scratch);
     absl::MutexLock lock(&mu_);
     --busy_;
   }
 }
 
-void RecallBatcher::RunBatch(std::vector<Pending>& batch) const {
-  std::vector<const recall::v1::RecallRequest*> reqs;
-  std::vector<recall::v1::RecallResponse*> resps;
-  std::vector<absl::Status> statuses;
+void RecallBatcher::RunBatch(std::vector<Pending>& batch, Scratch& scratch) const {
+  auto& [reqs, resps, statuses] = scratch;
   const auto start = Clock::now();
   // Requests whose caller gave up while they waited are answered without work: under overload
   // that work would only delay the requests somebody still waits for.
@@ -156,8 +156,8 @@ void RecallBatcher::RunBatch(std::vector<Pending>& batch) const {
   }
   batch.resize(live);
   if (batch.empty()) return;
-  reqs.reserve(batch.size());
-  resps.reserve(batch.size());
+  reqs.clear();
+  resps.clear();
   for (const Pending& p : batch) {
     reqs.push_back(p.req);
     resps.push_back(p.resp);

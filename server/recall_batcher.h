@@ -117,8 +117,14 @@ class RecallBatcher {
 
  private:
   void Work();
+  // The engine call's argument vectors, reused by a worker across its batches.
+  struct Scratch {
+    std::vector<const recall::v1::RecallRequest*> reqs;
+    std::vector<recall::v1::RecallResponse*> resps;
+    std::vector<absl::Status> statuses;
+  };
   // Answers `batch` on this thread: expired requests without work, the rest as one batch.
-  void RunBatch(std::vector<Pending>& batch) const;
+  void RunBatch(std::vector<Pending>& batch, Scratch& scratch) const;
   // The refusal for a request arriving now with `deadline` into a queue of `queued` (OK: none).
   absl::Status Refusal(Clock::time_point now, Clock::time_point deadline, size_t queued) const;
   bool QueueFullOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
