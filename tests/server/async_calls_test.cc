@@ -188,7 +188,7 @@ TEST(BlockingCallPoolTest, GrowsToItsCapRunsEverythingAndDrainsOnDestruction) {
       });
     }
     // Three block at once; the other five wait for them, not for threads of their own.
-    for (int i = 0; i < 3000 && running.load() < 3; ++i) {
+    for (int i = 0; i < 30000 && running.load() < 3; ++i) {  // bounded: 30 s
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     EXPECT_EQ(running.load(), 3);

@@ -293,11 +293,12 @@ TEST_F(RecallBatcherTest, CollectedRequestsRunHereWhenAloneAndOnAWorkerOtherwise
 }
 
 // A lone collected request goes to the workers while their queue holds something (here a
-// worker holds its batch open for a 300 ms wait), so it does not overtake the queued ones.
+// worker holds its batch open for a 1 s wait, far longer than the few microseconds between
+// Submit and RunCollected), so it does not overtake the queued ones.
 TEST_F(RecallBatcherTest, ALoneCollectedRequestQueuesBehindWaitingOnes) {
   RecallBatcher::Options o;
   o.max_batch_size = 32;
-  o.max_wait_us = 300000;
+  o.max_wait_us = 1000000;
   o.num_workers = 1;
   RecallBatcher batcher(engine_, o);
   RecallRequest first = Request(1), lone = Request(2);
